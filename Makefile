@@ -1,0 +1,27 @@
+# The two commands a fresh machine needs: `make demo` and `make test` (each runs `make setup` first).
+SHELL := /bin/bash
+PY := .venv/bin/python
+export OMP_NUM_THREADS ?= 1
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export RAY_DEDUP_LOGS ?= 0
+
+.PHONY: setup demo test bench lint clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m pipelines.cli demo --output demo_out
+
+test: setup
+	$(PY) -m pytest -m "not gpu" -q
+
+bench: setup
+	$(PY) -m bench.run --output bench/results
+
+lint: setup
+	$(PY) -m ruff check packages pipelines tests bench
+
+clean:
+	rm -rf demo_out bench/results .pytest_cache

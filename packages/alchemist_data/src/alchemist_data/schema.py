@@ -1,0 +1,130 @@
+"""Table schemas of the curated dataset (contract).
+
+Every writer passes these schemas explicitly; the DuckDB catalog, the model's shard reader and the benchmark
+tables are all built from this module. It imports nothing but pyarrow so that any consumer can depend on it.
+
+Conventions: units in column names (``_s``, ``_px``), booleans start ``is_``/``has_``, counts start ``num_``.
+Boxes are ``[x0, y0, x1, y1]`` integer pixel coordinates in the reference frame (x1/y1 exclusive).
+Images are stored as encoded bytes (PNG for anything with alpha or a mask, JPEG for the background plate).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1.0"
+
+#: Fractions of the clip duration at which the reference frames are taken (spec §2.3).
+REFERENCE_FRACTIONS: tuple[float, float, float] = (0.05, 0.50, 0.95)
+
+#: Entity categories of spec §2.2.
+CATEGORIES: tuple[str, str, str] = ("subject", "object", "background")
+
+BOX = pa.list_(pa.int32())
+
+CLIPS = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("video", pa.string(), nullable=False),  # path or URI as resolved from the manifest
+        pa.field("caption", pa.string(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("fps", pa.float64()),
+        pa.field("width_px", pa.int32()),  # display size, after rotation metadata is applied
+        pa.field("height_px", pa.int32()),
+        pa.field("ref_times_s", pa.list_(pa.float64())),  # 3 times, at REFERENCE_FRACTIONS of the clip
+        pa.field("subject_words", pa.list_(pa.string())),
+        pa.field("object_words", pa.list_(pa.string())),
+        pa.field("background_words", pa.list_(pa.string())),
+        pa.field("num_entities_detected", pa.int32()),  # distinct subject/object words with at least one mask
+        pa.field("has_random_models", pa.bool_()),  # grounding/segmentation ran with random weights
+        pa.field("profile", pa.string()),
+        pa.field("shard", pa.string()),
+    ]
+)
+
+ENTITIES = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("entity_word", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),  # subject | object
+        pa.field("frame_index", pa.int8(), nullable=False),  # 0, 1, 2 = 5 %, 50 %, 95 %
+        pa.field("frame_time_s", pa.float64(), nullable=False),
+        pa.field("frame_width_px", pa.int32()),
+        pa.field("frame_height_px", pa.int32()),
+        pa.field("is_detected", pa.bool_(), nullable=False),  # passed grounding, SAM and the validity check
+        pa.field("drop_reason", pa.string()),  # null when detected: no_box | low_box_score | low_mask_iou | invalid_box
+        pa.field("box_xyxy_px", BOX),
+        pa.field("box_score", pa.float32()),
+        pa.field("mask_iou_score", pa.float32()),
+        pa.field("mask_area_frac", pa.float32()),  # mask pixels / frame pixels
+        pa.field("mask_png", pa.binary()),  # 1-bit mask cropped to the box
+        pa.field("crop_png", pa.binary()),  # RGBA box crop, alpha = mask
+        pa.field("has_face", pa.bool_()),
+        pa.field("face_box_xyxy_px", BOX),  # extended face box (spec §7.3), frame coordinates
+        pa.field("face_score", pa.float32()),
+        pa.field("face_crop_png", pa.binary()),  # RGB crop of the extended face box, unmasked
+        pa.field("is_random_model", pa.bool_()),
+    ]
+)
+
+BACKGROUNDS = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("background_word", pa.string()),  # first background word of the caption, if any
+        pa.field("frame_time_s", pa.float64(), nullable=False),  # the middle reference frame
+        pa.field("width_px", pa.int32()),
+        pa.field("height_px", pa.int32()),
+        pa.field("foreground_area_frac", pa.float32()),  # area of the dilated, hole-filled foreground mask
+        pa.field("inpaint_backend", pa.string()),
+        pa.field("image_jpg", pa.binary()),  # inpainted middle frame
+        pa.field("foreground_mask_png", pa.binary()),
+    ]
+)
+
+REJECTS = pa.schema(
+    [
+        pa.field("video", pa.string()),
+        pa.field("clip_id", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),  # machine-readable code
+        pa.field("detail", pa.string()),  # human-readable explanation
+        pa.field("caption", pa.string()),
+        pa.field("shard", pa.string()),
+    ]
+)
+
+#: Output tables, by folder name under the run directory.
+TABLES: dict[str, pa.Schema] = {
+    "clips": CLIPS,
+    "entities": ENTITIES,
+    "backgrounds": BACKGROUNDS,
+    "rejects": REJECTS,
+}
+
+
+def empty_table(name: str) -> pa.Table:
+    """An empty table with the named schema."""
+    return TABLES[name].empty_table()
+
+
+def conform(table: pa.Table, name: str) -> pa.Table:
+    """Cast/reorder ``table`` to the contract schema ``name`` (missing nullable columns become nulls).
+
+    Raises ``ValueError`` naming the columns that are missing but not nullable or cannot be cast.
+    """
+    schema = TABLES[name]
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            try:
+                columns.append(col.cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise ValueError(f"{name}.{field.name}: cannot cast {col.type} to {field.type}: {err}") from err
+        elif field.nullable:
+            columns.append(pa.nulls(table.num_rows, field.type))
+        else:
+            raise ValueError(f"{name}: required column {field.name!r} is missing")
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,195 @@
+"""Size profiles and training configuration.
+
+A profile fixes everything about the *shape* of a run: the transformer's init kwargs, which encoders and VAE to
+load (hub id, local path, or ``random-tiny``), the clip resolution and length, and the batch size. The training
+config holds the optimisation and data choices; every choice the paper leaves open (spec §10) is a field here,
+and docs/model.md lists them.
+
+Profiles:
+
+* ``tiny``: 2 blocks, width 24, random tiny encoders and VAE, 64x48 pixels, 9 frames. CPU tests and the demo.
+* ``small``: 12 blocks, width 768 (12 heads x 64); one GPU; real encoders; 256x144, 17 frames.
+* ``base``: 24 blocks, width 1536 (24 heads x 64); one GPU (bf16, gradient checkpointing); 256x144, 49 frames.
+* ``paper``: 32 blocks, width 4096, 32 heads (spec §3.1); 512x288, 49 frames; FSDP on many GPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+#: Spec §4, Table 5: at most six conditioning images per sample.
+MAX_REFERENCE_IMAGES = 6
+
+# Real checkpoints (hub ids; a local directory with the same layout works everywhere a hub id does).
+DINOV2_L14 = "facebook/dinov2-large"  # ViT-L/14, 24 blocks, 1024 channels: 256 patch tokens at 224 px
+CLIP_L14 = "openai/clip-vit-large-patch14"  # ViT-L/14 vision tower; we take block 23 (penultimate)
+T5_TEXT = "google/t5-v1_1-large"  # d_model 1024 = the paper's "conditioning channels 1024" (spec §3.1, [I])
+COGVIDEOX_VAE = "THUDM/CogVideoX-5b"  # subfolder "vae": 4x8x8, 16 latent channels (spec §3.1)
+
+RANDOM_TINY = "random-tiny"
+
+
+@dataclass(kw_only=True)
+class ModelProfile:
+    name: str
+    #: AlchemistTransformer3DModel init kwargs (text_dim / cond_dim are filled from the encoders).
+    transformer: dict[str, Any]
+    text_encoder: str = T5_TEXT
+    image_encoder_dinov2: str = DINOV2_L14
+    image_encoder_clip: str = CLIP_L14
+    vae: str = COGVIDEOX_VAE
+    vae_subfolder: str = "vae"
+    #: Encoder input side in pixels (224 -> 16x16 = 256 patch tokens for a /14 ViT, spec §3.3).
+    image_size_px: int = 224
+    width_px: int = 256
+    height_px: int = 144
+    num_frames: int = 17  # 4k+1 (spec §4)
+    batch_size: int = 8
+    max_text_tokens: int = 128
+    parallelism: Literal["ddp", "fsdp"] = "ddp"
+    gradient_checkpointing: bool = False
+    #: Spec §6: 256 steps at 256x144, 128 at 512x288, 64 at 1024x576.
+    sample_steps: int = 256
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _transformer(num_layers: int, num_heads: int, head_dim: int) -> dict[str, Any]:
+    return {
+        "num_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "attention_head_dim": head_dim,
+        "mlp_ratio": 4.0,
+    }
+
+
+PROFILES: dict[str, ModelProfile] = {
+    "tiny": ModelProfile(
+        name="tiny",
+        transformer=_transformer(2, 2, 12),
+        text_encoder=RANDOM_TINY,
+        image_encoder_dinov2=RANDOM_TINY,
+        image_encoder_clip=RANDOM_TINY,
+        vae=RANDOM_TINY,
+        image_size_px=56,  # tiny ViT with patch 14: 4x4 = 16 tokens per image
+        width_px=64,
+        height_px=48,
+        num_frames=9,
+        batch_size=2,
+        max_text_tokens=32,
+        sample_steps=8,
+    ),
+    "small": ModelProfile(name="small", transformer=_transformer(12, 12, 64), batch_size=8),
+    "base": ModelProfile(
+        name="base",
+        transformer=_transformer(24, 24, 64),
+        num_frames=49,
+        batch_size=4,
+        gradient_checkpointing=True,
+    ),
+    "paper": ModelProfile(
+        name="paper",
+        transformer=_transformer(32, 32, 128),
+        width_px=512,
+        height_px=288,
+        num_frames=49,
+        batch_size=1,
+        parallelism="fsdp",
+        gradient_checkpointing=True,
+        sample_steps=128,
+    ),
+}
+
+
+def get_profile(name: str) -> ModelProfile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown model profile {name!r}: choose one of {sorted(PROFILES)}")
+    return dataclasses.replace(PROFILES[name], transformer=dict(PROFILES[name].transformer))
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Dataset choices (spec §5). Fields marked [choice] are not stated in the paper."""
+
+    fps: float = 24.0
+    #: Reference sampling of spec §5.3.
+    max_subjects: int = 3
+    max_images_per_subject: int = 3
+    background_prob: float = 0.5
+    max_reference_images: int = MAX_REFERENCE_IMAGES
+    #: [choice] object words are sampled as "subjects" too (they have segmented crops like subjects).
+    include_objects: bool = True
+    #: Spec §5.2 augmentations; off = the "No augmentation" ablation of Table 3.
+    augment: bool = True
+    #: [choice] target clip start: "random" offset inside the clip, or "start".
+    clip_start: Literal["random", "start"] = "random"
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """One training run. Every field is saved to RUN/config.json."""
+
+    profile: str = "tiny"
+    steps: int = 100
+    #: 1: text-to-video backbone only (personalization branch unused and frozen); 2: personalization.
+    stage: Literal[1, 2] = 2
+    #: Stage II trains only the new cross-attention (+ the personalization embedder) for this many steps,
+    #: then the whole model (spec §4: 10k of 40k).
+    stage2_cross_attn_only_steps: int = 10_000
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.01
+    grad_clip: float = 0.05
+    warmup_steps: int = 1_000
+    batch_size: int | None = None  # None: the profile's
+    seed: int = 0
+    #: [choice] "logit_normal" (SD3's default, mean 0 std 1) or "uniform".
+    timestep_sampling: Literal["uniform", "logit_normal"] = "logit_normal"
+    #: [choice] SD3 time shift s; None: s = sqrt(num_tokens / shift_base_tokens), at least 1.
+    time_shift: float | None = None
+    shift_base_tokens: int = 1024
+    #: Spec §4: each condition dropped (zeroed) 10 % of the time, [choice] independently.
+    text_drop_prob: float = 0.1
+    image_drop_prob: float = 0.1
+    #: [choice] EMA is off by default (the paper does not say); 0.9999 is a usual value for long runs.
+    ema_decay: float | None = None
+    #: Ablations of spec §8.4 (Table 3).
+    image_encoder: Literal["dinov2", "clip"] = "dinov2"
+    use_word_tokens: bool = True
+    #: [choice] word tokens padded/truncated to this many tokens (Fig. 3 draws 3).
+    word_token_len: int = 3
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    gradient_checkpointing: bool | None = None  # None: the profile's
+    checkpoint_every: int = 500
+    log_every: int = 1
+    num_data_workers: int = 0  # torch DataLoader workers
+    data: DataConfig = field(default_factory=DataConfig)
+    #: Stage II starting point: a stage-I RUN directory or transformer folder (empty: random init).
+    init_from: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        raw = dict(raw)
+        data = DataConfig(**raw.pop("data", {}))
+        if "betas" in raw:
+            raw["betas"] = tuple(raw["betas"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown training config fields {sorted(unknown)}")
+        return cls(data=data, **raw)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

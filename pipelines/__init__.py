@@ -1,0 +1,1 @@
+"""Runnable jobs (curate, train, generate, evaluate, demo) and the `alchemist` CLI."""

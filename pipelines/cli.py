@@ -1,0 +1,32 @@
+"""The `alchemist` command line. Each pipelines module registers its own commands."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="alchemist",
+    help="Video Alchemist: curate captioned videos, train the personalization model, generate, and evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Modules that define `register(app)`. Heavy imports (torch, ray) happen inside the commands, so --help is fast.
+COMMAND_MODULES = [
+    "pipelines.curate",
+    "pipelines.demo",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

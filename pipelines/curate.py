@@ -1,0 +1,111 @@
+"""`alchemist curate | query | stats`: run the curation pipeline and look at its tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+PROFILE_HELP = "Model profile: offline (embedded default, real PyPI models + announced random ones), paper, tiny."
+
+
+def curate_cmd(
+    manifest: Path = typer.Argument(..., help="JSONL, CSV or Parquet with columns video, caption[, start_s, end_s, clip_id]."),
+    output: Path = typer.Option(..., "--output", "-o", help="Run folder (created; re-running resumes)."),
+    profile: str = typer.Option("offline", "--profile", "-p", help=PROFILE_HELP),
+    ray_address: str = typer.Option(None, "--ray-address", help="Join an existing Ray cluster (e.g. ray://host:10001 or auto)."),
+    limit: int = typer.Option(None, "--limit", help="Only the first N manifest rows."),
+    num_workers: int = typer.Option(1, "--num-workers", "-w", help="Actors per stage group (Ray runner)."),
+    runner: str = typer.Option("ray", "--runner", help="ray (default) or local (in-process, for debugging)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a profile field, e.g. --set grounding.batch_size=16."),
+) -> None:
+    """Curate captioned videos into Parquet reference tables (clips, entities, backgrounds, rejects)."""
+    from alchemist_data.profiles import parse_overrides
+    from alchemist_data.runner import CurateOptions, curate
+
+    try:
+        opts = CurateOptions(
+            manifest=str(manifest), output=str(output), profile=profile, overrides=parse_overrides(set_),
+            runner=runner, ray_address=ray_address, num_workers=num_workers, limit=limit,
+        )
+        info = curate(opts)
+    except (ValueError, FileNotFoundError) as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise typer.Exit(2) from err
+    c = info.get("counts", {})
+    typer.echo(
+        f"done in {info['elapsed_s']:.1f}s: {c.get('clips', 0)} clips, {c.get('entities', 0)} entity rows, "
+        f"{c.get('backgrounds', 0)} backgrounds, {c.get('rejects', 0)} rejects "
+        f"({info['num_shards_skipped']} of {info['num_shards']} shards were already done)"
+    )
+    if info.get("has_random_models"):
+        typer.secho("note: grounding/segmentation used RANDOM weights (see run.json)", fg="yellow")
+    typer.echo(f"tables: {output}/{{clips,entities,backgrounds,rejects}}/*.parquet  run: {output}/run.json")
+    typer.echo(f'query:  alchemist query {output} "SELECT category, count(*) FROM entities GROUP BY 1"')
+
+
+def query_cmd(
+    run_dir: Path = typer.Argument(..., help="A curated run folder."),
+    sql: str = typer.Argument(..., help="DuckDB SQL over the views clips, entities, backgrounds, rejects."),
+    fmt: str = typer.Option("table", "--format", help="table | json | csv"),
+    limit: int = typer.Option(50, "--max-rows", help="Rows to print in table format."),
+) -> None:
+    """Run SQL against a curated run with DuckDB."""
+    from alchemist_data.catalog import query
+
+    try:
+        result = query(run_dir, sql)
+    except ValueError as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise typer.Exit(2) from err
+    rows = [{k: _printable(v) for k, v in r.items()} for r in result.to_pylist()]
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=1, default=str))
+    elif fmt == "csv":
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=result.column_names)
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        _print_table(result.column_names, rows[:limit], title=f"{result.num_rows} rows")
+
+
+def stats_cmd(run_dir: Path = typer.Argument(..., help="A curated run folder.")) -> None:
+    """Counts per category, reject reasons, mask-area and score distributions."""
+    from alchemist_data.catalog import stats
+
+    try:
+        sections = stats(run_dir)
+    except ValueError as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise typer.Exit(2) from err
+    for title, rows in sections.items():
+        cols = list(rows[0].keys()) if rows else []
+        _print_table(cols, rows, title=title)
+
+
+def _printable(v: object) -> object:
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    return v
+
+
+def _print_table(columns: list[str], rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[str(r[c]) for c in columns])
+    Console(width=160).print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("curate")(curate_cmd)
+    app.command("query")(query_cmd)
+    app.command("stats")(stats_cmd)
