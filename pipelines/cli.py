@@ -16,8 +16,13 @@ app = typer.Typer(
 
 # Modules that define `register(app)`. Heavy imports (torch, ray) happen inside the commands, so --help is fast.
 COMMAND_MODULES = [
+    "pipelines.train",
+    "pipelines.generate",
     "pipelines.curate",
     "pipelines.demo",
+    "pipelines.entities_cmd",
+    "pipelines.sample_data_cmd",
+    "pipelines.evaluate",
 ]
 
 for _name in COMMAND_MODULES:

@@ -83,8 +83,10 @@ def stats_cmd(run_dir: Path = typer.Argument(..., help="A curated run folder."))
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(2) from err
     for title, rows in sections.items():
-        cols = list(rows[0].keys()) if rows else []
-        _print_table(cols, rows, title=title)
+        if rows:
+            _print_table(list(rows[0].keys()), rows, title=title)
+        else:
+            typer.echo(f"{title}: none")
 
 
 def _printable(v: object) -> object:

@@ -192,10 +192,21 @@ def dynamic_degree_from_flows(flows: Sequence[np.ndarray], height_px: int, width
 # preprocessing (exact semantics of the official transforms)
 
 
+def normalize_batch(images: list[np.ndarray] | np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
+                    ) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W]: ``ToTensor`` (x / 255) then ``Normalize`` ((x - mean) / std),
+    in that order, vectorised over the batch (torch, in place)."""
+    import torch
+
+    if len(images) == 0:
+        return np.zeros((0, 3, ENCODER_SIZE_PX, ENCODER_SIZE_PX), np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(images))).permute(0, 3, 1, 2).float().div_(255.0)
+    x.sub_(torch.tensor(mean).view(1, 3, 1, 1)).div_(torch.tensor(std).view(1, 3, 1, 1))
+    return x.contiguous().numpy()
+
+
 def _to_chw(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    arr = np.asarray(image, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return normalize_batch([np.asarray(image)], mean, std)[0]
 
 
 def center_crop_short_side(frame: np.ndarray) -> np.ndarray:
@@ -207,16 +218,25 @@ def center_crop_short_side(frame: np.ndarray) -> np.ndarray:
     return frame[top : top + s, left : left + s]
 
 
+def clip_resize(frame: np.ndarray) -> np.ndarray:
+    """Centre crop to a square on the short side, then 224x224 PIL bicubic (uint8 RGB out)."""
+    image = Image.fromarray(np.ascontiguousarray(frame)).convert("RGB")
+    image = Image.fromarray(center_crop_short_side(np.asarray(image)))
+    return np.asarray(image.resize((ENCODER_SIZE_PX, ENCODER_SIZE_PX), Image.BICUBIC))
+
+
+def clip_preprocess_batch(frames: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Many frames for CLIP (see :func:`clip_preprocess`): float32 [N, 3, 224, 224]."""
+    return normalize_batch([clip_resize(f) for f in frames], CLIP_MEAN, CLIP_STD)
+
+
 def clip_preprocess(frame: np.ndarray) -> np.ndarray:
     """A generated or GT frame for CLIP: centre crop to a square on the short side, 224x224 bicubic, CLIP mean/std.
 
     ``frame`` is HxWx3 (or HxWx4: transparency dropped, as ``pil_maybe_remove_transparency``) uint8 RGB.
     Returns float32 (3, 224, 224).
     """
-    image = Image.fromarray(np.ascontiguousarray(frame)).convert("RGB")
-    image = Image.fromarray(center_crop_short_side(np.asarray(image)))
-    image = image.resize((ENCODER_SIZE_PX, ENCODER_SIZE_PX), Image.BICUBIC)
-    return _to_chw(image, CLIP_MEAN, CLIP_STD)
+    return clip_preprocess_batch([frame])[0]
 
 
 def white_background(rgba: np.ndarray) -> np.ndarray:
@@ -240,11 +260,15 @@ def pad_to_white_square(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+def dino_resize(rgb: np.ndarray) -> np.ndarray:
+    """Pad to a white square, then 224x224 PIL bicubic (uint8 RGB out)."""
+    image = Image.fromarray(pad_to_white_square(np.ascontiguousarray(rgb, dtype=np.uint8)))
+    return np.asarray(image.resize((ENCODER_SIZE_PX, ENCODER_SIZE_PX), Image.BICUBIC))
+
+
 def dino_preprocess_rgb(rgb: np.ndarray) -> np.ndarray:
     """An RGB subject image (already white outside the mask) for DINO: pad to white square, 224 bicubic, ImageNet."""
-    image = Image.fromarray(pad_to_white_square(np.ascontiguousarray(rgb, dtype=np.uint8)))
-    image = image.resize((ENCODER_SIZE_PX, ENCODER_SIZE_PX), Image.BICUBIC)
-    return _to_chw(image, IMAGENET_MEAN, IMAGENET_STD)
+    return normalize_batch([dino_resize(rgb)], IMAGENET_MEAN, IMAGENET_STD)[0]
 
 
 def dino_preprocess_rgba(rgba: np.ndarray) -> np.ndarray:

@@ -1,0 +1,107 @@
+"""Curation throughput (tiny profile: local runner vs Ray with 1 and 2 workers) and DuckDB over 1M entity rows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _curate_time(manifest: Path, out: Path, runner: str, workers: int) -> tuple[float, int]:
+    from alchemist_data.runner import CurateOptions, Reporter, curate
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    info = curate(
+        CurateOptions(manifest=str(manifest), output=str(out), profile="tiny", runner=runner, num_workers=workers),
+        reporter=Reporter(enabled=False),
+    )
+    n = info["counts"].get("clips", 0) + info["counts"].get("rejects", 0)
+    return time.perf_counter() - t0, n
+
+
+def curation_rows(quick: bool) -> list[dict]:
+    import ray
+
+    from alchemist_data.sample_data import write_sample_corpus
+
+    tmp = Path(tempfile.mkdtemp(prefix="alchemist-bench-"))
+    n_clips = 16 if quick else 48
+    manifest = write_sample_corpus(tmp / "corpus", num_clips=n_clips, seed=1)
+    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
+    try:
+        _curate_time(manifest, tmp / "warm", "local", 1)  # warm caches (spaCy, file system) for every variant
+        t_local, n = _curate_time(manifest, tmp / "local", "local", 1)
+        t_ray1, _ = _curate_time(manifest, tmp / "ray1", "ray", 1)
+        t_ray2, _ = _curate_time(manifest, tmp / "ray2", "ray", 2)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    overhead_ms = (t_ray1 - t_local) / n * 1000
+    return [
+        {"group": "curation (tiny)", "metric": "local runner, 1 process", "value": n / t_local, "unit": "clips/s",
+         "baseline": None, "baseline_name": None, "goal": None, "note": f"{n} clips"},
+        {"group": "curation (tiny)", "metric": "Ray, 1 worker", "value": n / t_ray1, "unit": "clips/s",
+         "baseline": n / t_local, "baseline_name": "local", "goal": None, "note": "includes actor start + model setup"},
+        {"group": "curation (tiny)", "metric": "Ray, 2 workers", "value": n / t_ray2, "unit": "clips/s",
+         "baseline": n / t_ray1, "baseline_name": "Ray 1 worker", "goal": ">= 1.7x of 1 worker", "note": ""},
+        {"group": "curation (tiny)", "metric": "Ray overhead per clip (1 worker - local)", "value": overhead_ms,
+         "unit": "ms/clip", "baseline": None, "baseline_name": None, "goal": "< 20 ms", "note": ""},
+    ]
+
+
+def duckdb_rows(quick: bool) -> list[dict]:
+    import duckdb
+
+    from alchemist_data import schema
+
+    n = 200_000 if quick else 1_000_000
+    rng = np.random.default_rng(0)
+    words = np.array(["man", "woman", "dog", "horse", "blue cap", "red car", "bottle", "coat", "cat", "jacket"])
+    cols = {
+        "clip_id": pa.array([f"clip-{i // 6:07d}" for i in range(n)]),
+        "entity_word": pa.array(words[rng.integers(0, len(words), n)]),
+        "category": pa.array(np.where(rng.random(n) < 0.4, "subject", "object")),
+        "frame_index": pa.array(rng.integers(0, 3, n).astype(np.int8)),
+        "frame_time_s": pa.array(rng.random(n) * 10),
+        "is_detected": pa.array(rng.random(n) < 0.8),
+        "box_score": pa.array(rng.random(n).astype(np.float32)),
+        "mask_iou_score": pa.array(rng.random(n).astype(np.float32)),
+        "mask_area_frac": pa.array(rng.random(n).astype(np.float32)),
+        "has_face": pa.array(rng.random(n) < 0.2),
+    }
+    table = schema.conform(pa.table(cols), "entities")
+    tmp = Path(tempfile.mkdtemp(prefix="alchemist-duck-"))
+    try:
+        for i, start in enumerate(range(0, n, n // 8)):
+            pq.write_table(table.slice(start, n // 8), tmp / f"part-{i:05d}.parquet")
+        con = duckdb.connect()
+        sql = (f"SELECT category, entity_word, count(*) AS n, avg(mask_area_frac) AS area, "
+               f"quantile_cont(box_score, 0.9) AS p90 FROM read_parquet('{tmp}/*.parquet') "
+               "WHERE is_detected AND mask_iou_score > 0.5 AND frame_index = 1 GROUP BY ALL ORDER BY n DESC")
+        con.sql(sql).fetchall()  # warm the file metadata cache, as an interactive user would have
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            con.sql(sql).fetchall()
+            times.append(time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [{"group": "duckdb", "metric": f"filter + aggregate over {n:,} entity rows (median of 5)",
+             "value": float(np.median(times)) * 1000, "unit": "ms", "baseline": None, "baseline_name": None,
+             "goal": "< 1000 ms", "note": "8 Parquet shards, contract schema"}]
+
+
+def run(quick: bool) -> list[dict]:
+    return duckdb_rows(quick) + curation_rows(quick)
+
+
+if __name__ == "__main__":
+    for row in run(quick=False):
+        print(row)

@@ -1,0 +1,77 @@
+"""`make bench`: every area's benchmark in one run; numbers to bench/results/bench.json and BENCH.md.
+
+Each area module exposes ``run(quick: bool) -> list[dict]`` with rows
+``{group, metric, value, unit, baseline, baseline_name, goal, note}``; a comparison is always measured in the
+same run as its baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import time
+import traceback
+from pathlib import Path
+
+AREAS = ["bench.data_frames", "bench.data_curation", "bench.model", "bench.eval"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--output", default="bench/results")
+    ap.add_argument("--quick", action="store_true", help="smaller inputs (for a smoke run)")
+    ap.add_argument("--only", nargs="*", help="module names to run (default: all)")
+    args = ap.parse_args()
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, failures = [], []
+    for name in args.only or AREAS:
+        if not name.startswith("bench."):
+            name = f"bench.{name}"
+        t0 = time.time()
+        print(f"== {name}", flush=True)
+        try:
+            module_rows = importlib.import_module(name).run(quick=args.quick)
+        except Exception:
+            failures.append({"module": name, "error": traceback.format_exc()})
+            print(traceback.format_exc(), flush=True)
+            continue
+        for r in module_rows:
+            print(f"   {r['group']:<28} {r['metric']:<44} {_fmt(r['value'])} {r['unit']}", flush=True)
+        rows.extend(module_rows)
+        print(f"   ({time.time() - t0:.0f}s)", flush=True)
+    meta = {"machine": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
+            "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "quick": args.quick}
+    (out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows, "failures": failures}, indent=2))
+    md = [f"# Bench results ({meta['when']}, {meta['machine']})", "",
+          "| group | metric | value | baseline | ratio | goal | note |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        base = r.get("baseline")
+        ratio = f"{_speedup(r):.2f}x" if base and r["value"] else ""
+        bname = f"{_fmt(base)} {r['unit']} ({r.get('baseline_name') or 'baseline'})" if base is not None else ""
+        md.append(f"| {r['group']} | {r['metric']} | {_fmt(r['value'])} {r['unit']} | {bname} | {ratio} | "
+                  f"{r.get('goal') or ''} | {r.get('note') or ''} |")
+    (out / "BENCH.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {out / 'bench.json'} and {out / 'BENCH.md'}")
+    if failures:
+        raise SystemExit(f"{len(failures)} bench module(s) failed: {[f['module'] for f in failures]}")
+
+
+def _speedup(r: dict) -> float:
+    """How many times better the value is than its baseline: throughputs (unit "x/s") higher is better,
+    everything else (times, memory) lower is better."""
+    if "/s" in r["unit"]:
+        return r["value"] / r["baseline"]
+    return r["baseline"] / r["value"]
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""GroundingDINO: one box per entity word per frame, with the MSRVTT-Personalization selection rule (spec §7.3).
+
+The selection (:func:`select_boxes`) and the caption/token mapping (:func:`tag_token_positions`) mirror the benchmark's
+``get_grounding_output`` in ``evaluation_protocol/evaluation/metrics/distributed_subject_dino_similarity.py``
+(tsaishien-chen/VideoAlchemy, byte-identical in snap-research/MSRVTT-Personalization). Curation and the Subj-S
+metric both call them, so a box found here is the box the benchmark would find.
+
+Two backends produce the raw ``sigmoid(logits)`` / ``pred_boxes``:
+
+* :class:`HFGroundingDino`: transformers ``GroundingDinoForObjectDetection`` (hub id, local dir, or a small random
+  model "random-tiny" / "random-small" for offline runs and tests);
+* :class:`GroundingDinoPy`: groundingdino-py (the benchmark's implementation: SwinT-OGC config + checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from alchemist_data.tiny_models import RANDOM_SIZES
+
+MAX_TEXT_LEN = 256  # GroundingDINO's text length (pred_logits has this many columns)
+
+
+@dataclass
+class Detection:
+    box_xyxy: list[int]
+    score: float
+
+
+def grounding_caption(tags: Sequence[str]) -> str:
+    """The benchmark's text prompt: ``" . ".join(tags).lower().strip()`` plus a final "." if missing.
+
+    The benchmark appends "." without a space ("man . dog."); BERT tokenises "dog." and "dog ." identically.
+    """
+    prompt = " . ".join(tags).lower().strip()
+    if not prompt.endswith("."):
+        prompt += "."
+    return prompt
+
+
+def _find_sublist_mask(main: list[int], sub: list[int]) -> list[bool]:
+    # Benchmark's find_sublist_indices: EVERY occurrence of the tag's token ids is marked, including one inside
+    # another tag (tags "man" and "old man" both claim the "man" token of "old man").
+    mask = [False] * len(main)
+    n = len(sub)
+    if n == 0:
+        return mask
+    for i in range(len(main) - n + 1):
+        if main[i : i + n] == sub:
+            mask[i : i + n] = [True] * n
+    return mask
+
+
+def tag_token_positions(tokenizer: Any, tags: Sequence[str]) -> tuple[str, list[list[int]]]:
+    """Caption text and, per tag, the positions of its BERT tokens in the tokenised caption.
+
+    As in the benchmark, each tag is tokenised on its own (``[CLS]``/``[SEP]`` removed) and matched as a sub-list of
+    the caption's token ids (which start with ``[CLS]`` at position 0). The tokenizer lower-cases (uncased BERT).
+    """
+    if not tags:
+        raise ValueError("tags is empty: give at least one entity word to ground")
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip():
+            raise ValueError(f"tag {tag!r} is empty: every entity word must contain text")
+    caption = grounding_caption(tags)
+    caption_ids = list(tokenizer(caption)["input_ids"])
+    positions = []
+    for tag in tags:
+        tag_ids = list(tokenizer(tag)["input_ids"])[1:-1]  # drop [CLS] / [SEP]
+        mask = _find_sublist_mask(caption_ids, tag_ids)
+        positions.append([i for i, m in enumerate(mask) if m])
+    return caption, positions
+
+
+def select_boxes(
+    probs: np.ndarray | torch.Tensor,
+    boxes_cxcywh: np.ndarray | torch.Tensor,
+    tag_token_positions: Sequence[Sequence[int]],
+    image_wh: tuple[int, int],
+    box_threshold: float = 0.4,
+) -> dict[int, tuple[list[int], float]]:
+    """The benchmark's per-tag box selection (spec §7.3) for one image.
+
+    ``probs``: ``[Q, L]`` sigmoid of GroundingDINO's ``pred_logits``; ``boxes_cxcywh``: ``[Q, 4]`` normalised
+    ``pred_boxes``. Returns ``{tag_index: (xyxy ints, score)}`` for the tags that pass, in tag order.
+
+    Exactly as in the benchmark code (which differs in one detail from the paper-level description):
+
+    * score(query, tag) = ``(max + mean) / 2`` over the tag's token positions (the code divides by 2; the max is
+      taken over the whole row with the other positions zeroed, which is the same since sigmoid > 0);
+    * each query goes to its argmax tag (first tag on ties); each tag keeps its highest-scoring query (first query
+      on ties; it starts from score 0, so a tag needs a score > 0 to get a box at all);
+    * the tag is kept if score > ``box_threshold``;
+    * box = cxcywh * (W, H, W, H) in float32, converted to xyxy, then ``.int()`` (truncation toward zero, not
+      rounding; boxes are not clipped to the image).
+
+    Token positions beyond ``L`` (captions longer than GroundingDINO's 256 tokens) are ignored.
+    """
+    logits = torch.as_tensor(probs, dtype=torch.float32).cpu()
+    boxes = torch.as_tensor(boxes_cxcywh, dtype=torch.float32).cpu()
+    if logits.ndim != 2 or boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"probs must be [Q, L] and boxes_cxcywh [Q, 4] with the same Q; got {tuple(logits.shape)} and "
+            f"{tuple(boxes.shape)}"
+        )
+    num_query, seq_len = logits.shape
+    num_tags = len(tag_token_positions)
+    if num_tags == 0 or num_query == 0:
+        return {}
+    W, H = image_wh
+
+    scores = []
+    for t, positions in enumerate(tag_token_positions):
+        token_mask = torch.zeros(seq_len, dtype=torch.bool)
+        pos = [p for p in positions if 0 <= p < seq_len]
+        if not pos:
+            raise ValueError(
+                f"tag #{t} has no token positions inside the first {seq_len} text tokens; the caption is too long "
+                "or the tag did not tokenise (see tag_token_positions)"
+            )
+        token_mask[pos] = True
+        masked = logits * token_mask
+        score_max = torch.max(masked, dim=1).values
+        score_avg = torch.sum(masked, dim=1) / torch.sum(token_mask)
+        scores.append((score_max + score_avg) / 2)
+    score_query_tag = torch.stack(scores).T  # (Q, T)
+    query_tag = torch.max(score_query_tag, dim=1).indices  # (Q,)
+
+    out: dict[int, tuple[list[int], float]] = {}
+    for t in range(num_tags):
+        # Vectorised form of the benchmark's loop: `if best_score < score: best = (query, score)` starting at
+        # (None, 0) -> the first query with the maximum score, and only if that score is > 0.
+        cand = torch.where(query_tag == t, score_query_tag[:, t], torch.full_like(score_query_tag[:, t], -1.0))
+        best = int(torch.argmax(cand))
+        score = cand[best]
+        if not bool(score > 0) or not bool(score > box_threshold):
+            continue
+        box = boxes[best] * torch.tensor([W, H, W, H], dtype=torch.float32)
+        box[:2] -= box[2:] / 2
+        box[2:] += box[:2]
+        out[t] = (box.int().tolist(), float(score))
+    return out
+
+
+class Grounder(ABC):
+    """Base: ``setup()`` loads the model once; ``detect(images, tags)`` gives ``{tag: Detection}`` per image."""
+
+    is_random: bool = False
+    name: str = "grounder"
+
+    def __init__(self, device: str = "cpu", box_threshold: float = 0.4, batch_size: int = 8) -> None:
+        self.device = device
+        self.box_threshold = box_threshold
+        self.batch_size = max(1, int(batch_size))
+        self._ready = False
+
+    def setup(self) -> None:
+        if not self._ready:
+            self._load()
+            self._ready = True
+
+    # -- backend hooks ------------------------------------------------------------------------------------------
+    @abstractmethod
+    def _load(self) -> None:
+        """Load the model and its tokenizer (called once by setup())."""
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Any:
+        """The BERT tokenizer whose token positions index the logits' text axis."""
+
+    @abstractmethod
+    def _forward(self, images: list[np.ndarray], caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same-size RGB frames -> (sigmoid probs [B, Q, L], normalised cxcywh boxes [B, Q, 4])."""
+
+    # -- public -------------------------------------------------------------------------------------------------
+    def detect(self, images: Sequence[np.ndarray], tags: Sequence[str]) -> list[dict[str, Detection]]:
+        """Ground every tag in every image. Frames of equal size share a forward pass (``batch_size`` at a time)."""
+        self.setup()
+        results: list[dict[str, Detection]] = [{} for _ in images]
+        if not images or not tags:
+            return results
+        tags = list(tags)
+        caption, positions = tag_token_positions(self.tokenizer, tags)
+        by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, img in enumerate(images):
+            arr = np.asarray(img)
+            if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+                raise ValueError(f"image #{i} must be an RGB uint8 array of shape HxWx3, got {arr.shape} {arr.dtype}")
+            by_shape[arr.shape].append(i)
+        for shape, idxs in by_shape.items():
+            H, W = shape[:2]
+            for start in range(0, len(idxs), self.batch_size):
+                chunk = idxs[start : start + self.batch_size]
+                probs, boxes = self._forward([np.asarray(images[i]) for i in chunk], caption)
+                # Tags pushed past the model's text length (captions over 256 tokens) cannot be scored; they get
+                # no box instead of failing the whole batch.
+                seq_len = probs.shape[-1]
+                keep = [t for t, pos in enumerate(positions) if any(p < seq_len for p in pos)]
+                kept_positions = [positions[t] for t in keep]
+                for j, i in enumerate(chunk):
+                    sel = select_boxes(probs[j], boxes[j], kept_positions, (W, H), self.box_threshold)
+                    results[i] = {tags[keep[k]]: Detection(box_xyxy=b, score=s) for k, (b, s) in sel.items()}
+        return results
+
+
+def check_local_path(model: str, what: str) -> None:
+    """A model id that is clearly a filesystem path must exist (else the hub client reports a confusing repo-id
+    error)."""
+    # hub ids are "name" or "namespace/name"; anything else is a path
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.path.isabs(model)
+    if looks_local and not os.path.exists(os.path.expanduser(model)):
+        raise FileNotFoundError(f"{what} not found: {model} (give an existing local directory or a hub id)")
+
+
+def _offline_hint(what: str, exc: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    extra = " (HF_HUB_OFFLINE is set, so only local directories or cached hub ids work)" if offline else ""
+    return f"could not load {what}{extra}: {exc}. Pass a local directory, a cached hub id, or 'random-small'."
+
+
+class HFGroundingDino(Grounder):
+    """transformers GroundingDINO from a hub id / local dir, or a random model ("random-tiny" / "random-small")."""
+
+    name = "hf_grounding_dino"
+
+    def __init__(self, model: str = "IDEA-Research/grounding-dino-tiny", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.model_id = model
+        self.is_random = model in RANDOM_SIZES
+        self.model: Any = None
+        self.processor: Any = None
+
+    def _load(self) -> None:
+        if self.is_random:
+            from alchemist_data.tiny_models import random_grounding_dino
+
+            self.model, self.processor = random_grounding_dino(self.model_id)
+        else:
+            from transformers import AutoProcessor, GroundingDinoForObjectDetection
+
+            check_local_path(self.model_id, "GroundingDINO model directory")
+            try:
+                self.processor = AutoProcessor.from_pretrained(self.model_id)
+                self.model = GroundingDinoForObjectDetection.from_pretrained(self.model_id)
+            except (OSError, ValueError) as exc:
+                raise OSError(_offline_hint(f"GroundingDINO {self.model_id!r}", exc)) from exc
+        self.model = self.model.to(self.device).eval()
+
+    @property
+    def tokenizer(self) -> Any:
+        self.setup()
+        return self.processor.tokenizer
+
+    @torch.inference_mode()
+    def _forward(self, images: list[np.ndarray], caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # The processor's own __call__ would merge a list of captions into one string (it treats a list of str as
+        # candidate labels), so images and text are prepared separately.
+        pixels = self.processor.image_processor(images=images, return_tensors="pt")
+        # transformers' GroundingDINO fails on captions longer than max_text_len (groundingdino-py truncates
+        # internally), so truncate the same way
+        max_len = int(getattr(self.model.config, "max_text_len", MAX_TEXT_LEN))
+        text = self.processor.tokenizer(
+            [caption] * len(images), padding="longest", truncation=True, max_length=max_len, return_tensors="pt"
+        )
+        inputs = {k: v.to(self.device) for k, v in {**pixels, **text}.items()}
+        out = self.model(**inputs)
+        return out.logits.float().sigmoid().cpu(), out.pred_boxes.float().cpu()
+
+
+def _default_gdino_config() -> str:
+    import groundingdino
+
+    return os.path.join(os.path.dirname(groundingdino.__file__), "config", "GroundingDINO_SwinT_OGC.py")
+
+
+GDINO_CHECKPOINT_URL = (
+    "https://github.com/IDEA-Research/GroundingDINO/releases/download/v0.1.0-alpha/groundingdino_swint_ogc.pth"
+)
+
+
+class GroundingDinoPy(Grounder):
+    """groundingdino-py, loaded like the benchmark's ``load_grounding_model`` (config + checkpoint, strict=False).
+
+    ``text_encoder``: a hub id (default ``bert-base-uncased``) or a local BERT directory (groundingdino-py checks
+    ``os.path.isdir``). Frames are preprocessed exactly as the benchmark: short side ``resize_short`` (800), long
+    side at most ``max_size`` (1333), ImageNet normalisation (groundingdino's own transforms).
+    """
+
+    name = "groundingdino_py"
+
+    def __init__(
+        self,
+        config_file: str = "",
+        checkpoint: str = "",
+        text_encoder: str = "bert-base-uncased",
+        resize_short: int = 800,
+        max_size: int = 1333,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        self.config_file = config_file or _default_gdino_config()
+        self.checkpoint = checkpoint
+        self.text_encoder = text_encoder
+        self.resize_short = resize_short
+        self.max_size = max_size
+        self.model: Any = None
+
+    def _load(self) -> None:
+        from groundingdino.models import build_model
+        from groundingdino.util.misc import clean_state_dict
+        from groundingdino.util.slconfig import SLConfig
+
+        if not os.path.isfile(self.config_file):
+            raise FileNotFoundError(f"GroundingDINO config file not found: {self.config_file}")
+        if not self.checkpoint or not os.path.isfile(self.checkpoint):
+            raise FileNotFoundError(
+                f"GroundingDINO checkpoint not found: {self.checkpoint or '(empty)'}. Download "
+                f"groundingdino_swint_ogc.pth from {GDINO_CHECKPOINT_URL} and pass its path "
+                "(grounding.checkpoint or ALCHEMIST_GDINO_CHECKPOINT)."
+            )
+        args = SLConfig.fromfile(self.config_file)
+        args.device = self.device
+        args.text_encoder_type = self.text_encoder
+        try:
+            model = build_model(args)
+        except OSError as exc:
+            raise OSError(_offline_hint(f"the GroundingDINO text encoder {self.text_encoder!r}", exc)) from exc
+        ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+        model.load_state_dict(clean_state_dict(state), strict=False)
+        self.model = model.to(self.device).eval()
+
+    @property
+    def tokenizer(self) -> Any:
+        self.setup()
+        return self.model.tokenizer
+
+    def _preprocess(self, image: np.ndarray) -> torch.Tensor:
+        import groundingdino.datasets.transforms as T
+        from PIL import Image
+
+        transform = T.Compose(
+            [
+                T.RandomResize([self.resize_short], max_size=self.max_size),
+                T.ToTensor(),
+                T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            ]
+        )
+        tensor, _ = transform(Image.fromarray(image), None)
+        return tensor
+
+    @torch.inference_mode()
+    def _forward(self, images: list[np.ndarray], caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = torch.stack([self._preprocess(im) for im in images]).to(self.device)
+        out = self.model(batch, captions=[caption] * len(images))
+        return out["pred_logits"].float().sigmoid().cpu(), out["pred_boxes"].float().cpu()
+
+
+def build_grounder(cfg: Any, device: str = "cpu") -> Grounder:
+    """Grounder from a ``GroundingConfig`` (backend ``hf`` or ``gdino_py``)."""
+    common = dict(device=device, box_threshold=cfg.box_threshold, batch_size=cfg.batch_size)
+    if cfg.backend == "hf":
+        return HFGroundingDino(model=cfg.model, **common)
+    if cfg.backend in ("gdino_py", "groundingdino_py", "groundingdino"):
+        return GroundingDinoPy(
+            config_file=cfg.config_file, checkpoint=cfg.checkpoint, text_encoder=cfg.text_encoder, **common
+        )
+    raise ValueError(f"unknown grounding backend {cfg.backend!r}; choose 'hf' or 'gdino_py'")

@@ -1,0 +1,147 @@
+"""Video reading/writing for the benchmark, with the official protocol's semantics.
+
+* Generated videos are read like ``evaluation_protocol/utils/video/video_decoder.py``: PyAV, frame rate =
+  ``stream.guessed_rate``, only the first ``num_frames`` frames (indices 0..num_frames-1).
+* Benchmark clips are cut like ``msrvtt_personalization/prepare_msrvtt_personalization_data.py``: the source frames
+  between the annotated timestamps, resized to the annotated resolution, H.264.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+
+class VideoReadError(Exception):
+    """A video that cannot be read: ``reason`` is a code (missing_file, empty_file, unreadable, no_frames)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class DecodedVideo:
+    frames: np.ndarray  # [T, H, W, 3] uint8 RGB
+    fps: float
+    num_frames_in_file: int | None  # as declared by the container (may be 0/None when unknown)
+
+
+def read_first_frames(path: str | Path, num_frames: int | None) -> DecodedVideo:
+    """Decode the first ``num_frames`` frames (all when None) of a video file.
+
+    A file with fewer frames than asked yields the frames it has (the official decoder raises instead, see
+    docs/eval.md); a file with no decodable frame raises ``VideoReadError``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VideoReadError("missing_file", f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise VideoReadError("empty_file", f"{path} is empty (0 bytes)")
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise VideoReadError("no_video_stream", f"{path} has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.guessed_rate or stream.average_rate or 0.0) or 0.0
+            declared = int(stream.frames or 0) or None
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if num_frames is not None and len(frames) >= num_frames:
+                    break
+    except VideoReadError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as err:
+        if not frames:
+            raise VideoReadError("unreadable", f"{path}: {err}") from err
+    if not frames:
+        raise VideoReadError("no_frames", f"{path} has no decodable video frame")
+    return DecodedVideo(frames=np.stack(frames), fps=fps if fps > 0 else 24.0, num_frames_in_file=declared)
+
+
+def parse_timestamp(timestamp: str) -> float:
+    """``HH:MM:SS.fff`` -> seconds (``convert_timestamp_to_second`` with ``%H:%M:%S.%f``)."""
+    try:
+        hms, _, frac = timestamp.strip().partition(".")
+        hours, minutes, seconds = (int(p) for p in hms.split(":"))
+        micro = int((frac + "000000")[:6]) if frac else 0
+    except ValueError as err:
+        raise ValueError(f"bad timestamp {timestamp!r}: expected HH:MM:SS.fff") from err
+    if not (0 <= minutes < 60 and 0 <= seconds < 60 and hours >= 0):
+        raise ValueError(f"bad timestamp {timestamp!r}: expected HH:MM:SS.fff")
+    return hours * 3600 + minutes * 60 + seconds + micro / 1_000_000
+
+
+def _resize(frame: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    w, h = size_wh
+    if frame.shape[1] == w and frame.shape[0] == h:
+        return frame
+    shrink = w * h < frame.shape[0] * frame.shape[1]
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def cut_clip(
+    source: str | Path, out_path: str | Path, start_s: float, end_s: float, resolution_wh: tuple[int, int] | None
+) -> tuple[np.ndarray, float]:
+    """Cut [start_s, end_s) of ``source`` into ``out_path`` (H.264), resized to ``resolution_wh`` (even sizes).
+
+    Returns the clip's frames [T, H, W, 3] and its fps, so callers need not decode the clip again.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise VideoReadError("missing_file", f"source video {source} does not exist")
+    if end_s <= start_s:
+        raise ValueError(f"bad time range [{start_s}, {end_s}] for {source}: end must be after start")
+    frames: list[np.ndarray] = []
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.guessed_rate or stream.average_rate or 24.0)
+        for frame in container.decode(stream):
+            t = frame.time if frame.time is not None else len(frames) / fps
+            if t < start_s - 1e-6:
+                continue
+            if t >= end_s - 1e-6:
+                break
+            arr = frame.to_ndarray(format="rgb24")
+            if resolution_wh is not None:
+                arr = _resize(arr, (int(resolution_wh[0]), int(resolution_wh[1])))
+            frames.append(arr)
+    if not frames:
+        raise VideoReadError("no_frames", f"{source} has no frame in [{start_s:.3f}, {end_s:.3f}] s")
+    clip = np.stack(frames)
+    write_video(out_path, clip, fps)
+    return clip, fps
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 24.0) -> None:
+    """Write RGB uint8 frames [T, H, W, 3] as an H.264 mp4 (yuv420p needs even sizes: odd ones are cropped by 1)."""
+    from fractions import Fraction
+
+    frames = np.asarray(frames, dtype=np.uint8)
+    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.mp4")
+    with av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for arr in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[:h, :w]), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+
+
+def frame_at_time(frames: np.ndarray, fps: float, t: float) -> np.ndarray:
+    """The frame shown at time ``t`` of a decoded clip (moviepy ``get_frame``: index int(fps * t + 1e-5))."""
+    idx = min(max(int(fps * t + 0.00001), 0), len(frames) - 1)
+    return frames[idx]

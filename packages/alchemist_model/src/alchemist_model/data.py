@@ -1,0 +1,324 @@
+"""Training data over a curated run: clips + entities + backgrounds (read through alchemist_data's schema).
+
+One sample = the target clip (24 fps, ``num_frames`` = 4k+1 frames, resized to cover the profile's size and
+centre-cropped, in [-1, 1]) + its caption + up to six reference images with the entity word each is bound to.
+
+Reference sampling (spec §5.3), per sample:
+
+1. number of conditional entities ~ U{1, 2, 3}, drawn with replacement from the clip's detected entity words
+   (subjects and, by default, objects: ``DataConfig.include_objects``);
+2. for each, number of images ~ U{1, 2, 3}, drawn with replacement from that word's crops (the 5/50/95 % frames);
+3. the background plate with probability 0.5 (when the clip has one).
+
+Cap policy [choice] (spec §10: up to 3 x 3 + 1 = 10 images, but the model takes 6): entity images are kept in
+draw order and truncated so that, with the background, at most ``max_reference_images`` remain; a drawn
+background is never dropped and comes last. Slot order = index-embedding order.
+
+Determinism: every random choice of sample ``index`` in ``epoch`` comes from
+``numpy.random.default_rng([seed, epoch, index])``, so a sample is the same in any worker, process or resume.
+``ResumableSampler`` yields keys ``epoch * len(dataset) + index`` and starts at any position.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from PIL import Image
+
+from alchemist_model.augment import apply_augment, sample_augment_params, white_fill
+from alchemist_model.configs import DataConfig
+from alchemist_model.encoders import find_word_span, reference_to_tensor
+
+BACKGROUND = "background"
+
+
+def read_run_table(run_dir: Path, name: str) -> pa.Table:
+    """A curated table through the catalog (committed shards only), or every Parquet file of the folder."""
+    try:
+        from alchemist_data.catalog import read_table
+    except ImportError:
+        read_table = None
+    if read_table is not None:
+        return read_table(run_dir, name)
+    import pyarrow.dataset as ds
+
+    from alchemist_data import schema
+
+    folder = Path(run_dir) / name
+    if not folder.is_dir():
+        return schema.empty_table(name)
+    return ds.dataset(folder, format="parquet", schema=schema.TABLES[name]).to_table()
+
+
+@dataclass(frozen=True)
+class ReferenceSlot:
+    kind: str  # subject | object | background
+    word: str  # entity word ("" for a background without a background word in the caption)
+    image_index: int  # which crop of that word (or 0 for the background)
+
+
+def sample_references(
+    rng: np.random.Generator,
+    entity_image_counts: dict[str, tuple[str, int]],
+    has_background: bool,
+    background_word: str,
+    cfg: DataConfig,
+) -> list[ReferenceSlot]:
+    """Spec §5.3 sampling; ``entity_image_counts``: word -> (category, number of crops)."""
+    words = sorted(entity_image_counts)
+    slots: list[ReferenceSlot] = []
+    if words:
+        num_entities = int(rng.integers(1, cfg.max_subjects + 1))
+        for _ in range(num_entities):
+            word = words[int(rng.integers(len(words)))]
+            category, count = entity_image_counts[word]
+            num_images = int(rng.integers(1, cfg.max_images_per_subject + 1))
+            for _ in range(num_images):
+                slots.append(ReferenceSlot(category, word, int(rng.integers(count))))
+    use_background = has_background and bool(rng.uniform() < cfg.background_prob)
+    cap = cfg.max_reference_images - (1 if use_background else 0)
+    slots = slots[:cap]
+    if use_background:
+        slots.append(ReferenceSlot(BACKGROUND, background_word, 0))
+    return slots
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    return np.asarray(image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"))
+
+
+def _decode_clip_pyav(video: str, start_s: float, num_frames: int, fps: float) -> np.ndarray:
+    """Fallback when alchemist_data.video is absent: nearest-frame resampling to ``fps`` with PyAV."""
+    import av
+
+    targets = start_s + np.arange(num_frames) / fps
+    frames: list[np.ndarray] = []
+    with av.open(video) as container:
+        stream = container.streams.video[0]
+        if start_s > 0:
+            container.seek(int(start_s / stream.time_base), stream=stream, backward=True)
+        last = None
+        target_i = 0
+        for frame in container.decode(stream):
+            time = float(frame.pts * stream.time_base) if frame.pts is not None else 0.0
+            while target_i < num_frames and time > targets[target_i] + 0.5 / fps:
+                frames.append(last if last is not None else frame.to_ndarray(format="rgb24"))
+                target_i += 1
+            if target_i >= num_frames:
+                break
+            last = frame.to_ndarray(format="rgb24")
+            if time >= targets[target_i] - 0.5 / fps:
+                frames.append(last)
+                target_i += 1
+            if target_i >= num_frames:
+                break
+        if last is not None:
+            frames.extend([last] * (num_frames - len(frames)))
+    if not frames:
+        raise ValueError(f"{video}: no frames decoded at {start_s:.2f}s")
+    return np.stack(frames[:num_frames])
+
+
+def decode_target_clip(video: str, start_s: float, end_s: float, num_frames: int, fps: float,
+                       size: tuple[int, int] | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 at ``fps`` from ``start_s``; a clip shorter than needed holds its last frame.
+
+    ``size=(w, h)`` lets alchemist_data.video resize (cover) and centre-crop while decoding.
+    """
+    try:
+        from alchemist_data.video import decode_clip
+    except ImportError:
+        return _decode_clip_pyav(video, start_s, num_frames, fps)
+    frames = np.asarray(decode_clip(video, start_s, end_s, fps=fps, num_frames=num_frames, size=size))
+    if len(frames) < num_frames:
+        frames = np.concatenate([frames, np.repeat(frames[-1:], num_frames - len(frames), axis=0)])
+    return frames[:num_frames]
+
+
+def resize_cover_crop(frames: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, T, height, width) float in [-1, 1]: scale to cover, centre crop."""
+    import torch.nn.functional as F
+
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    src_h, src_w = video.shape[-2:]
+    if (src_h, src_w) == (height, width):
+        return (video / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3).contiguous()
+    scale = max(height / src_h, width / src_w)
+    new_h, new_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+    video = F.interpolate(video, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    video = video[:, :, top : top + height, left : left + width]
+    return (video / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3).contiguous()
+
+
+class AlchemistDataset(torch.utils.data.Dataset):
+    """Map-style dataset; item keys are ``epoch * len(self) + index`` (see ``ResumableSampler``)."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        width_px: int,
+        height_px: int,
+        num_frames: int,
+        image_size_px: int,
+        data: DataConfig | None = None,
+        seed: int = 0,
+        with_references: bool = True,
+    ) -> None:
+        if (num_frames - 1) % 4 != 0:
+            raise ValueError(f"num_frames={num_frames}: the VAE needs 4k+1 frames (e.g. 9, 17, 49)")
+        self.run_dir = Path(run_dir)
+        self.width_px, self.height_px, self.num_frames = width_px, height_px, num_frames
+        self.image_size_px = image_size_px
+        self.cfg = data or DataConfig()
+        self.seed = seed
+        self.with_references = with_references
+
+        clips = read_run_table(self.run_dir, "clips").to_pylist()
+        entities: dict[str, dict[str, tuple[str, list[bytes]]]] = {}
+        captions = {c["clip_id"]: c["caption"] for c in clips}
+        allowed = ("subject", "object") if self.cfg.include_objects else ("subject",)
+        for row in read_run_table(self.run_dir, "entities").to_pylist():
+            if not row["is_detected"] or not row["crop_png"] or row["category"] not in allowed:
+                continue
+            caption = captions.get(row["clip_id"])
+            if caption is None or not _occurs(caption, row["entity_word"]):
+                continue
+            per_clip = entities.setdefault(row["clip_id"], {})
+            per_clip.setdefault(row["entity_word"], (row["category"], []))[1].append(row["crop_png"])
+        backgrounds = {}
+        for row in read_run_table(self.run_dir, "backgrounds").to_pylist():
+            if row["image_jpg"]:
+                word = row["background_word"] or ""
+                caption = captions.get(row["clip_id"], "")
+                backgrounds[row["clip_id"]] = (word if word and _occurs(caption, word) else "", row["image_jpg"])
+        if with_references:
+            # Stage II needs at least one entity reference per clip.
+            clips = [c for c in clips if c["clip_id"] in entities]
+        if not clips:
+            what = "clips with a detected entity" if with_references else "clips"
+            raise ValueError(f"{self.run_dir}: no {what} in the curated tables; curate more data or check the run")
+        self.clips = sorted(clips, key=lambda c: c["clip_id"])
+        self.entities = entities
+        self.backgrounds = backgrounds
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        epoch, index = divmod(int(key), len(self.clips))
+        rng = np.random.default_rng([self.seed, epoch, index])
+        clip = self.clips[index]
+        needed_s = self.num_frames / self.cfg.fps
+        free_s = max(0.0, clip["end_s"] - clip["start_s"] - needed_s)
+        start_s = clip["start_s"] + (float(rng.uniform(0.0, free_s)) if self.cfg.clip_start == "random" else 0.0)
+        frames = decode_target_clip(clip["video"], start_s, clip["end_s"], self.num_frames, self.cfg.fps,
+                                    (self.width_px, self.height_px))
+        sample: dict[str, Any] = {
+            "key": int(key),
+            "clip_id": clip["clip_id"],
+            "caption": clip["caption"],
+            "video": resize_cover_crop(frames, self.width_px, self.height_px),
+        }
+        if self.with_references:
+            images, words, kinds = self._references(rng, clip["clip_id"])
+            sample.update(ref_images=images, ref_words=words, ref_kinds=kinds)
+        return sample
+
+    def _references(self, rng: np.random.Generator, clip_id: str) -> tuple[torch.Tensor, list[str], list[str]]:
+        per_clip = self.entities[clip_id]
+        counts = {word: (category, len(crops)) for word, (category, crops) in per_clip.items()}
+        background = self.backgrounds.get(clip_id)
+        slots = sample_references(rng, counts, background is not None, background[0] if background else "",
+                                  self.cfg)
+        tensors = []
+        for slot in slots:
+            data = background[1] if slot.kind == BACKGROUND else per_clip[slot.word][1][slot.image_index]
+            image = _decode_png(data)
+            if self.cfg.augment:
+                image = apply_augment(image if image.shape[-1] == 4 else _opaque(image),
+                                      sample_augment_params(rng, *image.shape[:2]))
+            tensors.append(reference_to_tensor(white_fill(image), self.image_size_px))
+        return torch.stack(tensors), [s.word for s in slots], [s.kind for s in slots]
+
+
+def _opaque(rgb: np.ndarray) -> np.ndarray:
+    return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)], axis=-1)
+
+
+def _occurs(caption: str, word: str) -> bool:
+    try:
+        find_word_span(caption, word)
+    except ValueError:
+        return False
+    return True
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack videos; pad reference images to the batch's largest count with a (B, N) mask."""
+    batch: dict[str, Any] = {
+        "keys": [s["key"] for s in samples],
+        "clip_ids": [s["clip_id"] for s in samples],
+        "captions": [s["caption"] for s in samples],
+        "video": torch.stack([s["video"] for s in samples]),
+    }
+    if "ref_images" in samples[0]:
+        max_n = max(len(s["ref_words"]) for s in samples)
+        first = samples[0]["ref_images"]
+        images = first.new_zeros((len(samples), max_n) + tuple(first.shape[1:]))
+        mask = torch.zeros(len(samples), max_n, dtype=torch.bool)
+        for i, s in enumerate(samples):
+            n = len(s["ref_words"])
+            images[i, :n] = s["ref_images"]
+            mask[i, :n] = True
+        batch.update(ref_images=images, ref_mask=mask, ref_words=[s["ref_words"] for s in samples],
+                     ref_kinds=[s["ref_kinds"] for s in samples])
+    return batch
+
+
+class ResumableSampler(torch.utils.data.Sampler[int]):
+    """Endless, seeded epoch permutations; rank r of w takes every w-th key; starts after ``start`` keys/rank."""
+
+    def __init__(self, num_items: int, seed: int = 0, start: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.num_items, self.seed, self.start = num_items, seed, start
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        position = self.start * self.world_size + self.rank  # global position of this rank's next key
+        while True:
+            epoch, offset = divmod(position, self.num_items)
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+            yield epoch * self.num_items + int(order[offset])
+            position += self.world_size
+
+
+def to_ray_dataset(dataset: AlchemistDataset, num_samples: int, start: int = 0):
+    """The same samples as a Ray Data stream (keys from ``ResumableSampler``), decoded in Ray tasks."""
+    import itertools
+
+    import ray.data
+
+    keys = list(itertools.islice(iter(ResumableSampler(len(dataset), dataset.seed, start)), num_samples))
+
+    def decode(row: dict[str, Any]) -> dict[str, Any]:
+        sample = dataset[int(row["key"])]
+        out = {
+            "key": sample["key"],
+            "clip_id": sample["clip_id"],
+            "caption": sample["caption"],
+            "video": sample["video"].numpy(),
+        }
+        if "ref_images" in sample:
+            out.update(ref_images=sample["ref_images"].numpy(), ref_words=list(sample["ref_words"]),
+                       ref_kinds=list(sample["ref_kinds"]))
+        return out
+
+    return ray.data.from_items([{"key": k} for k in keys]).map(decode)

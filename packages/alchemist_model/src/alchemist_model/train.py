@@ -1,0 +1,462 @@
+"""Training: rectified flow on curated clips, stage I / stage II, exact resume, single process or Ray Train.
+
+Reads top to bottom: ``train()`` builds the run directory, components, model, optimizer and data, then loops
+``training_step``; ``train_ray()`` runs the same loop in each Ray Train worker (DDP, or FSDP for profiles with
+``parallelism="fsdp"``), each rank reading its own shard of the sampler.
+
+Run directory (``RUN``):
+
+* ``config.json`` (resolved TrainConfig), ``profile.json`` (resolved ModelProfile);
+* ``encoders/``: frozen components (saved in full when random, referenced by id/path when real);
+* ``checkpoints/step-XXXXXXXX/{transformer/, state.pt}`` + ``checkpoints/latest`` (name of the newest);
+  state.pt holds optimizer, LR scheduler, step, RNG states, data position and the EMA weights;
+* ``metrics.jsonl``: one line per logged step (loss, lr, grad_norm, samples_per_s, tokens_per_s).
+
+Exact resume: the training RNG is a dedicated ``torch.Generator`` saved with the checkpoint; data samples depend
+only on (seed, epoch, index) and the sampler restarts at the saved position, so ``--resume`` reproduces the
+uninterrupted run's losses bit for bit on the same machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alchemist_model.configs import ModelProfile, TrainConfig, get_profile
+from alchemist_model.data import AlchemistDataset, ResumableSampler, collate_samples
+from alchemist_model.encoders import Components, encode_conditions, load_components
+from alchemist_model.flow import add_noise, sample_timesteps, time_shift_for, velocity_target
+from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    losses: list[float]
+    checkpoint: Path | None
+
+
+def build_transformer(profile: ModelProfile, cfg: TrainConfig, components: Components) -> AlchemistTransformer3DModel:
+    kwargs = dict(profile.transformer)
+    kwargs.update(
+        in_channels=components.vae.latent_channels,
+        out_channels=components.vae.latent_channels,
+        text_dim=components.text_encoder.dim,
+        cond_dim=components.image_encoder.dim,
+        word_token_len=cfg.word_token_len,
+        max_images=cfg.data.max_reference_images,
+        use_word_tokens=cfg.use_word_tokens,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return AlchemistTransformer3DModel(**kwargs)
+
+
+def latent_token_count(profile: ModelProfile, components: Components, patch_size: tuple[int, int, int]) -> int:
+    frames = (profile.num_frames - 1) // components.vae.temporal_compression + 1
+    s = components.vae.spatial_compression
+    return (frames // patch_size[0]) * (profile.height_px // s // patch_size[1]) * (profile.width_px // s // patch_size[2])
+
+
+def set_trainable(model: AlchemistTransformer3DModel, stage: int, step: int, cfg: TrainConfig) -> str:
+    """Stage I: backbone only. Stage II: personalization branch only for the first N steps, then everything."""
+    personalization = {id(p) for p in model.personalization_parameters()}
+    if stage == 1:
+        phase = "backbone"
+    elif step < cfg.stage2_cross_attn_only_steps:
+        phase = "personalization_only"
+    else:
+        phase = "full"
+    for param in model.parameters():
+        is_new = id(param) in personalization
+        param.requires_grad_({"backbone": not is_new, "personalization_only": is_new, "full": True}[phase])
+    return phase
+
+
+def training_step(
+    model: torch.nn.Module,
+    conditions: dict[str, torch.Tensor],
+    latents: torch.Tensor,
+    cfg: TrainConfig,
+    shift: float,
+    generator: torch.Generator,
+    autocast: contextlib.AbstractContextManager,
+) -> torch.Tensor:
+    """One rectified-flow loss with 10 % text / 10 % image condition dropout (zeroed), as in spec §4."""
+    batch_size = latents.shape[0]
+    device = latents.device
+    # All draws come from the CPU generator in a fixed order: resume restores it exactly.
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    t = sample_timesteps(batch_size, cfg.timestep_sampling, shift, generator, device)
+    text_keep = (torch.rand(batch_size, generator=generator) >= cfg.text_drop_prob).to(device)
+    image_keep = (torch.rand(batch_size, generator=generator) >= cfg.image_drop_prob).to(device)
+    noisy = add_noise(latents, noise, t)
+    encoder_hidden_states = conditions["encoder_hidden_states"] * text_keep[:, None, None].to(latents.dtype)
+    with autocast:
+        prediction = model(
+            noisy,
+            t,
+            encoder_hidden_states,
+            conditions["encoder_attention_mask"],
+            reference_image_tokens=conditions.get("reference_image_tokens"),
+            reference_word_tokens=conditions.get("reference_word_tokens"),
+            reference_mask=conditions.get("reference_mask"),
+            reference_keep=image_keep if "reference_image_tokens" in conditions else None,
+        ).sample
+    return F.mse_loss(prediction.float(), velocity_target(latents, noise))
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    return {
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = Path(run_dir) / CHECKPOINTS / "latest"
+    if not pointer.exists():
+        return None
+    return Path(run_dir) / CHECKPOINTS / pointer.read_text().strip()
+
+
+def resolve_transformer_dir(path: str | Path, prefer_ema: bool = True) -> Path:
+    """A RUN folder, a checkpoint folder or a transformer folder -> the transformer folder to load."""
+    path = Path(path)
+    if (path / "config.json").exists() and (path / "diffusion_pytorch_model.safetensors").exists():
+        return path
+    checkpoint = latest_checkpoint(path) or path
+    for name in (("transformer_ema", "transformer") if prefer_ema else ("transformer",)):
+        if (checkpoint / name / "config.json").exists():
+            return checkpoint / name
+    raise ValueError(f"{str(path)!r} holds no trained transformer (no checkpoints/latest, no config.json)")
+
+
+def _save_checkpoint(run_dir: Path, model_state: dict[str, torch.Tensor], model: AlchemistTransformer3DModel,
+                     state: dict[str, Any], ema: dict[str, torch.Tensor] | None) -> Path:
+    name = f"step-{state['step']:08d}"
+    folder = run_dir / CHECKPOINTS / name
+    tmp = run_dir / CHECKPOINTS / f".{name}.tmp"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp / "transformer", state_dict=model_state, safe_serialization=True)
+    if ema is not None:
+        model.save_pretrained(tmp / "transformer_ema", state_dict=ema, safe_serialization=True)
+    torch.save(state, tmp / "state.pt")
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    pointer = run_dir / CHECKPOINTS / "latest"
+    pointer.with_suffix(".tmp").write_text(name + "\n")
+    pointer.with_suffix(".tmp").replace(pointer)
+    return folder
+
+
+def _load_model_weights(model: AlchemistTransformer3DModel, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def _init_from(model: AlchemistTransformer3DModel, source: str) -> list[str]:
+    """Stage II from a stage-I run: load what matches; the personalization branch stays freshly initialised."""
+    from safetensors.torch import load_file
+
+    weights = load_file(resolve_transformer_dir(source, prefer_ema=False) / "diffusion_pytorch_model.safetensors")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected:
+        raise ValueError(f"init_from {source!r}: unexpected weights {unexpected[:5]} (a different architecture?)")
+    return missing
+
+
+def prepare_run(cfg: TrainConfig, output_dir: Path, resume: bool) -> tuple[ModelProfile, Components]:
+    """Create or reopen RUN: resolved config + profile + frozen components saved next to the checkpoints."""
+    output_dir = Path(output_dir)
+    profile = get_profile(cfg.profile)
+    if resume and (output_dir / "config.json").exists():
+        saved = TrainConfig.load(output_dir / "config.json")
+        if {**saved.to_dict(), "steps": cfg.steps} != {**cfg.to_dict(), "steps": cfg.steps}:
+            raise ValueError(f"--resume: {output_dir}/config.json differs from this run's config (only --steps may "
+                             "change); use a new --output or the same options")
+        components = Components.load_saved(output_dir / "encoders")
+        return profile, components
+    if not resume and latest_checkpoint(output_dir) is not None:
+        raise ValueError(f"{output_dir} already holds checkpoints: pass --resume to continue, or a new --output")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(output_dir / "config.json")
+    (output_dir / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
+    components = load_components(profile, cfg.image_encoder, seed=cfg.seed)
+    components.save(output_dir / "encoders")
+    return profile, components
+
+
+def run_training_loop(
+    cfg: TrainConfig,
+    data_dir: Path,
+    output_dir: Path,
+    profile: ModelProfile,
+    components: Components,
+    resume: bool,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    progress: bool = True,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    output_dir = Path(output_dir)
+    is_main = rank == 0
+    batch_size = cfg.batch_size or profile.batch_size
+    stage = int(cfg.stage)
+    components.to(device)
+
+    model = build_transformer(profile, cfg, components)
+    if cfg.init_from and not resume:
+        _init_from(model, cfg.init_from)
+    if cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else profile.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    model.to(device)
+    model.train()
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    warmup = max(1, cfg.warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    step = 0
+    ema: dict[str, torch.Tensor] | None = None
+    if cfg.ema_decay is not None:
+        ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    if checkpoint is not None:
+        _load_model_weights(model, checkpoint / "transformer")
+        state = torch.load(checkpoint / "state.pt", weights_only=False, map_location="cpu")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        _restore_rng(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"], generator)
+        if ema is not None and (checkpoint / "transformer_ema").exists():
+            from safetensors.torch import load_file
+
+            ema = {k: v.float() for k, v in load_file(checkpoint / "transformer_ema" /
+                                                      "diffusion_pytorch_model.safetensors").items()}
+
+    dataset = AlchemistDataset(data_dir, profile.width_px, profile.height_px, profile.num_frames,
+                               profile.image_size_px, cfg.data, seed=cfg.seed, with_references=stage == 2)
+    sampler = ResumableSampler(len(dataset), cfg.seed, start=step * batch_size, rank=rank, world_size=world_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                                         num_workers=cfg.num_data_workers, collate_fn=collate_samples,
+                                         persistent_workers=cfg.num_data_workers > 0)
+    batches = iter(loader)
+
+    num_tokens = latent_token_count(profile, components, model.config.patch_size)
+    shift = time_shift_for(num_tokens, cfg.shift_base_tokens, cfg.time_shift)
+    use_bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    phase = set_trainable(model, stage, step, cfg)
+    wrapped = wrap_model(model) if wrap_model else model
+    metrics_file = open(output_dir / "metrics.jsonl", "a") if is_main else None  # noqa: SIM115
+    bar = None
+    if progress and is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {profile.name} stage {stage}", unit="step")
+    losses: list[float] = []
+    saved: Path | None = checkpoint
+    try:
+        while step < cfg.steps:
+            new_phase = set_trainable(model, stage, step, cfg)
+            if new_phase != phase:
+                phase = new_phase
+                # DDP/FSDP register gradient hooks for the params trainable at wrap time: wrap again.
+                wrapped = wrap_model(model) if wrap_model else model
+            start = time.perf_counter()
+            batch = next(batches)
+            latents = components.vae.encode(batch["video"].to(device))
+            conditions = encode_conditions(
+                components, batch["captions"], batch.get("ref_images"), batch.get("ref_mask"),
+                batch.get("ref_words"), cfg.word_token_len,
+            )
+            if stage == 1:
+                conditions = {k: conditions[k] for k in ("encoder_hidden_states", "encoder_attention_mask")}
+            loss = training_step(wrapped, conditions, latents, cfg, shift, generator, autocast)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the norm needs every shard
+                grad_norm = wrapped.clip_grad_norm_(cfg.grad_clip)
+            else:
+                trainable = [p for p in model.parameters() if p.requires_grad]
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            lr = scheduler.get_last_lr()[0]  # the rate this step used
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        ema[k].mul_(cfg.ema_decay).add_(v.detach().float(), alpha=1 - cfg.ema_decay)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+            loss_value = float(loss.detach())
+            losses.append(loss_value)
+            record = {
+                "step": step,
+                "loss": loss_value,
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "phase": phase,
+                "seconds": seconds,
+                "samples_per_s": batch_size * world_size / seconds,
+                "tokens_per_s": batch_size * world_size * num_tokens / seconds,
+            }
+            if on_step is not None:
+                on_step(record)
+            if metrics_file is not None and step % cfg.log_every == 0:
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{record['samples_per_s']:.2f}",
+                                tokens_s=f"{record['tokens_per_s']:.0f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                saved = _checkpoint(output_dir, model, wrapped, optimizer, scheduler, step, generator, batch_size,
+                                    ema, is_main, world_size)
+    finally:
+        if bar is not None:
+            bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    return TrainResult(output_dir, step, losses, saved)
+
+
+def _checkpoint(output_dir, model, wrapped, optimizer, scheduler, step, generator, batch_size, ema, is_main,
+                world_size) -> Path | None:
+    rng = _rng_state(generator)
+    if world_size > 1:
+        import torch.distributed as dist
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        # Full (gathered) state on every rank: works for DDP and FSDP alike; rank 0 writes it.
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state, optim_state = get_state_dict(wrapped, optimizer, options=options)
+        rngs: list[Any] = [None] * world_size
+        dist.all_gather_object(rngs, rng)
+        rng = rngs
+    else:
+        model_state, optim_state = model.state_dict(), optimizer.state_dict()
+    if not is_main:
+        return None
+    model_state = {k.removeprefix("module."): v for k, v in model_state.items()}
+    state = {
+        "step": step,
+        "optimizer": optim_state,
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+        "data_position": step * batch_size,  # keys consumed per rank
+        "world_size": world_size,
+    }
+    return _save_checkpoint(Path(output_dir), model_state, model, state, ema)
+
+
+def train(
+    cfg: TrainConfig,
+    data_dir: str | Path,
+    output_dir: str | Path,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Single-process training (CPU or one GPU)."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    profile, components = prepare_run(cfg, Path(output_dir), resume)
+    return run_training_loop(cfg, Path(data_dir), Path(output_dir), profile, components, resume, dev,
+                             progress=progress, on_step=on_step)
+
+
+def _ray_worker_loop(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig.from_dict(config["cfg"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    profile = get_profile(cfg.profile)
+    components = Components.load_saved(Path(config["output_dir"]) / "encoders")
+    strategy = profile.parallelism
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(model, parallel_strategy=strategy, move_to_device=False)
+
+    result = run_training_loop(cfg, Path(config["data_dir"]), Path(config["output_dir"]), profile, components,
+                               config["resume"], device, rank, world_size, wrap_model=wrap, progress=rank == 0)
+    ray.train.report({"step": result.step, "loss": result.losses[-1] if result.losses else math.nan})
+
+
+def train_ray(
+    cfg: TrainConfig,
+    data_dir: str | Path,
+    output_dir: str | Path,
+    num_workers: int,
+    resume: bool = False,
+    use_gpu: bool | None = None,
+) -> Any:
+    """Ray Train (TorchTrainer): one worker per GPU (or CPU process), DDP, FSDP for ``parallelism="fsdp"``."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    output_dir = Path(output_dir).resolve()
+    prepare_run(cfg, output_dir, resume)  # config + encoders written once, before the workers start
+    if use_gpu is None:
+        use_gpu = torch.cuda.is_available()
+    trainer = TorchTrainer(
+        _ray_worker_loop,
+        train_loop_config={
+            "cfg": cfg.to_dict(),
+            "data_dir": str(Path(data_dir).resolve()),
+            "output_dir": str(output_dir),
+            "resume": resume,
+        },
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(name="alchemist_train", storage_path=str(output_dir / "ray")),
+    )
+    return trainer
+
+
+def ray_fit(trainer: Any) -> Any:
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    return trainer.fit()

@@ -1,0 +1,167 @@
+"""SAM backends (full-frame masks, scores, batched boxes) and the benchmark's box/mask validity check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from alchemist_data.profiles import get_profile
+from alchemist_data.segmentation import (
+    HFSam,
+    MaskResult,
+    SegmentAnything,
+    accept_mask,
+    build_segmenter,
+    is_valid_mask_for_box,
+    segment_detections,
+)
+from alchemist_data.tiny_models import random_hf_sam
+
+H, W = 60, 80
+
+
+def _frame(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
+    return (np.random.RandomState(seed).rand(h, w, 3) * 255).astype(np.uint8)
+
+
+def test_validity_box_inside_image():
+    mask = np.zeros((H, W), bool)
+    assert is_valid_mask_for_box(mask, [10, 10, 50, 40])
+    assert is_valid_mask_for_box(mask, [0, 0, W, H])
+
+
+@pytest.mark.parametrize(
+    "box, valid",
+    [
+        ([50, 10, W + 3, 40], True),  # 3 px off the right edge: mask 3 px narrower -> within tolerance
+        ([50, 10, W + 4, 40], False),  # 4 px off -> rejected
+        ([10, 30, 50, H + 3], True),  # 3 px off the bottom
+        ([10, 30, 50, H + 4], False),
+        ([50, 30, W + 1, H + 1], False),  # short on BOTH sides -> rejected even by 1 px
+        ([-2, 10, 50, 40], False),  # negative start: numpy slice wraps around -> wrong size -> rejected
+        ([10, 10, 10, 40], False),  # no area: rejected (the benchmark passes it, then crashes on the empty crop)
+        ([10, 40, 50, 30], False),
+    ],
+)
+def test_validity_tolerance_edges(box, valid):
+    assert is_valid_mask_for_box(np.ones((H, W), bool), box) is valid
+
+
+def test_validity_custom_tolerance_and_accept_mask():
+    mask = np.zeros((H, W), bool)
+    box = [50, 10, W + 5, 40]
+    assert not is_valid_mask_for_box(mask, box)
+    assert is_valid_mask_for_box(mask, box, tolerance_px=5)
+    res = MaskResult(mask=mask, iou_score=0.95)
+    assert accept_mask(res, [10, 10, 50, 40], iou_threshold=0.9)
+    assert not accept_mask(MaskResult(mask=mask, iou_score=0.9), [10, 10, 50, 40], iou_threshold=0.9)  # strict >
+    assert not accept_mask(res, box, iou_threshold=0.9)
+
+
+@pytest.mark.parametrize("size", ["random-tiny", "random-small"])
+def test_segment_anything_random_masks_are_full_frame(size):
+    seg = SegmentAnything(size)
+    assert seg.is_random
+    img = _frame()
+    boxes = [[10, 10, 60, 80], [50, 20, 150, 110], [0, 0, 160, 120]]
+    res = seg.segment(img, boxes)
+    assert len(res) == 3
+    for r in res:
+        assert r.mask.shape == img.shape[:2] and r.mask.dtype == bool
+        assert 0.0 <= r.iou_score <= 1.0
+    # batched call == one box at a time (same image embedding, independent prompts)
+    for b, r in zip(boxes, res, strict=True):
+        single = seg.segment(img, [b])[0]
+        assert np.array_equal(single.mask, r.mask) and single.iou_score == pytest.approx(r.iou_score, abs=1e-5)
+    assert seg.segment(img, []) == []
+
+
+def test_segment_anything_bad_inputs():
+    seg = SegmentAnything("random-tiny")
+    with pytest.raises(ValueError, match="RGB uint8"):
+        seg.segment(np.zeros((10, 10), np.uint8), [[0, 0, 5, 5]])
+    with pytest.raises(ValueError, match="4 numbers"):
+        seg.segment(_frame(), [[0, 0, 5]])
+    with pytest.raises(ValueError, match="unknown SAM model_type"):
+        SegmentAnything("vit_q", checkpoint="x.pth").setup()
+
+
+def test_segment_anything_missing_checkpoint_names_file_and_url(tmp_path):
+    path = tmp_path / "sam_vit_b_01ec64.pth"
+    with pytest.raises(FileNotFoundError, match="sam_vit_b_01ec64.pth.*dl.fbaipublicfiles.com"):
+        SegmentAnything("vit_b", checkpoint=str(path)).setup()
+
+
+@pytest.mark.slow
+def test_segment_anything_loads_a_vit_b_checkpoint(tmp_path):
+    # The real loading path: sam_model_registry["vit_b"](checkpoint=...) with a (random) state dict on disk.
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(0)
+    ref = sam_model_registry["vit_b"](checkpoint=None)
+    path = tmp_path / "sam_vit_b.pth"
+    torch.save(ref.state_dict(), path)
+    seg = SegmentAnything("vit_b", checkpoint=str(path))
+    seg.setup()
+    path.unlink()  # 375 MB: pytest keeps its last tmp dirs around
+    assert not seg.is_random
+    key = "mask_decoder.iou_prediction_head.layers.0.weight"
+    assert torch.equal(seg.predictor.model.state_dict()[key], ref.state_dict()[key])
+
+
+def test_hf_sam_random_and_saved_by_path(tmp_path):
+    img = _frame(90, 120)
+    boxes = [[5, 5, 60, 70], [40, 20, 110, 85]]
+    rand = HFSam("random-tiny")
+    res = rand.segment(img, boxes)
+    assert len(res) == 2
+    for r in res:
+        assert r.mask.shape == (90, 120) and r.mask.dtype == bool and 0.0 <= r.iou_score <= 1.0
+    model, processor = random_hf_sam("random-tiny")
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = HFSam(str(tmp_path))
+    again = loaded.segment(img, boxes)
+    assert not loaded.is_random
+    for a, b in zip(res, again, strict=True):
+        assert np.array_equal(a.mask, b.mask) and a.iou_score == pytest.approx(b.iou_score, abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="SAM model directory not found"):
+        HFSam(str(tmp_path / "missing")).setup()
+
+
+def test_segment_detections_applies_both_benchmark_filters():
+    from alchemist_data.grounding import Detection
+
+    img = _frame()
+    seg = SegmentAnything("random-tiny")
+    dets = {
+        "man": Detection(box_xyxy=[10, 10, 60, 80], score=0.9),
+        "dog": Detection(box_xyxy=[120, 40, 170, 100], score=0.8),  # 10 px off the right edge -> invalid box
+    }
+    kept = segment_detections(seg, img, dets, iou_threshold=0.0)
+    raw = seg.segment(img, [d.box_xyxy for d in dets.values()])
+    assert "dog" not in kept
+    assert ("man" in kept) == (raw[0].iou_score > 0.0)
+    # plain boxes work too, and a threshold no score can pass keeps nothing
+    assert segment_detections(seg, img, {"man": [10, 10, 60, 80]}, iou_threshold=1.0) == {}
+    assert segment_detections(seg, img, {}) == {}
+
+
+def test_build_segmenter_from_profiles():
+    seg = build_segmenter(get_profile("tiny").segmentation)
+    assert isinstance(seg, SegmentAnything) and seg.model_type == "random-tiny"
+    paper = build_segmenter(get_profile("paper").segmentation)
+    assert isinstance(paper, SegmentAnything) and paper.model_type == "vit_b"
+    cfg = get_profile("tiny").segmentation
+    cfg.backend = "hf"
+    assert isinstance(build_segmenter(cfg), HFSam)
+    cfg.backend = "nope"
+    with pytest.raises(ValueError, match="unknown segmentation backend"):
+        build_segmenter(cfg)
+
+
+@pytest.mark.gpu
+def test_segment_anything_on_cuda():
+    img = _frame()
+    res = SegmentAnything("random-small", device="cuda").segment(img, [[10, 10, 60, 80], [50, 20, 150, 110]])
+    assert len(res) == 2 and all(r.mask.shape == img.shape[:2] and r.mask.dtype == bool for r in res)

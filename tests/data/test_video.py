@@ -1,0 +1,247 @@
+"""alchemist_data.video on generated media: probe, accurate reference frames, clip decoding, bad input."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from alchemist_data.video import (
+    VideoError,
+    decode_all_frames,
+    decode_clip,
+    probe,
+    reference_frames,
+    write_video,
+)
+
+from tests.media import (
+    expected_index_at,
+    frame_times,
+    make_audio_only,
+    make_single_frame,
+    make_truncated,
+    make_video,
+    read_index,
+    text_as_mp4,
+    zero_bytes,
+)
+
+FRACTIONS = (0.05, 0.5, 0.95)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("video")
+    return {
+        "cfr": make_video(d / "cfr.mp4", seconds=2.0, fps=24, size=(160, 120)),
+        # 8 s at 24 fps, one keyframe every 60 frames, B-frames: seeking and skipping both matter here.
+        "long": make_video(d / "long.mp4", seconds=8.0, fps=24, size=(160, 120), gop=60, bframes=3),
+        "vfr": make_video(d / "vfr.mp4", seconds=3.0, fps=24, size=(160, 120), vfr=True, bframes=2),
+        "offset": make_video(d / "offset.mkv", seconds=2.0, fps=25, size=(160, 120), start_time_s=1.5),
+        "ten_bit": make_video(d / "tenbit.mp4", seconds=1.0, fps=24, size=(160, 120), pix_fmt="yuv420p10le"),
+        "odd": make_video(d / "odd.mp4", seconds=1.0, fps=24, size=(161, 121), pix_fmt="yuv444p"),
+        "dir": d,
+    }
+
+
+def _indices(frames, rotation=0):
+    return [read_index(np.rot90(f, k=-(rotation // 90))) for f in frames]
+
+
+def test_probe_reports_stream_facts(media):
+    info = probe(str(media["cfr"]))
+    assert (info.width_px, info.height_px) == (160, 120)
+    assert info.fps == pytest.approx(24.0)
+    assert info.duration_s == pytest.approx(2.0, abs=1e-3)
+    assert info.num_frames == 48 and not info.is_num_frames_estimated
+    assert info.codec == "h264" and info.pix_fmt == "yuv420p"
+    assert info.rotation_deg == 0 and info.start_time_s == 0.0
+
+
+def test_reference_frames_are_the_frames_on_screen_at_5_50_95_percent(media):
+    info, times, frames = reference_frames(str(media["cfr"]))
+    expected = [expected_index_at(frame_times(2.0, 24), f * info.duration_s) for f in FRACTIONS]
+    assert _indices(frames) == expected == [2, 24, 45]
+    assert times == pytest.approx([i / 24 for i in expected])
+    assert all(f.shape == (120, 160, 3) and f.dtype == np.uint8 for f in frames)
+
+
+def test_long_gop_with_b_frames_is_exact_and_decodes_a_fraction_of_the_clip(media):
+    stats: dict[str, int] = {}
+    info, times, frames = reference_frames(str(media["long"]), stats=stats)
+    expected = [expected_index_at(frame_times(8.0, 24), f * info.duration_s) for f in FRACTIONS]
+    assert _indices(frames) == expected
+    # 192 frames in GOPs of 60: seeking to each target's GOP and skipping non-reference frames on the way there
+    # decodes well under half of them.
+    assert stats["seeks"] >= 1
+    assert stats["frames_decoded"] < info.num_frames / 2
+
+
+def test_same_result_as_decoding_everything(media):
+    everything = list(decode_all_frames(str(media["long"])))
+    assert len(everything) == 192
+    _, times, frames = reference_frames(str(media["long"]))
+    for t, f in zip(times, frames, strict=True):
+        np.testing.assert_array_equal(f, everything[int(round(t * 24))])
+
+
+def test_variable_frame_rate_uses_timestamps_not_frame_counts(media):
+    info, times, frames = reference_frames(str(media["vfr"]))
+    ts = frame_times(3.0, 24, vfr=True)
+    expected = [expected_index_at(ts, f * info.duration_s) for f in FRACTIONS]
+    assert _indices(frames) == expected
+    assert times == pytest.approx([ts[i] for i in expected], abs=1e-3)
+    # The naive frame-index guess (fraction * frame count) would pick other frames on this clip.
+    naive = [int(f * len(ts)) for f in FRACTIONS]
+    assert naive != expected
+
+
+def test_start_time_offset_is_the_origin_of_times(media):
+    info, times, frames = reference_frames(str(media["offset"]))
+    assert info.start_time_s == pytest.approx(1.5)
+    assert info.duration_s == pytest.approx(2.0, abs=0.05)
+    assert _indices(frames) == [2, 25, 47]
+    assert times == pytest.approx([2 / 25, 1.0, 47 / 25], abs=1e-3)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_metadata_gives_display_orientation(tmp_path, rotation):
+    path = make_video(tmp_path / f"rot{rotation}.mp4", seconds=0.5, size=(160, 120), rotation=rotation)
+    info = probe(str(path))
+    assert info.rotation_deg == rotation
+    assert (info.width_px, info.height_px) == ((120, 160) if rotation in (90, 270) else (160, 120))
+    _, _, frames = reference_frames(str(path))
+    assert frames[0].shape == (info.height_px, info.width_px, 3)
+    # Undoing the counter-clockwise display rotation gives back the coded picture with its index band on top.
+    assert _indices(frames, rotation) == [0, 6, 11]
+    if shutil.which("ffmpeg"):  # ffmpeg's own auto-rotation agrees pixel for pixel
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", "1", "-f", "rawvideo",
+                              "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+        ours = decode_clip(str(path), num_frames=1)[0]
+        ref = np.frombuffer(raw, np.uint8).reshape(ours.shape)
+        assert np.abs(ref.astype(int) - ours.astype(int)).mean() < 2.0
+
+
+def test_ten_bit_video_becomes_8_bit_rgb(media):
+    info, _, frames = reference_frames(str(media["ten_bit"]))
+    assert info.pix_fmt == "yuv420p10le"
+    assert frames[1].dtype == np.uint8 and frames[1].shape == (120, 160, 3)
+    assert _indices(frames) == [1, 12, 22]
+    assert frames[1].max() > 200  # white index cells: the 10-bit range was scaled, not truncated
+
+
+def test_odd_frame_size(media):
+    info, _, frames = reference_frames(str(media["odd"]))
+    assert (info.width_px, info.height_px) == (161, 121)
+    assert frames[0].shape == (121, 161, 3)
+    assert _indices(frames) == [1, 12, 22]
+
+
+def test_max_side_px_downsizes_keeping_aspect(media):
+    _, _, frames = reference_frames(str(media["cfr"]), max_side_px=80)
+    assert frames[0].shape == (60, 80, 3)
+
+
+def test_clip_window_inside_a_longer_video(media):
+    path = str(media["long"])
+    _, times, frames = reference_frames(path, start_s=2.0, end_s=4.0)
+    assert _indices(frames) == [50, 72, 93]
+    assert times == pytest.approx([50 / 24, 3.0, 93 / 24])
+    # An end past the video is clamped to the video's end.
+    info, times, _ = reference_frames(path, start_s=6.0, end_s=100.0)
+    assert times[-1] == pytest.approx(int((6.0 + 0.95 * (info.duration_s - 6.0)) * 24) / 24)
+
+
+@pytest.mark.parametrize("start, end", [(3.0, 3.0), (4.0, 2.0), (9.0, None), (-1.0, 2.0)])
+def test_bad_time_range(media, start, end):
+    with pytest.raises(VideoError) as err:
+        reference_frames(str(media["long"]), start_s=start, end_s=end)
+    assert err.value.reason == "bad_time_range"
+
+
+def test_clip_too_short_for_three_distinct_frames(media):
+    with pytest.raises(VideoError) as err:
+        reference_frames(str(media["cfr"]), start_s=1.0, end_s=1.06)  # 2 frames long
+    assert err.value.reason == "too_few_frames"
+
+
+def test_uri_through_pyarrow_filesystem(media):
+    uri = media["cfr"].resolve().as_uri()  # file:///...
+    assert "://" in uri
+    info, _, frames = reference_frames(uri)
+    assert info.num_frames == 48 and _indices(frames) == [2, 24, 45]
+    with pytest.raises(VideoError) as err:
+        probe(uri + ".missing.mp4")
+    assert err.value.reason == "missing_file"
+
+
+@pytest.mark.parametrize(
+    "name, make, reason",
+    [
+        ("missing.mp4", None, "missing_file"),
+        ("zero.mp4", zero_bytes, "empty_file"),
+        ("text.mp4", text_as_mp4, "unreadable"),
+        ("audio.mp4", make_audio_only, "no_video_stream"),
+        ("single.mp4", make_single_frame, "too_few_frames"),
+        ("cut.mp4", make_truncated, "unreadable"),  # MP4 index (moov) is at the end: cut away
+        ("cut.mkv", make_truncated, "truncated"),  # opens, decodes 40 %, then the data ends
+    ],
+)
+def test_bad_input_raises_video_error_with_reason(tmp_path, name, make, reason):
+    path = tmp_path / name
+    if make is not None:
+        make(path)
+    with pytest.raises(VideoError) as err:
+        reference_frames(str(path))
+    assert err.value.reason == reason
+    assert str(path) in err.value.detail
+
+
+def test_truncated_file_still_serves_clips_inside_its_decodable_part(tmp_path):
+    path = make_truncated(tmp_path / "cut.mkv", fraction=0.4)
+    _, _, frames = reference_frames(str(path), start_s=0.0, end_s=0.5)
+    assert _indices(frames) == [0, 6, 11]
+
+
+def test_video_error_survives_pickling():
+    err = pickle.loads(pickle.dumps(VideoError("unreadable", "x.mp4 is broken")))
+    assert (err.reason, err.detail) == ("unreadable", "x.mp4 is broken")
+
+
+def test_decode_clip_resamples_by_timestamps(media):
+    clip = decode_clip(str(media["long"]), start_s=1.0, end_s=3.0, fps=12.0)
+    assert clip.shape == (24, 120, 160, 3)
+    assert _indices(clip) == [24 + 2 * k for k in range(24)]
+    fixed = decode_clip(str(media["long"]), start_s=7.5, fps=24.0, num_frames=20)
+    assert len(fixed) == 20 and _indices(fixed)[-1] == 191  # past the end: the last frame repeats
+
+
+def test_decode_clip_resize_and_center_crop(media):
+    clip = decode_clip(str(media["cfr"]), fps=24.0, num_frames=4, size=(64, 64))
+    assert clip.shape == (4, 64, 64, 3)
+    # 160x120 covered at 64 px high is 85x64: a center crop keeps the middle of the index band.
+    assert clip.dtype == np.uint8
+
+
+def test_decode_clip_vfr(media):
+    clip = decode_clip(str(media["vfr"]), fps=10.0)
+    ts = np.array(frame_times(3.0, 24, vfr=True))
+    got = _indices(clip)
+    assert len(got) == int(probe(str(media["vfr"])).duration_s * 10 + 1e-6)
+    for k, i in enumerate(got):
+        dist = np.abs(ts - k / 10)
+        assert dist[i] <= dist.min() + 2e-3  # the nearest frame (ties within the 1 ms timestamp rounding)
+
+
+def test_write_video_pads_odd_sizes_for_420(tmp_path):
+    frames = np.zeros((5, 33, 47, 3), np.uint8)
+    frames[:, :, :10] = 255
+    path = write_video(tmp_path / "odd.mp4", frames, fps=10)
+    info = probe(str(path))
+    assert (info.width_px, info.height_px) == (48, 34)
+    assert info.num_frames == 5 and info.pix_fmt == "yuv420p"
+    with pytest.raises(ValueError):
+        write_video(tmp_path / "bad.mp4", np.zeros((2, 8, 8), np.uint8))

@@ -1,0 +1,53 @@
+"""`alchemist benchmark prepare` and `alchemist eval` from the command line, and the demo hook."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import typer
+from typer.testing import CliRunner
+
+from pipelines import evaluate
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    evaluate.register(app)
+    return app
+
+
+def test_prepare_then_eval_prints_the_table_and_names_the_missing_video(annotation_set, tmp_path):
+    runner = CliRunner()
+    bench = tmp_path / "bench"
+    res = runner.invoke(_app(), ["benchmark", "prepare", "--annotations", str(annotation_set["annotations"]),
+                                 "--videos", str(annotation_set["videos"]), "--output", str(bench),
+                                 "--profile", "tiny", "--no-embeddings"])
+    assert res.exit_code == 0, res.output
+    assert '"num_clips": 3' in res.output and '"num_rejects": 1' in res.output
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    shutil.copy(bench / "videos" / "clip_a.mp4", gen / "clip_a.mp4")
+    res = runner.invoke(_app(), ["eval", str(gen), "--benchmark", str(bench), "--mode", "face", "--profile", "tiny",
+                                 "--num-frames", "8", "--output", str(tmp_path / "out"), "--method", "copy-of-GT"])
+    assert res.exit_code == 0, res.output
+    assert "Face-S" in res.output and "copy-of-GT" in res.output and "RANDOMLY INITIALISED" in res.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["num_videos"] == 1 and summary["num_missing"] == 0 and summary["num_frames"] == 8
+    res = runner.invoke(_app(), ["eval", str(gen), "--benchmark", str(bench), "--mode", "subject",
+                                 "--profile", "tiny", "--metrics", "text,dynamic", "--output", str(tmp_path / "o2")])
+    assert res.exit_code == 0, res.output
+    assert "clip_b (missing_file)" in res.output
+    summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert list(summary["scores"]) == ["Text-S", "Dync-D"]
+    res = runner.invoke(_app(), ["eval", str(gen), "--benchmark", str(tmp_path), "--profile", "tiny"])
+    assert res.exit_code == 2 and "not a prepared benchmark" in res.output
+
+
+def test_demo_hook_scores_only_the_generated_clips(prepared_benchmark, tmp_path):
+    gen = tmp_path / "generated"
+    gen.mkdir()
+    shutil.copy(prepared_benchmark / "videos" / "clip_b.mp4", gen / "clip_b.mp4")
+    summary = evaluate.demo_evaluate(gen, prepared_benchmark, tmp_path / "eval")
+    assert summary["mode"] == "subject" and summary["num_videos"] == 1 and summary["num_left_out"] == 1
+    assert summary["random_models"] and (tmp_path / "eval" / "scores.parquet").exists()

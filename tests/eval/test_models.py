@@ -1,0 +1,122 @@
+"""Checkpoint-loading code of every backend, exercised with tiny random weights saved to disk (no download)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alchemist_eval import metrics as M
+from alchemist_eval.models import (
+    ClipEncoder,
+    DinoEncoder,
+    DisFlow,
+    DlibFaceEmbedder,
+    FaceEvalConfig,
+    FaceFinder,
+    RaftFlow,
+    get_eval_config,
+)
+
+from .conftest import astronaut_frames, moving_frames
+
+
+def test_clip_loads_from_a_local_folder_and_gives_the_same_embeddings(tmp_path):
+    rnd = ClipEncoder("random-tiny")
+    rnd.setup()
+    rnd.model.save_pretrained(tmp_path / "clip")
+    rnd.tokenizer.save_pretrained(tmp_path / "clip")
+    loaded = ClipEncoder(str(tmp_path / "clip"))
+    loaded.setup()
+    frames = np.stack([M.clip_preprocess(f) for f in moving_frames(3)])
+    np.testing.assert_allclose(loaded.encode_images(frames), rnd.encode_images(frames), atol=1e-5)
+    text = ["A man in a red shirt walks a dog. " * 20]  # longer than 77 tokens: truncated, not an error
+    np.testing.assert_allclose(loaded.encode_texts(text), rnd.encode_texts(text), atol=1e-5)
+
+
+def test_dino_loads_from_a_local_folder_and_uses_the_cls_token(tmp_path):
+    rnd = DinoEncoder("random-tiny")
+    rnd.setup()
+    rnd.model.save_pretrained(tmp_path / "dino")
+    loaded = DinoEncoder(str(tmp_path / "dino"))
+    loaded.setup()
+    x = np.stack([M.dino_preprocess_rgb(f) for f in moving_frames(2)])
+    np.testing.assert_allclose(loaded.encode(x), rnd.encode(x), atol=1e-5)
+    with torch.inference_mode():
+        cls = rnd.model(pixel_values=torch.from_numpy(x)).last_hidden_state[:, 0].numpy()
+    np.testing.assert_allclose(rnd.encode(x), cls, atol=1e-6)
+
+
+def test_missing_hub_model_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from alchemist_eval.models import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="no-such-org/no-such-clip.*HF_HUB_OFFLINE"):
+        ClipEncoder("no-such-org/no-such-clip").setup()
+    with pytest.raises(ModelLoadError, match="DINO model"):
+        DinoEncoder("no-such-org/no-such-dino").setup()
+
+
+def test_arcface_iresnet_round_trip_and_missing_checkpoint(tmp_path):
+    from alchemist_eval.iresnet import iresnet, load_arcface
+    from alchemist_eval.models import ArcFaceEmbedder
+
+    torch.manual_seed(0)
+    net = iresnet("r18").eval()
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "backbone.pth")
+    emb = ArcFaceEmbedder(str(tmp_path / "backbone.pth"), "r18")
+    emb.setup()
+    crops = [np.full((40, 30, 3), 128, np.uint8), astronaut_frames(1, 64)[0]]
+    out = emb.embed(crops)
+    assert out.shape == (2, 512)
+    with torch.inference_mode():
+        ref = net(torch.from_numpy(np.stack([M.face_preprocess(c) for c in crops]))).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    assert sum(p.numel() for p in iresnet("r100").parameters()) > 60e6  # the benchmark's R100
+    with pytest.raises(FileNotFoundError, match="ArcFace checkpoint"):
+        load_arcface(tmp_path / "missing.pth")
+
+
+def test_raft_loads_a_local_state_dict_and_pads_to_multiples_of_8(tmp_path):
+    from torchvision.models.optical_flow import raft_large
+
+    torch.manual_seed(0)
+    torch.save(raft_large(weights=None).state_dict(), tmp_path / "raft.pth")
+    flow = RaftFlow(str(tmp_path / "raft.pth"), iters=2)
+    flow.setup()
+    flows = flow.flows(moving_frames(3, h=130, w=140))
+    assert len(flows) == 2 and flows[0].shape == (136, 144, 2)  # InputPadder: next multiple of 8
+    assert flow.flows(moving_frames(2, h=60, w=70))[0].shape == (128, 128, 2)  # torchvision RAFT's minimum
+    with pytest.raises(FileNotFoundError, match="RAFT checkpoint"):
+        RaftFlow(str(tmp_path / "nope.pth")).setup()
+
+
+def test_dis_flow_recovers_a_pan():
+    dis = DisFlow()
+    dis.setup()
+    (f,) = dis.flows(moving_frames(2, step_px=4))
+    assert np.median(f[..., 0]) == pytest.approx(-4, abs=0.5)
+
+
+def test_real_face_detector_and_dlib_descriptor_on_a_real_face():
+    frames = list(astronaut_frames(2))
+    finder = FaceFinder(FaceEvalConfig(detector="mtcnn", min_score=0.9))
+    finder.setup()
+    boxes = finder.find_batch(frames + [np.full((128, 128, 3), 90, np.uint8)])
+    assert boxes[0] is not None and boxes[1] is not None and boxes[2] is None
+    emb = DlibFaceEmbedder()
+    emb.setup()
+    e = emb.embed([M.face_crop(f, b) for f, b in zip(frames, boxes[:2], strict=False)])
+    assert e.shape == (2, 128) and M.cosine_matrix(e[:1], e[1:])[0, 0] > 0.9
+
+
+def test_profiles_and_overrides():
+    tiny = get_eval_config("tiny")
+    assert tiny.clip_model == "random-tiny" and tiny.flow == "dis" and "CLIP" in tiny.random_models
+    assert "RANDOMLY INITIALISED" in tiny.random_model_notice()
+    paper = get_eval_config("paper", {"clip_model": "/models/clip", "face.arcface_checkpoint": "/m/bb.pth"})
+    assert paper.clip_model == "/models/clip" and paper.face.embedder == "arcface" and paper.flow == "raft"
+    assert paper.face.arcface_checkpoint == "/m/bb.pth" and paper.random_model_notice() is None
+    assert paper.grounding.box_threshold == 0.4 and paper.segmentation.iou_threshold == 0.9
+    with pytest.raises(ValueError, match="unknown config field"):
+        get_eval_config("tiny", {"nope": "1"})

@@ -1,0 +1,180 @@
+"""Dataset over curated tables: reference sampling (spec §5.3), augmentations (spec §5.2), determinism."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from alchemist_model.augment import (
+    AugmentParams,
+    apply_augment,
+    sample_augment_params,
+    white_fill,
+)
+from alchemist_model.configs import DataConfig, get_profile
+from alchemist_model.data import (
+    BACKGROUND,
+    AlchemistDataset,
+    ResumableSampler,
+    collate_samples,
+    sample_references,
+)
+
+
+def _dataset(run, **kwargs) -> AlchemistDataset:
+    profile = get_profile("tiny")
+    return AlchemistDataset(run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px,
+                            **kwargs)
+
+
+def test_reference_sampling_counts_and_cap():
+    cfg = DataConfig()
+    counts = {"man": ("subject", 3), "dog": ("subject", 2), "ball": ("object", 1)}
+    num_entity_images, has_background = Counter(), 0
+    for seed in range(3000):
+        slots = sample_references(np.random.default_rng(seed), counts, True, "park", cfg)
+        assert 1 <= len(slots) <= 6
+        entity = [s for s in slots if s.kind != BACKGROUND]
+        background = [s for s in slots if s.kind == BACKGROUND]
+        assert len(entity) >= 1 and len(background) <= 1
+        if background:
+            has_background += 1
+            assert slots[-1].kind == BACKGROUND and slots[-1].word == "park"  # never dropped, always last
+        for s in entity:
+            assert 0 <= s.image_index < counts[s.word][1]
+            assert s.kind == counts[s.word][0]
+        num_entity_images[len(entity)] += 1
+    assert has_background / 3000 == pytest.approx(0.5, abs=0.04)
+    # up to 3 entities x 3 images; the cap of 6 (5 with a background) truncates the rest
+    assert max(num_entity_images) == 6 and min(num_entity_images) == 1
+
+
+def test_reference_sampling_without_background_and_with_replacement():
+    cfg = DataConfig(background_prob=0.5)
+    words = Counter()
+    duplicates = 0
+    for seed in range(500):
+        slots = sample_references(np.random.default_rng(seed), {"dog": ("subject", 1)}, False, "", cfg)
+        assert all(s.kind == "subject" and s.word == "dog" and s.image_index == 0 for s in slots)
+        assert 1 <= len(slots) <= 6
+        duplicates += len(slots) > 1
+        words.update(s.word for s in slots)
+    assert duplicates > 0  # the same crop drawn several times (with replacement)
+
+
+def test_augment_parameter_ranges():
+    rng = np.random.default_rng(0)
+    h, w = 300, 200
+    draws = [sample_augment_params(rng, h, w) for _ in range(2000)]
+
+    def values(name: str) -> np.ndarray:
+        return np.array([getattr(p, name) for p in draws], dtype=float)
+
+    assert values("crop_scale").min() >= 0.67 and values("crop_scale").max() <= 1.0
+    assert values("rotation_deg").min() >= -20 and values("rotation_deg").max() <= 20
+    assert abs(values("shear_x_px")).max() <= 0.05 * w and abs(values("shear_y_px")).max() <= 0.05 * h
+    assert values("shear_x_px").max() > 0.04 * w  # the range is used, not only a corner of it
+    kernels = values("blur_kernel_px")
+    assert kernels.min() >= 1 and kernels.max() <= 300 / 50 and set(kernels % 2) == {1.0}
+    assert values("downscale").min() >= 112 / 300 and values("downscale").max() <= 1.0
+    assert values("brightness").min() >= 0.9 and values("brightness").max() <= 1.1
+    assert abs(values("hue")).max() <= 0.05
+    assert values("flip").mean() == pytest.approx(0.5, abs=0.04)
+    small = sample_augment_params(rng, 40, 30)
+    assert small.downscale == 1.0 and small.blur_kernel_px == 1  # below 112 px / 50 px nothing shrinks
+
+
+def test_augment_moves_alpha_with_pixels_and_fills_white():
+    rgba = np.zeros((40, 40, 4), dtype=np.uint8)
+    rgba[10:30, 5:15] = (255, 0, 0, 255)  # opaque red bar on the left, transparent elsewhere
+    flip = AugmentParams(1.0, 0.0, 0.0, True, 0.0, 0.0, 0.0, 1, 1.0, 1.0, 0.0)
+    out = apply_augment(rgba, flip)
+    assert out.shape == (40, 40, 4)
+    assert out[20, 30, 3] == 255 and out[20, 10, 3] == 0  # the bar is now on the right
+    rgb = white_fill(out)
+    assert rgb[20, 10].tolist() == [255, 255, 255] and rgb[20, 30].tolist() == [255, 0, 0]
+    rotate = AugmentParams(0.8, 0.5, 0.5, False, 20.0, 2.0, -2.0, 5, 0.5, 1.1, 0.05)
+    small = apply_augment(rgba, rotate)
+    assert small.shape == (16, 16, 4)
+
+
+def test_dataset_sample_shapes_and_determinism(curated_run):
+    ds = _dataset(curated_run, seed=3)
+    assert len(ds) == 3
+    a, b = ds[4], ds[4]
+    assert a["video"].shape == (3, 9, 48, 64)
+    assert float(a["video"].min()) >= -1.0 and float(a["video"].max()) <= 1.0
+    torch.testing.assert_close(a["video"], b["video"])
+    torch.testing.assert_close(a["ref_images"], b["ref_images"])
+    assert a["ref_words"] == b["ref_words"]
+    assert a["ref_images"].shape[1:] == (3, 56, 56) and 1 <= len(a["ref_words"]) <= 6
+    for word, kind in zip(a["ref_words"], a["ref_kinds"], strict=True):
+        assert (kind == BACKGROUND) or word.lower() in a["caption"].lower()
+    # another epoch of the same clip draws other references/augmentations
+    other = ds[4 + len(ds)]
+    assert other["clip_id"] == a["clip_id"]
+    assert other["ref_words"] != a["ref_words"] or not torch.equal(other["ref_images"], a["ref_images"])
+
+
+def test_no_augmentation_gives_clean_references(curated_run):
+    ds = _dataset(curated_run, data=DataConfig(augment=False, background_prob=0.0))
+    sample = ds[0]
+    # a clean disc crop over white: the corners are pure white
+    assert torch.allclose(sample["ref_images"][:, :, 0, 0], torch.ones(len(sample["ref_words"]), 3), atol=0.02)
+
+
+def test_collate_pads_references(curated_run):
+    ds = _dataset(curated_run)
+    samples = [ds[i] for i in range(3)]
+    batch = collate_samples(samples)
+    counts = [len(s["ref_words"]) for s in samples]
+    assert batch["video"].shape == (3, 3, 9, 48, 64)
+    assert batch["ref_images"].shape[:2] == (3, max(counts))
+    assert batch["ref_mask"].sum(1).tolist() == counts
+
+
+def test_sampler_resumes_and_shards():
+    full = ResumableSampler(5, seed=1)
+    it = iter(full)
+    keys = [next(it) for _ in range(12)]
+    assert sorted(k % 5 for k in keys[:5]) == list(range(5))  # an epoch is a permutation
+    assert [k // 5 for k in keys[:10]] == [0] * 5 + [1] * 5
+    resumed = iter(ResumableSampler(5, seed=1, start=7))
+    assert [next(resumed) for _ in range(5)] == keys[7:12]
+    rank0 = iter(ResumableSampler(5, seed=1, rank=0, world_size=2))
+    rank1 = iter(ResumableSampler(5, seed=1, rank=1, world_size=2))
+    assert [next(rank0) for _ in range(3)] == keys[0:6:2]
+    assert [next(rank1) for _ in range(3)] == keys[1:6:2]
+
+
+@pytest.mark.slow
+def test_dataloader_workers_give_the_same_samples(curated_run):
+    ds = _dataset(curated_run)
+    batches = []
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, sampler=ResumableSampler(len(ds), 0),
+                                             num_workers=workers, collate_fn=collate_samples)
+        it = iter(loader)
+        batches.append([next(it) for _ in range(2)])
+        del it
+    for a, b in zip(*batches, strict=True):
+        assert a["keys"] == b["keys"] and a["ref_words"] == b["ref_words"]
+        torch.testing.assert_close(a["video"], b["video"])
+        torch.testing.assert_close(a["ref_images"], b["ref_images"])
+
+
+def test_stage1_dataset_and_empty_run(curated_run, tmp_path):
+    ds = _dataset(curated_run, with_references=False)
+    assert "ref_images" not in ds[0]
+    with pytest.raises(ValueError, match="num_frames"):
+        _dataset(curated_run, **{}).__class__(curated_run, 64, 48, 8, 56)
+    from alchemist_model.testing import write_tiny_curated_run
+
+    empty = write_tiny_curated_run(tmp_path / "empty", num_clips=0)
+    with pytest.raises(ValueError, match="no clips"):
+        _dataset(empty, with_references=False)
+    assert math.isfinite(float(ds[1]["video"].mean()))

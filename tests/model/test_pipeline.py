@@ -1,0 +1,146 @@
+"""Inference: AlchemistPipeline, `alchemist train` / `alchemist generate` CLI, and the demo hook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from alchemist_model.configs import TrainConfig
+from alchemist_model.flow import combine_guidance
+from alchemist_model.pipeline import AlchemistPipeline
+from alchemist_model.testing import _crop
+from alchemist_model.train import train
+
+
+@pytest.fixture(scope="module")
+def trained_run(curated_run, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run") / "run"
+    cfg = TrainConfig(profile="tiny", steps=3, lr=1e-2, grad_clip=1.0, warmup_steps=1,
+                      stage2_cross_attn_only_steps=1, checkpoint_every=3)
+    train(cfg, curated_run, run, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def ref_png(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("refs") / "dog.png"
+    Image.fromarray(_crop((200, 40, 40), 30, 0)).save(path)
+    return path
+
+
+def _cli():
+    import typer
+
+    from pipelines import generate, train
+
+    app = typer.Typer()
+    train.register(app)
+    generate.register(app)
+    return app
+
+
+def test_pipeline_generates_frames_and_mp4(trained_run, ref_png, tmp_path):
+    pipe = AlchemistPipeline.from_run(trained_run, device="cpu")
+    prompt = "A man in a red shirt walks a dog across the park."
+    out = pipe(prompt, references={"dog": [ref_png, ref_png]}, background=ref_png, background_word="park",
+               num_inference_steps=3, output_path=tmp_path / "out.mp4", progress=False)
+    assert out.frames.shape == (9, 48, 64, 3) and out.frames.dtype == np.uint8
+    with av.open(str(out.path)) as container:
+        assert container.streams.video[0].width == 64
+        assert sum(1 for _ in container.decode(video=0)) == 9
+    again = pipe(prompt, references={"dog": [ref_png, ref_png]}, background=ref_png, background_word="park",
+                 num_inference_steps=3, progress=False)
+    assert np.array_equal(again.frames, out.frames)  # seeded
+    longer = pipe(prompt, num_frames=17, width=96, height=64, num_inference_steps=2, progress=False)
+    assert longer.frames.shape == (17, 64, 96, 3)
+
+
+def test_pipeline_uses_the_three_evaluation_cfg(trained_run, ref_png, monkeypatch):
+    """One step from t=1 to 0: the update equals the hand combination of the three separate predictions."""
+    pipe = AlchemistPipeline.from_run(trained_run, device="cpu")
+    with torch.no_grad():  # make the prediction depend on every condition
+        for name, param in pipe.transformer.named_parameters():
+            if "adaln_modulation" in name or "personalization_gate" in name or "proj_out" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    captured = {}
+    original = pipe.transformer.forward
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        captured["prediction"] = out.sample.clone()
+        captured["latents"] = args[0][:1].clone()
+        return out
+
+    monkeypatch.setattr(pipe.transformer, "forward", spy)
+    decoded = {}
+    monkeypatch.setattr(pipe.components.vae, "decode", lambda z: decoded.setdefault("z", z) * 0)
+    pipe("A dog runs.", references={"dog": [ref_png]}, num_inference_steps=1, text_guidance_scale=8.0,
+         image_guidance_scale=3.0, progress=False)
+    full, no_text, no_image = captured["prediction"].chunk(3)
+    assert not torch.allclose(full, no_text) and not torch.allclose(full, no_image)
+    expected = captured["latents"] - 1.0 * combine_guidance(full, no_text, no_image, 8.0, 3.0)
+    torch.testing.assert_close(decoded["z"], expected)
+
+
+def test_pipeline_input_errors(trained_run, ref_png, tmp_path):
+    pipe = AlchemistPipeline.from_run(trained_run, device="cpu")
+    with pytest.raises(ValueError, match="'cat' does not occur in the prompt"):
+        pipe("A dog runs.", references={"cat": [ref_png]}, num_inference_steps=1, progress=False)
+    with pytest.raises(ValueError, match="does not exist"):
+        pipe("A dog runs.", references={"dog": [tmp_path / "missing.png"]}, num_inference_steps=1, progress=False)
+    with pytest.raises(ValueError, match="at most 6"):
+        pipe("A dog runs.", references={"dog": [ref_png] * 7}, num_inference_steps=1, progress=False)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        pipe("A dog runs.", width=50, num_inference_steps=1, progress=False)
+    with pytest.raises(ValueError, match="4k\\+1"):
+        pipe("A dog runs.", num_frames=10, num_inference_steps=1, progress=False)
+    with pytest.raises(ValueError, match="not a training run"):
+        AlchemistPipeline.from_run(tmp_path)
+
+
+def test_cli_train_and_generate(curated_run, ref_png, tmp_path):
+    runner = CliRunner()
+    app = _cli()
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(curated_run), "--output", str(run), "--steps", "2",
+                                 "--set", "data.augment=false", "--set", "image_encoder=clip"])
+    assert result.exit_code == 0, result.output
+    assert (run / "metrics.jsonl").read_text().count("\n") == 2
+    saved = TrainConfig.load(run / "config.json")
+    assert saved.data.augment is False and saved.image_encoder == "clip"
+    result = runner.invoke(app, ["train", "--data", str(curated_run), "--output", str(run), "--steps", "3",
+                                 "--resume"])
+    assert result.exit_code == 0, result.output
+    assert (run / "metrics.jsonl").read_text().count("\n") == 3
+    out = tmp_path / "gen.mp4"
+    result = runner.invoke(app, ["generate", "--checkpoint", str(run), "--prompt", "A man walks a dog.",
+                                 "--ref", f"dog={ref_png}", "--ref", f"man={ref_png}", "--steps", "2",
+                                 "--frames", "5", "--size", "32x32", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
+    bad_word = runner.invoke(app, ["generate", "--checkpoint", str(run), "--prompt", "A man walks.",
+                                   "--ref", f"dog={ref_png}", "--output", str(out)])
+    assert bad_word.exit_code != 0 and "'dog' does not occur in the prompt" in bad_word.output
+    missing = runner.invoke(app, ["generate", "--checkpoint", str(run), "--prompt", "A dog.",
+                                  "--ref", "dog=/no/such.png", "--output", str(out)])
+    assert missing.exit_code != 0 and "/no/such.png" in missing.output
+    bad_set = runner.invoke(app, ["train", "--data", str(curated_run), "--output", str(tmp_path / "r2"),
+                                  "--set", "nope=1"])
+    assert bad_set.exit_code != 0 and "unknown field" in bad_set.output
+
+
+def test_demo_hook_writes_a_video_named_by_clip_id(curated_run, tmp_path):
+    from pipelines.train import demo_train_and_generate
+
+    summary = demo_train_and_generate(curated_run, tmp_path / "demo", steps=4)
+    video = Path(summary["video"])
+    assert video == tmp_path / "demo" / "generated" / f"{summary['clip_id']}.mp4"
+    assert video.stat().st_size > 0
+    assert summary["reference_words"] and all(w in summary["prompt"] for w in summary["reference_words"])
+    assert Path(summary["metrics"]).exists()

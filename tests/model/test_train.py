@@ -1,0 +1,119 @@
+"""Training: the loss falls on a fixed batch, golden losses, exact resume, stage I / II schedules, EMA."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alchemist_model.configs import TrainConfig, get_profile
+from alchemist_model.data import AlchemistDataset, collate_samples
+from alchemist_model.encoders import encode_conditions
+from alchemist_model.train import build_transformer, latest_checkpoint, train, training_step
+
+GOLDEN = Path(__file__).with_name("golden_losses.json")
+
+
+def _cfg(**kwargs) -> TrainConfig:
+    base = dict(profile="tiny", steps=20, lr=1e-3, grad_clip=1.0, warmup_steps=2, stage2_cross_attn_only_steps=4,
+                checkpoint_every=10, seed=0)
+    base.update(kwargs)
+    return TrainConfig(**base)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(latest_checkpoint(run) / "transformer" / "diffusion_pytorch_model.safetensors")
+
+
+def test_loss_falls_by_half_on_a_fixed_batch(curated_run, tiny_components):
+    """Overfit one batch (fixed latents, conditions, noise and timesteps): the model can fit what it is fed."""
+    profile = get_profile("tiny")
+    cfg = _cfg(text_drop_prob=0.0, image_drop_prob=0.0, timestep_sampling="uniform")
+    ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
+    batch = collate_samples([ds[0], ds[1]])
+    latents = tiny_components.vae.encode(batch["video"])
+    cond = encode_conditions(tiny_components, batch["captions"], batch["ref_images"], batch["ref_mask"],
+                             batch["ref_words"])
+    model = build_transformer(profile, cfg, tiny_components)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    losses = []
+    for _ in range(200):
+        loss = training_step(model, cond, latents, cfg, 1.0, torch.Generator().manual_seed(0),
+                             contextlib.nullcontext())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.5 * losses[0], (losses[0], losses[-10:])
+
+
+def test_golden_losses_for_20_deterministic_steps(curated_run, tmp_path):
+    result = train(_cfg(), curated_run, tmp_path / "run", progress=False)
+    assert len(result.losses) == 20
+    if os.environ.get("ALCHEMIST_REGEN_GOLDEN") == "1" or not GOLDEN.exists():
+        GOLDEN.write_text(json.dumps({"config": _cfg().to_dict(), "losses": result.losses}, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())["losses"]
+    assert result.losses == pytest.approx(golden, rel=2e-3, abs=1e-4)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(1, 21))
+    assert {"loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s"} <= set(lines[0])
+    assert lines[0]["lr"] == pytest.approx(5e-4) and lines[5]["lr"] == pytest.approx(1e-3)  # linear warm-up
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 20
+
+
+def test_resume_equals_the_uninterrupted_run(curated_run, tmp_path):
+    cfg = _cfg(steps=6, checkpoint_every=3, ema_decay=0.9)
+    full = train(cfg, curated_run, tmp_path / "full", progress=False)
+    first = train(_cfg(steps=3, checkpoint_every=3, ema_decay=0.9), curated_run, tmp_path / "split", progress=False)
+    with pytest.raises(ValueError, match="--resume"):
+        train(cfg, curated_run, tmp_path / "split", progress=False)
+    second = train(cfg, curated_run, tmp_path / "split", resume=True, progress=False)
+    assert first.losses + second.losses == full.losses  # bit-for-bit
+    assert second.step == 6
+    for key, value in _weights(tmp_path / "full").items():
+        assert torch.equal(value, _weights(tmp_path / "split")[key]), key
+    state = torch.load(latest_checkpoint(tmp_path / "split") / "state.pt", weights_only=False)
+    assert state["step"] == 6 and state["data_position"] == 12
+    assert (latest_checkpoint(tmp_path / "split") / "transformer_ema" / "config.json").exists()
+    with pytest.raises(ValueError, match="differs"):
+        train(_cfg(steps=8, lr=5e-4), curated_run, tmp_path / "split", resume=True, progress=False)
+
+
+def test_stage2_trains_only_the_personalization_branch_first(curated_run, tmp_path, tiny_components):
+    cfg = _cfg(steps=2, stage2_cross_attn_only_steps=2, checkpoint_every=2)
+    train(cfg, curated_run, tmp_path / "run", progress=False)
+    init = build_transformer(get_profile("tiny"), cfg, tiny_components).state_dict()
+    trained = _weights(tmp_path / "run")
+    model = build_transformer(get_profile("tiny"), cfg, tiny_components)
+    new = {n for n, p in model.named_parameters() if any(p is q for q in model.personalization_parameters())}
+    changed = {k for k in trained if not torch.equal(trained[k], init[k])}
+    assert changed and changed <= new
+    phases = [json.loads(x)["phase"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert phases == ["personalization_only"] * 2
+    # then the whole model
+    train(_cfg(steps=4, stage2_cross_attn_only_steps=2, checkpoint_every=2), curated_run, tmp_path / "run",
+          resume=True, progress=False)
+    trained = _weights(tmp_path / "run")
+    assert any(not torch.equal(trained[k], init[k]) for k in trained if k not in new)
+
+
+def test_stage1_then_stage2_from_it(curated_run, tmp_path, tiny_components):
+    cfg1 = _cfg(steps=2, stage=1, checkpoint_every=2)
+    train(cfg1, curated_run, tmp_path / "stage1", progress=False)
+    model = build_transformer(get_profile("tiny"), cfg1, tiny_components)
+    init = model.state_dict()
+    new = {n for n, p in model.named_parameters() if any(p is q for q in model.personalization_parameters())}
+    trained = _weights(tmp_path / "stage1")
+    assert all(torch.equal(trained[k], init[k]) for k in new)  # stage I never touches the new branch
+    assert any(not torch.equal(trained[k], init[k]) for k in trained if k not in new)
+    cfg2 = _cfg(steps=1, stage=2, stage2_cross_attn_only_steps=5, init_from=str(tmp_path / "stage1"),
+                checkpoint_every=1)
+    train(cfg2, curated_run, tmp_path / "stage2", progress=False)
+    stage2 = _weights(tmp_path / "stage2")
+    assert all(torch.equal(stage2[k], trained[k]) for k in trained if k not in new)  # backbone frozen, loaded
