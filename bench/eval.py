@@ -62,7 +62,6 @@ def _time_official(scorers, jobs) -> tuple[float, list[dict]]:
 
 def run(quick: bool) -> list[dict]:
     import torch
-
     from alchemist_eval.models import get_eval_config
     from alchemist_eval.scorer import MODE_METRICS, Scorer
 

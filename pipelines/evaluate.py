@@ -1,4 +1,7 @@
-"""`alchemist eval` and `alchemist benchmark prepare`: MSRVTT-Personalization preparation and scoring (docs/eval.md)."""
+"""`alchemist eval` and `alchemist benchmark prepare`: MSRVTT-Personalization preparation and scoring.
+
+See docs/eval.md.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def _overrides(items: list[str] | None) -> dict[str, str]:
 def eval_cmd(
     videos: Path = typer.Argument(..., help="Folder of generated videos named <clip_id>.mp4 (benchmark clip ids)."),
     benchmark: Path = typer.Option(..., "--benchmark", "-b",
-                                   help="Prepared benchmark folder (`alchemist benchmark prepare`) or any curated run."),
+                                   help="Prepared benchmark (`alchemist benchmark prepare`) or any curated run."),
     mode: str = typer.Option("subject", "--mode", "-m", help="subject | face | multi_subject"),
     metrics: str = typer.Option("", "--metrics",
                                 help="Comma list of text,video,subject,face,dynamic (default: the mode's four)."),
@@ -55,9 +58,8 @@ def eval_cmd(
     Writes OUTPUT/scores.parquet (one row per video), OUTPUT/summary.json and prints the paper-style table. A
     missing or unreadable video scores 0 and is listed by name. Re-running the same command resumes.
     """
+    from alchemist_eval.runner import run_eval
     from rich.console import Console
-
-    from alchemist_eval.runner import format_table, run_eval
 
     console = Console()
     progress, update = _progress("scoring")
@@ -106,9 +108,8 @@ def prepare_cmd(
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Precompute GT embeddings."),
 ) -> None:
     """Cut the clips, extract GT frames/crops/faces, inpaint backgrounds, embed the GT and write the mode lists."""
-    from rich.console import Console
-
     from alchemist_eval.benchmark import prepare_benchmark
+    from rich.console import Console
 
     console = Console()
     progress, update = _progress("preparing")
@@ -129,10 +130,9 @@ def demo_evaluate(generated_dir: Path, curated_dir: Path, out_dir: Path) -> dict
 
     Only clips that have a generated video are scored (``only_generated``), in the mode that holds most of them.
     """
-    from rich.console import Console
-
     from alchemist_eval.benchmark import Benchmark
     from alchemist_eval.runner import find_generated, run_eval
+    from rich.console import Console
 
     bench = Benchmark.load(curated_dir)
     modes = {m: sum(find_generated(Path(generated_dir), c) is not None for c in bench.clip_ids(m))

@@ -60,7 +60,9 @@ def generate_cmd(
             try:
                 find_word_span(prompt, word)
             except ValueError as err:
-                raise ValueError(f"--ref {word}=...: the word {word!r} does not occur in the prompt {prompt!r}") from err
+                raise ValueError(
+                    f"--ref {word}=...: the word {word!r} does not occur in the prompt {prompt!r}"
+                ) from err
         from alchemist_model.pipeline import AlchemistPipeline
 
         pipe = AlchemistPipeline.from_run(checkpoint)

@@ -129,10 +129,9 @@ def demo_train_and_generate(curated_dir: Path, out_dir: Path, steps: int = 60) -
     import io
 
     import numpy as np
-    from PIL import Image
-
     from alchemist_model.pipeline import AlchemistPipeline
     from alchemist_model.train import train
+    from PIL import Image
 
     curated_dir, out_dir = Path(curated_dir), Path(out_dir)
     run_dir = out_dir / "train"
@@ -142,8 +141,18 @@ def demo_train_and_generate(curated_dir: Path, out_dir: Path, steps: int = 60) -
         import shutil
 
         shutil.rmtree(run_dir)
+    try:
+        clip, crops, background = pick_demo_reference(curated_dir)
+    except ValueError:
+        # Curation found no usable entity (e.g. random detectors missed everything): a text-to-video demo instead.
+        from alchemist_model.data import read_run_table
+
+        clips = read_run_table(curated_dir, "clips").to_pylist()
+        if not clips:
+            raise ValueError(f"{curated_dir}: the curated run has no clips to train on") from None
+        clip, crops, background = sorted(clips, key=lambda c: c["clip_id"])[0], {}, None
+        cfg.stage = 1
     result = train(cfg, curated_dir, run_dir)
-    clip, crops, background = pick_demo_reference(curated_dir)
     # Up to 2 entity words x 2 crops (+ background) stays under the 6-image cap.
     references = {
         word: [np.asarray(Image.open(io.BytesIO(png)).convert("RGBA")) for png in pngs[:2]]
@@ -161,6 +170,7 @@ def demo_train_and_generate(curated_dir: Path, out_dir: Path, steps: int = 60) -
         "last_loss": result.losses[-1] if result.losses else None,
         "clip_id": clip["clip_id"],
         "prompt": clip["caption"],
+        "stage": int(cfg.stage),
         "reference_words": list(references),
         "video": str(video),
         "generated_dir": str(out_dir / "generated"),

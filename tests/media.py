@@ -104,6 +104,7 @@ def make_video(
     num_frames: int | None = None,
     bframes: int | None = None,
     grain: int = 0,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Write a test video whose frame i shows index i (see :func:`read_index`). Container from the extension.
 
@@ -111,7 +112,7 @@ def make_video(
     irregular timestamps (:func:`frame_times`); ``start_time_s`` shifts every timestamp (as cut MKV/TS files have).
     ``bframes`` (libx264) forces that many B-frames between references, B-pyramid on, like typical web uploads; left
     as None, x264 decides (on this synthetic texture it picks almost none). ``grain`` adds per-frame noise of that
-    amplitude (camera-like bitrates for benchmarks).
+    amplitude (camera-like bitrates for benchmarks). ``options`` go to the encoder (e.g. ``x265-params``).
     """
     from alchemist_data.video import write_video
 
@@ -134,7 +135,7 @@ def make_video(
     use_times = None
     if vfr or start_time_s:
         use_times = [start_time_s + t for t in times]
-    options = {}
+    options = dict(options or {})
     if codec == "libx264" and preset is not None:
         options["preset"] = preset
     if codec == "libx264" and bframes is not None:

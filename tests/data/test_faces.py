@@ -113,6 +113,10 @@ def test_yolo_face_detector_maps_boxes_back_and_applies_nms(yolo_ts):
 def test_yolo_missing_or_bad_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="yolov9-c-face.pt.*TorchScript"):
         YoloFaceDetector(str(tmp_path / "yolov9-c-face.pt")).setup()
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot load YOLO face checkpoint"):
+        YoloFaceDetector(str(garbage)).setup()
     bad = tmp_path / "bad.pt"
     torch.save({"model": {"w": torch.zeros(1)}}, bad)
     with pytest.raises(ValueError, match="holds no YOLO model"):

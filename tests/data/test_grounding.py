@@ -223,6 +223,14 @@ def test_groundingdino_py_missing_checkpoint_names_file_and_url(tmp_path):
         g.setup()
 
 
+def test_groundingdino_py_uncached_text_encoder_fails_fast(tmp_path):
+    ckpt = tmp_path / "groundingdino_swint_ogc.pth"
+    ckpt.write_bytes(b"")
+    g = GroundingDinoPy(checkpoint=str(ckpt), text_encoder="alchemist-test/not-a-bert")
+    with pytest.raises(OSError, match="(?s)text encoder 'alchemist-test/not-a-bert'.*HF_HUB_OFFLINE"):
+        g.setup()
+
+
 @pytest.mark.slow
 def test_groundingdino_py_builds_loads_checkpoint_and_detects(tmp_path):
     # The benchmark's SwinT-OGC config with random weights and the tiny local BERT as text encoder; the checkpoint

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from alchemist_data.manifest import read_manifest
-from alchemist_data.sample_data import make_caption, write_sample_corpus
+from alchemist_data.sample_data import ANIMALS, make_caption, write_sample_corpus
 from alchemist_data.video import decode_clip, probe, reference_frames
 from typer.testing import CliRunner
 
@@ -58,3 +59,18 @@ def test_cli_writes_the_corpus(tmp_path):
     assert (tmp_path / "s" / "manifest.jsonl").exists()
     assert len(list((tmp_path / "s" / "videos").glob("*.mp4"))) == 2
     assert "alchemist curate" in result.output
+
+
+def test_people_have_faces_a_real_face_detector_finds(tmp_path):
+    facenet = pytest.importorskip("facenet_pytorch")
+    table = read_manifest(write_sample_corpus(tmp_path / "c", num_clips=6, seed=0)).to_pylist()
+    raw = [json.loads(line) for line in (tmp_path / "c" / "manifest.jsonl").read_text().splitlines()]
+    humans = [row for row, r in zip(table, raw, strict=True) if r["subjects"][0] in HUMANS_AND_ANIMALS - set(ANIMALS)]
+    assert humans
+    detector = facenet.MTCNN(keep_all=True, device="cpu")
+    found = 0
+    for row in humans:
+        _, _, frames = reference_frames(row["video"])
+        boxes, _ = detector.detect(frames[1])
+        found += boxes is not None
+    assert found >= len(humans) - 1  # the demo's faces stage gets real crops

@@ -245,3 +245,28 @@ def test_write_video_pads_odd_sizes_for_420(tmp_path):
     assert info.num_frames == 5 and info.pix_fmt == "yuv420p"
     with pytest.raises(ValueError):
         write_video(tmp_path / "bad.mp4", np.zeros((2, 8, 8), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("ts_bframes_offset.ts", dict(gop=48, bframes=3, start_time_s=1.4)),  # seeks by timestamp, not keyframe
+        ("vfr.mkv", dict(gop=48, bframes=3, vfr=True)),  # Matroska loads its keyframe index lazily
+        ("vp9.webm", dict(codec="libvpx-vp9", pix_fmt="yuv420p")),
+        ("mpeg4.avi", dict(codec="mpeg4", pix_fmt="yuv420p")),
+        ("long_gop.mov", dict(gop=250, bframes=3)),
+        # Open GOP: leading B-frames before a keyframe are undecodable after a seek to it, so the seek backs off.
+        ("open_gop.mp4", dict(gop=24, options={"x264-params": "open-gop=1:bframes=3:b-adapt=0"})),
+        ("open_gop_hevc.mkv", dict(codec="libx265", options={
+            "x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"})),
+    ],
+)
+def test_containers_and_codecs(tmp_path, name, kwargs):
+    path = make_video(tmp_path / name, seconds=6.0, fps=24, size=(96, 64), **kwargs)
+    info, _, frames = reference_frames(str(path))
+    ts = frame_times(6.0, 24, vfr=kwargs.get("vfr", False))
+    assert _indices(frames) == [expected_index_at(ts, f * info.duration_s) for f in FRACTIONS]
+    clip = decode_clip(str(path), start_s=2.0, end_s=2.5, fps=24.0)
+    assert len(clip) == 12
+    if not kwargs.get("vfr"):
+        assert _indices(clip) == list(range(48, 60))

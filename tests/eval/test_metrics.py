@@ -6,9 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from alchemist_eval import metrics as M
+from PIL import Image
 
 S2 = 1 / math.sqrt(2)
 

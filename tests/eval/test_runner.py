@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from alchemist_eval import metrics as M
 from alchemist_eval.benchmark import Benchmark
 from alchemist_eval.models import get_eval_config
@@ -33,7 +32,9 @@ def test_prepared_benchmark_has_the_curation_tables_and_the_mode_lists(prepared_
     assert (clip_a["width_px"], clip_a["height_px"]) == (128, 96)
     assert clip_a["ref_times_s"] == pytest.approx([0.25 + f * 1.5 for f in (0.05, 0.5, 0.95)])
     # 3 GT frames per clip, JPEG at the annotated resolution
-    assert bench.gt_frames.num_rows == 9
+    frames = bench.gt_frames.rows({"clip_a", "clip_b", "clip_c"})
+    assert len(frames) == 9 and {r["frame_index"] for r in frames} == {0, 1, 2}
+    assert len(bench.gt_frames.rows({"clip_b"})) == 3  # read per shard, filtered on clip id
     # subject mode: exactly one subject word; face mode: exactly one subject with face crops
     assert bench.clip_ids("subject") == ["clip_a", "clip_b"]
     assert bench.clip_ids("face") == ["clip_a"]
@@ -48,8 +49,7 @@ def test_prepared_benchmark_has_the_curation_tables_and_the_mode_lists(prepared_
     ents = query(prepared_benchmark, "SELECT entity_word, count(*) AS n, sum(has_face::INT) AS faces FROM entities "
                                      "WHERE clip_id = 'clip_a' GROUP BY 1 ORDER BY 1").to_pylist()
     assert ents == [{"entity_word": "dog", "n": 3, "faces": 0}, {"entity_word": "man", "n": 3, "faces": 1}]
-    assert bench.gt_embeddings is not None and set(bench.gt_embeddings["kind"].to_pylist()) == {
-        "text", "frames", "subject", "face"}
+    assert {r["kind"] for r in bench.gt_embeddings.rows({"clip_a"})} == {"text", "frames", "subject", "face"}
 
 
 def _scorer(metrics, profile="tiny", **overrides):

@@ -83,7 +83,7 @@ def test_every_bad_input_becomes_a_reject_and_the_job_goes_on(bad_manifest, tmp_
         assert (rejects[cid]["stage"], rejects[cid]["reason"]) == (stage, reason), cid
         assert rejects[cid]["detail"]
     # The truncated file is either salvaged (its reference frames decode) or rejected as unreadable.
-    assert "trunc" in clips or rejects["trunc"]["reason"] in ("unreadable", "too_few_frames")
+    assert "trunc" in clips or rejects["trunc"]["reason"] in ("unreadable", "truncated", "too_few_frames")
     dup = [r for r in catalog.read_table(tmp_path / "run", "rejects").to_pylist() if r["reason"] == "duplicate_clip_id"]
     assert len(dup) == 1 and dup[0]["stage"] == "manifest"
     assert info["counts"]["clips"] + info["counts"]["rejects"] == 13

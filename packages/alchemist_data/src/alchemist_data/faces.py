@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -255,7 +256,7 @@ class YoloFaceDetector(FaceDetector):
         # yolov9 repository's classes are importable.
         try:
             ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
-        except ModuleNotFoundError as exc:
+        except (ModuleNotFoundError, AttributeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
             raise ValueError(f"cannot load YOLO face checkpoint {self.checkpoint}: {exc}. {YOLO_FACE_HELP}") from exc
         model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
         if not isinstance(model, torch.nn.Module):

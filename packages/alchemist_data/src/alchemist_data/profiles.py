@@ -77,7 +77,10 @@ class FacesConfig:
 class BackgroundConfig:
     backend: str = "opencv"  # opencv (Telea) | sd2 (diffusers SD2 inpainting)
     model: str = "stabilityai/stable-diffusion-2-inpainting"
-    prompt: str = "clean and empty background"  # benchmark prep's prompt (spec §2.4)
+    # The paper prompts the inpainter with the background entity word; the benchmark's prep uses a fixed prompt
+    # (spec §2.4). entity_word falls back to `prompt` when the caption has no background word.
+    prompt_source: str = "entity_word"  # entity_word | fixed
+    prompt: str = "clean and empty background"
     negative_prompt: str = "any human or any object, complex pattern and texture"
     guidance_scale: float = 12.0
     num_inference_steps: int = 50

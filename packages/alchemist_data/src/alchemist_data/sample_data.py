@@ -122,13 +122,34 @@ def _background(rng: np.random.Generator, bg: str, w: int, h: int, pan_px: int) 
     return np.clip(img + tex + fine, 0, 255).astype(np.uint8)
 
 
-def _draw_person(img: np.ndarray, cx: int, base_y: int, height: int, garment: tuple[int, int, int],
-                 skin: tuple[int, int, int], phase: float) -> tuple[int, int]:
-    """Body ellipse, legs, and a face-like head disk; returns the hand position (for carried objects)."""
+def _draw_face(img: np.ndarray, cx: int, cy: int, r: int, skin: tuple[int, int, int]) -> None:
+    """A frontal face (hair, oval, eye whites with pupils, brows, nose, lips): real face detectors such as MTCNN
+    find it, so the faces stage of the demo has something to crop."""
     import cv2
 
     aa = cv2.LINE_AA
-    head_r = max(4, height // 9)
+    shade = tuple(int(c * 0.75) for c in skin)
+    cv2.ellipse(img, (cx, cy - int(r * 0.15)), (int(r * 0.95), int(r * 1.15)), 0, 0, 360, (50, 35, 25), -1, aa)
+    cv2.ellipse(img, (cx, cy + int(r * 0.1)), (int(r * 0.8), int(r * 1.05)), 0, 0, 360, skin, -1, aa)
+    ey, ex = cy - int(r * 0.12), int(r * 0.33)
+    for sx in (-1, 1):
+        cv2.ellipse(img, (cx + sx * ex, ey), (max(1, int(r * 0.2)), max(1, int(r * 0.1))), 0, 0, 360,
+                    (245, 245, 245), -1, aa)
+        cv2.circle(img, (cx + sx * ex, ey), max(1, int(r * 0.08)), (40, 30, 20), -1, aa)
+        cv2.line(img, (cx + sx * int(r * 0.18), ey - int(r * 0.22)), (cx + sx * int(r * 0.5), ey - int(r * 0.25)),
+                 (60, 40, 30), max(1, int(r * 0.07)), aa)
+    cv2.line(img, (cx, ey + int(r * 0.1)), (cx - int(r * 0.06), cy + int(r * 0.3)), shade, max(1, int(r * 0.07)), aa)
+    cv2.ellipse(img, (cx, cy + int(r * 0.55)), (max(1, int(r * 0.25)), max(1, int(r * 0.09))), 0, 0, 360,
+                (170, 70, 70), -1, aa)
+
+
+def _draw_person(img: np.ndarray, cx: int, base_y: int, height: int, garment: tuple[int, int, int],
+                 skin: tuple[int, int, int], phase: float) -> tuple[int, int]:
+    """Body ellipse, legs, arm and a frontal face; returns the hand position (for carried objects)."""
+    import cv2
+
+    aa = cv2.LINE_AA
+    head_r = max(6, height // 8)
     body_h = int(height * 0.42)
     leg_h = height - body_h - 2 * head_r
     hip_y = base_y - leg_h
@@ -138,13 +159,7 @@ def _draw_person(img: np.ndarray, cx: int, base_y: int, height: int, garment: tu
     body_cy = hip_y - body_h // 2
     cv2.ellipse(img, (cx, body_cy), (max(3, height // 7), body_h // 2), 0, 0, 360, garment, -1, aa)
     head_cy = hip_y - body_h - head_r + 2
-    cv2.circle(img, (cx, head_cy), head_r, skin, -1, aa)
-    eye_dx, eye_r = max(1, head_r // 3), max(1, head_r // 6)
-    for sx in (-1, 1):
-        cv2.circle(img, (cx + sx * eye_dx, head_cy - head_r // 5), eye_r, (30, 30, 30), -1, aa)
-    cv2.ellipse(img, (cx, head_cy + head_r // 3), (max(1, head_r // 3), max(1, head_r // 6)), 0, 0, 180,
-                (150, 50, 50), max(1, head_r // 8), aa)
-    cv2.ellipse(img, (cx, head_cy - head_r + 1), (head_r, max(2, head_r // 2)), 0, 180, 360, (60, 40, 30), -1, aa)
+    _draw_face(img, cx, head_cy, head_r, skin)
     hand = (cx + int(height * 0.2), body_cy)
     cv2.line(img, (cx, body_cy - body_h // 4), hand, garment, max(2, height // 22), aa)
     return hand

@@ -159,9 +159,9 @@ class FramesStage(Stage):
         info, times, frames = reference_frames(
             row["video"], row["start_s"], row["end_s"], fractions=tuple(cfg.fractions), max_side_px=cfg.max_side_px
         )
-        start = row["start_s"] if row["start_s"] is not None else info.start_time_s
-        end = row["end_s"] if row["end_s"] is not None else info.start_time_s + info.duration_s
-        end = min(end, info.start_time_s + info.duration_s)
+        # Times count from the video's first frame (as players and `ffmpeg -ss` do), whatever the container offset.
+        start = row["start_s"] if row["start_s"] is not None else 0.0
+        end = min(row["end_s"] if row["end_s"] is not None else info.duration_s, info.duration_s)
         row.update(
             start_s=float(start),
             end_s=float(end),
@@ -422,7 +422,8 @@ class BackgroundStage(Stage):
         masks = [full_mask(d, shape) for d in row["detections"] if d["is_detected"] and d["frame_index"] == 1]
         fg = foreground_mask(masks, shape, kernel_px=cfg.dilate_kernel_px, iterations=cfg.dilate_iterations)
         word = row["background_words"][0] if row["background_words"] else None
-        plate = self.inpainter.inpaint(middle, fg, word) if fg.any() else middle
+        prompt = word if cfg.prompt_source == "entity_word" else None  # None -> the configured fixed prompt
+        plate = self.inpainter.inpaint(middle, fg, prompt) if fg.any() else middle
         row.update(
             background_word=word,
             background_jpg=encode_jpg(plate),

@@ -272,7 +272,17 @@ def random_segment_anything(size: str, seed: int = 0):
                 iou_head_hidden_dim=p["out"],
             ),
         )
+        _center_iou_head(sam.mask_decoder.iou_prediction_head.layers[-1])
     return sam.eval()
+
+
+@torch.no_grad()
+def _center_iou_head(last: torch.nn.Linear) -> None:
+    # A random IoU head answers anywhere, often <= 0, and the offline profile's "keep if IoU > 0" would then drop
+    # every mask. Shrinking the last layer and biasing it to 0.5 keeps random predicted IoUs around 0.5, so the
+    # downstream stages (crops, faces, background) are exercised. The masks themselves stay random.
+    last.weight.mul_(0.1)
+    last.bias.fill_(0.5)
 
 
 _HF_SAM_SIZES: dict[str, dict[str, Any]] = {
@@ -325,6 +335,7 @@ def random_hf_sam(size: str, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SamModel(cfg)
+        _center_iou_head(model.mask_decoder.iou_prediction_head.proj_out)
     image_processor = SamImageProcessor(
         size={"longest_edge": p["img"]}, pad_size={"height": p["img"], "width": p["img"]}
     )

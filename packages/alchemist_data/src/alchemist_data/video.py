@@ -121,6 +121,10 @@ def _open(video: str | os.PathLike) -> Iterator[Any]:
             raise VideoError("unreadable", f"{video} could not be opened ({exc})") from exc
         try:
             yield container
+        except av.FFmpegError as exc:
+            # Anything FFmpeg refuses past opening (damaged data, unsupported pixel format) rejects this video
+            # with a reason instead of surfacing as an unknown error.
+            raise VideoError("unreadable", f"{video}: decoding failed ({exc})") from exc
         finally:
             container.close()
     finally:
@@ -251,7 +255,7 @@ def _probe_open(container: Any, vs: Any, video: str, first: Any = None) -> Video
 
 
 def _scan_duration(container: Any, vs: Any, times: _StreamTimes) -> tuple[float, int]:
-    container.seek(times.start_pts, stream=vs, backward=True)
+    _seek(container, vs, times.start_pts, times)
     first_pts = last_end = None
     count = 0
     for frame in _iter_frames(container, vs):
@@ -338,6 +342,26 @@ def _to_rgb(frame: Any, rotation: int, max_side_px: int = 0, scaled_wh: tuple[in
     return arr
 
 
+def _seek(container: Any, vs: Any, ts: int, times: _StreamTimes) -> None:
+    """Seek to the keyframe at or before ``ts``. At or before the start, aim a second earlier: timestamp-searching
+    demuxers (MPEG-TS) compare dts, and the first keyframe's dts is below its pts when the stream has B-frames."""
+    import av
+
+    if ts <= times.start_pts:
+        ts = times.start_pts - int(1 / times.tb)
+    try:
+        container.seek(ts, stream=vs, backward=True)
+        return
+    except av.FFmpegError:
+        pass
+    try:
+        # Seeking past the damaged end of a truncated file can fail: start over from the beginning.
+        container.seek(times.start_pts - int(1 / times.tb), stream=vs, backward=True)
+    except av.FFmpegError as exc:
+        raise VideoError("unreadable", f"the container cannot seek ({exc}); raw elementary streams (.h264, .hevc) "
+                         "must be remuxed first, e.g. ffmpeg -i IN.h264 -c copy OUT.mp4") from exc
+
+
 class _Reader:
     """Forward decoder over one stream with a one-frame look-ahead, able to seek and to skip non-ref frames."""
 
@@ -354,10 +378,9 @@ class _Reader:
         self.at_start = True  # nothing skipped since the start of the stream: decoding on costs no seek
         self.eof = False
         self._fallback_pts = 0
-        keyframes = []
-        with contextlib.suppress(Exception):
-            keyframes = sorted(e.timestamp for e in vs.index_entries if e.is_keyframe)
-        self.keyframe_ts = keyframes  # demuxer index (dts for MP4); empty for formats without an index
+        self._index_len = -1
+        self._keyframe_ts: list[int] = []
+        self._index_end = None
 
     def _frames(self) -> Iterator[Any]:
         if self._gen is None:
@@ -365,13 +388,7 @@ class _Reader:
         return self._gen
 
     def seek(self, ts: int) -> None:
-        import av
-
-        try:
-            self.container.seek(max(ts, self.times.start_pts), stream=self.vs, backward=True)
-        except av.FFmpegError:
-            # Seeking past the damaged end of a truncated file can fail: start over from the beginning.
-            self.container.seek(self.times.start_pts, stream=self.vs, backward=True)
+        _seek(self.container, self.vs, ts, self.times)
         self.stats["seeks"] += 1
         self.at_start = False
         self._gen = None
@@ -400,13 +417,27 @@ class _Reader:
         self._pending = frame
 
     def keyframe_between(self, lo: int, hi: int) -> bool | None:
-        """Whether the index has a keyframe in (lo, hi]; None when there is no index to ask."""
-        if not self.keyframe_ts:
-            return None
+        """Whether the demuxer's index has a keyframe in (lo, hi]; None when the index cannot say.
+
+        The index is complete up front for MP4/MOV (every sample, timestamps are dts), filled lazily for Matroska
+        (cues load on the first seek) and built while reading for others, so it is trusted only when it reaches
+        past ``hi``.
+        """
         import bisect
 
-        i = bisect.bisect_right(self.keyframe_ts, lo)
-        return i < len(self.keyframe_ts) and self.keyframe_ts[i] <= hi
+        try:
+            entries = self.vs.index_entries
+            n = len(entries)
+            if n != self._index_len:  # re-read only when the demuxer added entries
+                self._index_len = n
+                self._keyframe_ts = sorted(e.timestamp for e in entries if e.is_keyframe)
+                self._index_end = max((e.timestamp for e in entries), default=None) if n else None
+        except Exception:
+            return None
+        if not self._keyframe_ts or self._index_end is None or self._index_end < hi:
+            return None
+        i = bisect.bisect_right(self._keyframe_ts, lo)
+        return i < len(self._keyframe_ts) and self._keyframe_ts[i] <= hi
 
 
 def _frame_end(frame: Any, times: _StreamTimes) -> int:
@@ -523,8 +554,8 @@ def reference_frames(
 ) -> tuple[VideoInfo, list[float], list[np.ndarray]]:
     """The frames at ``fractions`` of the clip [start_s, end_s) (whole video when None), by accurate seeking.
 
-    Returns the probe info, the frames' own timestamps (seconds on the video's timeline; each is the pts of the frame
-    that is on screen at the target time, so ``t <= target < t + frame duration``) and RGB uint8 HxWx3 arrays in
+    Returns the probe info, the frames' own timestamps (seconds from the video's first frame; each is the pts of
+    the frame on screen at the target time, so ``t <= target < t + frame duration``) and RGB uint8 HxWx3 arrays in
     display orientation, downsized to ``max_side_px`` on the longer side when it is > 0. ``stats`` (optional dict)
     receives ``frames_decoded`` and ``seeks``.
     """
@@ -543,7 +574,7 @@ def reference_frames(
         first = reader.next_frame()
         info = _probe_open(container, vs, video, first)
         if times.duration_s is None:  # the probe scanned the stream to find its end: rewind
-            container.seek(times.start_pts, stream=vs, backward=True)
+            _seek(container, vs, times.start_pts, times)
             reader = _Reader(container, vs, times, stats)
         else:
             reader.push_back(first)
@@ -600,7 +631,7 @@ def _decode_range(container: Any, vs: Any, times: _StreamTimes, a_ts: int, last_
     frames: list[Any] = []
     for _ in range(10):
         seek_ts = max(a_ts - back, times.start_pts)
-        container.seek(seek_ts, stream=vs, backward=True)
+        _seek(container, vs, seek_ts, times)
         frames = []
         first_pts = None
         for frame in _iter_frames(container, vs):
@@ -613,9 +644,10 @@ def _decode_range(container: Any, vs: Any, times: _StreamTimes, a_ts: int, last_
                 frames.append(frame)
             if frame.pts > last_ts:
                 break
-        if first_pts is None or first_pts <= a_ts or seek_ts <= times.start_pts:
+        if seek_ts <= times.start_pts or (first_pts is not None and first_pts <= a_ts):
             return frames
-        # The seek landed after the start (the index may hold dts): go further back.
+        # The seek landed after the start (the index may hold dts) or on a non-keyframe (MPEG-TS seeks by
+        # timestamp, not by keyframe, and the decoder drops frames until the next keyframe): go further back.
         back = max(int(1 / times.tb), back * 2)
     return frames
 

@@ -51,7 +51,8 @@ CONDITIONING = pa.schema(
         pa.field("entity_word", pa.string(), nullable=False),
         pa.field("category", pa.string(), nullable=False),  # subject | object | background | face
         pa.field("frame_index", pa.int8()),  # which reference frame the image comes from (null: background)
-        pa.field("source", pa.string(), nullable=False),  # entities.crop_png | entities.face_crop_png | backgrounds.image_jpg
+        # where the image is: entities.crop_png | entities.face_crop_png | backgrounds.image_jpg
+        pa.field("source", pa.string(), nullable=False),
     ]
 )
 
@@ -94,7 +95,7 @@ def encode_jpg(arr: np.ndarray, quality: int = 75) -> bytes:
 # conditioning lists
 
 
-def build_conditioning(clips: pa.Table, entities: pa.Table, backgrounds: pa.Table) -> pa.Table:
+def build_conditioning(clips: pa.Table, entities: pa.Table, background_ids: set[str]) -> pa.Table:
     """Conditioning lists of every mode, with ``prepare_conditional_prompts_and_images_list.py``'s rules.
 
     * subject: clips with exactly one subject word (objects may exist); ``multiple`` = all its crops in frame order,
@@ -104,19 +105,19 @@ def build_conditioning(clips: pa.Table, entities: pa.Table, backgrounds: pa.Tabl
     * multi_subject (ours; the official lists lack it): clips with at least two subject/object words that have
       crops; ``single`` = the middle crop of every such word, ``multiple`` = all of them.
 
+    ``entities`` is the light projection of the entities table (see :func:`_light_entities`: ``has_crop`` and
+    ``has_face_crop`` instead of the images); ``background_ids`` the clips that have a background plate.
     A clip whose conditioned word has no crop at all is left out of that mode (the official script would crash).
     """
     crops: dict[tuple[str, str], list[int]] = {}
     faces: dict[tuple[str, str], list[int]] = {}
-    ent = entities.select(["clip_id", "entity_word", "frame_index", "is_detected", "crop_png", "has_face",
-                           "face_crop_png"]).to_pylist()
-    for e in ent:
+    for e in entities.to_pylist():
         key = (e["clip_id"], e["entity_word"])
-        if e["is_detected"] and e["crop_png"] is not None:
+        if e["is_detected"] and e["has_crop"]:
             crops.setdefault(key, []).append(int(e["frame_index"]))
-        if e["has_face"] and e["face_crop_png"] is not None:
+        if e["has_face"] and e["has_face_crop"]:
             faces.setdefault(key, []).append(int(e["frame_index"]))
-    has_bg = {b["clip_id"] for b in backgrounds.select(["clip_id", "image_jpg"]).to_pylist() if b["image_jpg"]}
+    has_bg = background_ids
     rows: list[dict[str, Any]] = []
 
     def add(cid, mode, variant, prompt, word, category, frame, source):
@@ -179,19 +180,75 @@ def read_extra_table(root: Path, name: str) -> pa.Table | None:
     return pa.concat_tables([pq.read_table(f, schema=EXTRA_TABLES[name]) for f in files])
 
 
+class RowSource:
+    """Rows of a table by clip id, without holding the table: a run's image columns (crops, frames) can be far
+    larger than memory, so each request reads only the shard files of the clips asked for (``clips.shard`` says
+    which), filtered on ``clip_id``. An in-memory table works too (``RowSource.of(table)``)."""
+
+    def __init__(self, files: dict[str, Path], schema: pa.Schema, shard_of: dict[str, str] | None = None,
+                 table: pa.Table | None = None):
+        self.files, self.schema, self.shard_of, self.table = files, schema, shard_of or {}, table
+
+    @classmethod
+    def of(cls, table: pa.Table) -> RowSource:
+        return cls({}, table.schema, None, table)
+
+    @classmethod
+    def open(cls, root: Path, name: str, schema: pa.Schema, shard_of: dict[str, str]) -> RowSource | None:
+        files = {s: root / name / f"{s}.parquet" for s in _committed_shards(root)}
+        files = {s: f for s, f in files.items() if f.exists()}
+        return cls(files, schema, shard_of) if files else None
+
+    def rows(self, clip_ids: set[str]) -> list[dict[str, Any]]:
+        ids = pa.array(sorted(clip_ids), pa.string())
+        if self.table is not None:
+            return self.table.filter(pc.is_in(self.table["clip_id"], ids)).to_pylist()
+        shards = {self.shard_of.get(c) for c in clip_ids}
+        files = list(self.files.values()) if None in shards or not shards <= set(self.files) else [
+            self.files[s] for s in sorted(shards)]
+        out: list[dict[str, Any]] = []
+        for f in files:
+            out += pq.read_table(f, schema=self.schema, filters=pc.field("clip_id").isin(ids)).to_pylist()
+        return out
+
+    def project(self, columns: dict[str, Any]) -> pa.Table:
+        """Computed columns over the whole table, streamed batch by batch (e.g. ``pc.is_valid`` of an image)."""
+        import pyarrow.dataset as ds
+
+        if self.table is not None:
+            return ds.dataset(self.table).to_table(columns=columns)
+        return ds.dataset([str(f) for f in self.files.values()], schema=self.schema, format="parquet").to_table(
+            columns=columns)
+
+
+def _light_entities(entities: RowSource) -> pa.Table:
+    f = pc.field
+    return entities.project({
+        "clip_id": f("clip_id"), "entity_word": f("entity_word"), "frame_index": f("frame_index"),
+        "is_detected": f("is_detected"), "has_face": f("has_face"), "has_crop": pc.is_valid(f("crop_png")),
+        "has_face_crop": pc.is_valid(f("face_crop_png")),
+    })
+
+
+def _background_ids(backgrounds: RowSource) -> set[str]:
+    t = backgrounds.project({"clip_id": pc.field("clip_id"), "ok": pc.is_valid(pc.field("image_jpg"))})
+    return set(t.filter(t["ok"])["clip_id"].to_pylist())
+
+
 @dataclass
 class Benchmark:
     root: Path
-    clips: pa.Table
-    entities: pa.Table
-    backgrounds: pa.Table
-    gt_frames: pa.Table | None
+    clips: pa.Table  # light (no image column): held in memory
+    entities: RowSource
+    backgrounds: RowSource
+    gt_frames: RowSource | None
     conditioning: pa.Table
-    gt_embeddings: pa.Table | None
+    gt_embeddings: RowSource | None
     info: dict[str, Any]
 
     @classmethod
     def load(cls, root: str | Path) -> Benchmark:
+        from alchemist_data import schema
         from alchemist_data.catalog import read_table
 
         root = Path(root)
@@ -199,18 +256,25 @@ class Benchmark:
             raise ValueError(f"benchmark folder {str(root)!r} does not exist")
         _committed_shards(root)
         clips = read_table(root, "clips")
-        entities = read_table(root, "entities")
-        backgrounds = read_table(root, "backgrounds")
+        shard_of = dict(zip(clips["clip_id"].to_pylist(), clips["shard"].to_pylist(), strict=True))
+        empty = {n: RowSource.of(schema.empty_table(n)) for n in ("entities", "backgrounds")}
+        entities = RowSource.open(root, "entities", schema.ENTITIES, shard_of) or empty["entities"]
+        backgrounds = RowSource.open(root, "backgrounds", schema.BACKGROUNDS, shard_of) or empty["backgrounds"]
         conditioning = read_extra_table(root, "conditioning")
         if conditioning is None:
-            conditioning = build_conditioning(clips, entities, backgrounds)
+            conditioning = build_conditioning(clips, _light_entities(entities), _background_ids(backgrounds))
         info = {}
         for name in ("benchmark.json", "run.json"):
             if (root / name).exists():
                 info = json.loads((root / name).read_text())
                 break
-        return cls(root, clips, entities, backgrounds, read_extra_table(root, "gt_frames"), conditioning,
-                   read_extra_table(root, "gt_embeddings"), info)
+        return cls(root, clips, entities, backgrounds, RowSource.open(root, "gt_frames", GT_FRAMES, shard_of),
+                   conditioning, RowSource.open(root, "gt_embeddings", GT_EMBEDDINGS, shard_of), info)
+
+    def storage_order(self, clip_ids: list[str]) -> list[str]:
+        """``clip_ids`` ordered by (shard, clip id), so that a chunk of consecutive ids reads few shard files."""
+        shard = dict(zip(self.clips["clip_id"].to_pylist(), self.clips["shard"].to_pylist(), strict=True))
+        return sorted(clip_ids, key=lambda c: (shard.get(c) or "", c))
 
     def clip_ids(self, mode: str) -> list[str]:
         """Clips of a mode, sorted (the official lists are sorted by video name)."""
@@ -226,19 +290,19 @@ class Benchmark:
                      ) -> list[GroundTruth]:
         """Ground truth of the given clips (GT frames, reference crops, face crops, cached embeddings if any)."""
         wanted = set(clip_ids)
-        clips = {c["clip_id"]: c for c in self.clips.to_pylist() if c["clip_id"] in wanted}
+        clips = {c["clip_id"]: c for c in RowSource.of(self.clips).rows(wanted)}
         missing = wanted - set(clips)
         if missing:
             raise ValueError(f"clip ids not in the benchmark: {', '.join(sorted(missing)[:5])}")
         ents: dict[str, list[dict]] = {}
-        for e in self.entities.filter(pc.is_in(self.entities["clip_id"], pa.array(sorted(wanted)))).to_pylist():
+        for e in self.entities.rows(wanted):
             ents.setdefault(e["clip_id"], []).append(e)
         frames: dict[str, dict[int, bytes]] = {}
         if self.gt_frames is not None:
-            for r in self.gt_frames.to_pylist():
-                if r["clip_id"] in wanted:
-                    frames.setdefault(r["clip_id"], {})[int(r["frame_index"])] = r["image_jpg"]
-        face_word = {r["clip_id"]: r["entity_word"] for r in self.conditioning.to_pylist() if r["mode"] == "face"}
+            for r in self.gt_frames.rows(wanted):
+                frames.setdefault(r["clip_id"], {})[int(r["frame_index"])] = r["image_jpg"]
+        face_word = {r["clip_id"]: r["entity_word"] for r in RowSource.of(self.conditioning).rows(wanted)
+                     if r["mode"] == "face"}
         cached = self._cached_embeddings(wanted, embeddings_signature)
         out = []
         for cid in clip_ids:
@@ -267,8 +331,8 @@ class Benchmark:
         if self.gt_embeddings is None or signature is None:
             return {}
         out: dict[str, dict[str, Any]] = {}
-        for r in self.gt_embeddings.to_pylist():
-            if r["clip_id"] not in wanted or r["models"] != signature:
+        for r in self.gt_embeddings.rows(wanted):
+            if r["models"] != signature:
                 continue
             e = out.setdefault(r["clip_id"], {"subjects": {}})
             mat = np.asarray(r["embeddings"], dtype=np.float32)
@@ -344,7 +408,9 @@ def _prepare_clip(ann: Annotation, videos_dir: Path, root: Path, inpainter: Any,
             frame = frames[e.frame_index]
             x0, y0, x1, y1 = e.box_xyxy
             if e.is_face_crop:
-                crop = np.ascontiguousarray(frame[max(y0, 0) : y1, max(x0, 0) : x1])
+                # PIL ``frame.crop(box)`` as the official embedding script (black outside the image, if ever)
+                crop = np.asarray(Image.fromarray(frame).crop((x0, y0, x1, y1))) if x1 > x0 and y1 > y0 else \
+                    np.zeros((0, 0, 3), np.uint8)
                 row.update(has_face=True, face_box_xyxy_px=e.box_xyxy, face_score=None,
                            face_crop_png=encode_png(crop) if crop.size else None)
             else:
@@ -448,14 +514,15 @@ def prepare_benchmark(
 
         arrow = {k: pa.Table.from_pylist(tables[k], schema=schema.TABLES[k]) for k in
                  ("clips", "entities", "backgrounds", "rejects")}
-        cond = build_conditioning(arrow["clips"], arrow["entities"], arrow["backgrounds"])
+        cond = build_conditioning(arrow["clips"], _light_entities(RowSource.of(arrow["entities"])),
+                                  _background_ids(RowSource.of(arrow["backgrounds"])))
         extra = {"gt_frames": pa.Table.from_pylist(tables["gt_frames"], schema=GT_FRAMES), "conditioning": cond}
         if embeddings and arrow["clips"].num_rows:
             if scorer is None:
                 scorer = Scorer(cfg, ("text", "video", "subject", "face"))
                 scorer.setup(ground_truth_only=True)
-            bench = Benchmark(root, arrow["clips"], arrow["entities"], arrow["backgrounds"], extra["gt_frames"],
-                              cond, None, {})
+            bench = Benchmark(root, arrow["clips"], RowSource.of(arrow["entities"]),
+                              RowSource.of(arrow["backgrounds"]), RowSource.of(extra["gt_frames"]), cond, None, {})
             ids = arrow["clips"]["clip_id"].to_pylist()
             gts = bench.ground_truth(ids, "subject")
             rows = []

@@ -1,4 +1,5 @@
-"""ArcFace IResNet backbones, state-dict compatible with insightface ``recognition/arcface_torch/backbones/iresnet.py``.
+"""ArcFace IResNet backbones, state-dict compatible with insightface
+``recognition/arcface_torch/backbones/iresnet.py``.
 
 The benchmark's Face-S uses ``get_model("r100", fp16=False)`` loaded from ``backbone.pth``
 (``models/arcface/inference.py``); this module rebuilds the same modules with the same names, so that file loads

@@ -5,7 +5,7 @@
   multiple of the number of GPUs (``images_count // world_size * world_size``); we do not (docs/eval.md).
 * A missing or unreadable generated video is reported by name, scored 0 on every requested metric and counted in
   the averages, so skipping a video never raises a score; the summary says how many there were.
-* Work is split into fixed chunks of clip ids (sorted); each finished chunk is written to ``parts/`` atomically,
+* Work is split into fixed chunks of clip ids (in storage order); each finished chunk is written to ``parts/`` atomically,
   and a re-run with the same settings skips the chunks already written.
 """
 
@@ -137,7 +137,8 @@ def run_eval(
     signature = json.dumps(cfg.signature(), sort_keys=True)
     settings = {"benchmark": str(Path(benchmark).resolve()), "videos": str(videos_dir.resolve()), "mode": mode,
                 "metrics": [m for m in SCORE_COLUMNS if m in metrics], "num_frames": num_frames,
-                "chunk_size": chunk_size, "clip_ids": ids if only_generated else len(ids), "models": json.loads(signature)}
+                "chunk_size": chunk_size, "clip_ids": ids if only_generated else len(ids),
+                "models": json.loads(signature)}
     cfg_path = out / "eval_config.json"
     if cfg_path.exists():
         previous = json.loads(cfg_path.read_text())
@@ -150,7 +151,8 @@ def run_eval(
     else:
         cfg_path.write_text(json.dumps(settings, indent=2))
 
-    chunks = _chunks(ids, chunk_size)
+    # Chunks follow the storage order (shard, clip id): each chunk's ground truth comes from one or two shard files.
+    chunks = _chunks(bench.storage_order(ids), chunk_size)
     pending = [i for i in range(len(chunks)) if not (out / "parts" / f"part-{i:05d}.parquet").exists()]
     done_videos = sum(len(chunks[i]) for i in range(len(chunks)) if i not in set(pending))
     if progress:

@@ -27,7 +27,9 @@ MODE_METRICS = {"subject": ("text", "video", "subject", "dynamic"), "face": ("te
 #: raises an average.
 MISSING_SCORE = 0.0
 
-SCORE_COLUMNS = {"text": "text_s", "video": "video_s", "subject": "subject_s", "face": "face_s", "dynamic": "dynamic_d"}
+SCORE_COLUMNS = {
+    "text": "text_s", "video": "video_s", "subject": "subject_s", "face": "face_s", "dynamic": "dynamic_d"
+}
 
 
 @dataclass
@@ -128,7 +130,7 @@ class Scorer:
                         inputs.append(M.dino_resize(M.white_background(crop)))
             inputs = M.normalize_batch(inputs, M.IMAGENET_MEAN, M.IMAGENET_STD)
             emb = self.dino.encode(inputs) if len(inputs) else np.zeros((0, 1), np.float32)
-            for i, g in enumerate(gts):
+            for i in range(len(gts)):
                 out[i]["subjects"] = {}
             for (i, tag), e in zip(owners, emb, strict=True):
                 out[i]["subjects"].setdefault(tag, []).append(e)

@@ -48,7 +48,6 @@ def read_run_table(run_dir: Path, name: str) -> pa.Table:
     if read_table is not None:
         return read_table(run_dir, name)
     import pyarrow.dataset as ds
-
     from alchemist_data import schema
 
     folder = Path(run_dir) / name

@@ -202,7 +202,8 @@ class ImageEncoder(nn.Module):
             announce_random(f"image encoder ({kind})")
             return cls(_tiny_image_model(kind, image_size_px, seed), kind, image_size_px, is_random=True)
         try:
-            model = Dinov2Model.from_pretrained(source) if kind == "dinov2" else CLIPVisionModel.from_pretrained(source)
+            model_class = Dinov2Model if kind == "dinov2" else CLIPVisionModel
+            model = model_class.from_pretrained(source)
         except (OSError, ValueError) as err:
             raise _hub_error(f"{kind} image encoder", source, err) from err
         is_random = _is_random_dir(source)

@@ -61,8 +61,9 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 24.0) -> Path:
     if write_video is not None:
         write_video(str(path), frames, fps=fps)
         return path
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
@@ -125,8 +126,10 @@ class AlchemistPipeline:
             try:
                 find_word_span(prompt, word)
             except ValueError as err:
-                raise ValueError(f"reference word {word!r} does not occur in the prompt {prompt!r}; each --ref "
-                                 "must name a word of the prompt (e.g. --ref 'dog=dog.png' for '... a dog ...')") from err
+                raise ValueError(
+                    f"reference word {word!r} does not occur in the prompt {prompt!r}; each --ref must name a word "
+                    "of the prompt (e.g. --ref 'dog=dog.png' for '... a dog ...')"
+                ) from err
             if not items:
                 raise ValueError(f"reference word {word!r} has no images")
             for item in items:

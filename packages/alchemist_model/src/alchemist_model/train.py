@@ -70,7 +70,8 @@ def build_transformer(profile: ModelProfile, cfg: TrainConfig, components: Compo
 def latent_token_count(profile: ModelProfile, components: Components, patch_size: tuple[int, int, int]) -> int:
     frames = (profile.num_frames - 1) // components.vae.temporal_compression + 1
     s = components.vae.spatial_compression
-    return (frames // patch_size[0]) * (profile.height_px // s // patch_size[1]) * (profile.width_px // s // patch_size[2])
+    rows, cols = profile.height_px // s // patch_size[1], profile.width_px // s // patch_size[2]
+    return (frames // patch_size[0]) * rows * cols
 
 
 def set_trainable(model: AlchemistTransformer3DModel, stage: int, step: int, cfg: TrainConfig) -> str:

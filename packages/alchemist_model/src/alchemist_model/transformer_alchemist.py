@@ -103,9 +103,12 @@ class AlchemistAttention(nn.Module):
     ) -> torch.Tensor:
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         # (B, L, heads * head_dim) -> (B, heads, L, head_dim)
-        query = self.norm_q(self.to_q(hidden_states).unflatten(-1, (self.heads, -1))).transpose(1, 2)
-        key = self.norm_k(self.to_k(context).unflatten(-1, (self.heads, -1))).transpose(1, 2)
+        # QK-norm in fp32 (its weight stays fp32 under autocast), back to the compute dtype for attention.
         value = self.to_v(context).unflatten(-1, (self.heads, -1)).transpose(1, 2)
+        query = self.to_q(hidden_states).unflatten(-1, (self.heads, -1))
+        query = self.norm_q(query.float()).to(value.dtype).transpose(1, 2)
+        key = self.to_k(context).unflatten(-1, (self.heads, -1))
+        key = self.norm_k(key.float()).to(value.dtype).transpose(1, 2)
         if rotary_emb is not None:
             query = apply_rotary_emb(query, *rotary_emb)
             key = apply_rotary_emb(key, *rotary_emb)
@@ -350,8 +353,9 @@ def transformer_flops_per_token(config: dict[str, Any], num_video_tokens: int, n
         4 * dim * dim  # self-attention projections
         + 2 * dim * dim + 2 * dim * dim  # cross-attention q/out (text + personalization)
         + 2 * dim * hidden  # MLP
-        + 8 * dim * dim  # adaLN (7 dim) + personalization gate (dim)
     )
+    # adaLN (7 dim) + personalization gate (dim) run once per sample, not per token.
+    per_block += 2 * 8 * dim * dim / max(num_video_tokens, 1)
     # Attention score and value matmuls: 2 * 2 * dim per key.
     per_block += 4 * dim * (num_video_tokens + num_text_tokens + num_reference_tokens)
     # Cross-attention keys/values are computed per context token, amortised over the video tokens.
