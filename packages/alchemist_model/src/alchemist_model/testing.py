@@ -71,7 +71,7 @@ def _crop(color: tuple[int, int, int], size: int, seed: int) -> np.ndarray:
 def write_tiny_curated_run(out_dir: str | Path, num_clips: int = 3, size: tuple[int, int] = (80, 60),
                            seconds: float = 1.0, fps: float = 24.0, seed: int = 0) -> Path:
     """Write a curated run with ``num_clips`` clips, detected entities (3 frames each) and background plates."""
-    from alchemist_model.pipeline import write_mp4
+    from alchemist_data.video import write_video
 
     out = Path(out_dir)
     for folder in ("videos", *schema.TABLES, "_done"):
@@ -83,7 +83,9 @@ def write_tiny_curated_run(out_dir: str | Path, num_clips: int = 3, size: tuple[
         clip_id = f"clip{i:04d}"
         video = out / "videos" / f"{clip_id}.mp4"
         frames = _frames(num_frames, size, seed + i, num_shapes=len(subjects) + len(objects))
-        write_mp4(video, frames, fps)
+        # x264 at its default preset gives different bytes run to run; ultrafast + 1 thread is reproducible,
+        # which the golden losses need.
+        write_video(video, frames, fps=fps, threads=1, options={"preset": "ultrafast"})
         ref_times = [seconds * f for f in schema.REFERENCE_FRACTIONS]
         clips.append({
             "clip_id": clip_id, "video": str(video), "caption": caption, "start_s": 0.0, "end_s": seconds,
