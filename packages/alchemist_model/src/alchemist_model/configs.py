@@ -171,6 +171,10 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     #: Stage II starting point: a stage-I RUN directory or transformer folder (empty: random init).
     init_from: str = ""
+    #: Ray Train input: "loader" (each rank reads its share of the seeded order with a DataLoader; exact resume)
+    #: or "ray_data" (a Ray Data stream of the same samples split across workers; decoding scales with the
+    #: cluster's CPUs, but the rank a sample lands on is not fixed, so resume is not bit-exact).
+    data_source: Literal["loader", "ray_data"] = "loader"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

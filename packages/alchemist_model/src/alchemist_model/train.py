@@ -235,11 +235,15 @@ def run_training_loop(
     wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
     progress: bool = True,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    batch_source: Callable[[int], Any] | None = None,
 ) -> TrainResult:
+    """The training loop; ``batch_source(start_step)`` may replace the DataLoader with another batch iterator."""
     output_dir = Path(output_dir)
     is_main = rank == 0
     batch_size = cfg.batch_size or profile.batch_size
     stage = int(cfg.stage)
+    if cfg.ema_decay is not None and world_size > 1 and profile.parallelism == "fsdp":
+        raise ValueError("ema_decay with FSDP is not supported (the EMA copy is kept unsharded); unset ema_decay")
     components.to(device)
 
     model = build_transformer(profile, cfg, components)
@@ -273,13 +277,17 @@ def run_training_loop(
             ema = {k: v.float() for k, v in load_file(checkpoint / "transformer_ema" /
                                                       "diffusion_pytorch_model.safetensors").items()}
 
-    dataset = AlchemistDataset(data_dir, profile.width_px, profile.height_px, profile.num_frames,
-                               profile.image_size_px, cfg.data, seed=cfg.seed, with_references=stage == 2)
-    sampler = ResumableSampler(len(dataset), cfg.seed, start=step * batch_size, rank=rank, world_size=world_size)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                                         num_workers=cfg.num_data_workers, collate_fn=collate_samples,
-                                         persistent_workers=cfg.num_data_workers > 0)
-    batches = iter(loader)
+    if batch_source is not None:
+        batches = iter(batch_source(step))
+    else:
+        dataset = AlchemistDataset(data_dir, profile.width_px, profile.height_px, profile.num_frames,
+                                   profile.image_size_px, cfg.data, seed=cfg.seed, with_references=stage == 2)
+        sampler = ResumableSampler(len(dataset), cfg.seed, start=step * batch_size, rank=rank,
+                                   world_size=world_size)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                                             num_workers=cfg.num_data_workers, collate_fn=collate_samples,
+                                             persistent_workers=cfg.num_data_workers > 0)
+        batches = iter(loader)
 
     num_tokens = latent_token_count(profile, components, model.config.patch_size)
     shift = time_shift_for(num_tokens, cfg.shift_base_tokens, cfg.time_shift)
@@ -408,6 +416,20 @@ def train(
                              progress=progress, on_step=on_step)
 
 
+def _row_to_sample(row: dict[str, Any]) -> dict[str, Any]:
+    """A Ray Data row (numpy) back into the dataset's sample dict."""
+    sample = {
+        "key": int(row["key"]),
+        "clip_id": str(row["clip_id"]),
+        "caption": str(row["caption"]),
+        "video": torch.as_tensor(np.asarray(row["video"])),
+    }
+    if "ref_images" in row:
+        sample.update(ref_images=torch.as_tensor(np.asarray(row["ref_images"])),
+                      ref_words=[str(w) for w in row["ref_words"]], ref_kinds=[str(k) for k in row["ref_kinds"]])
+    return sample
+
+
 def _ray_worker_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -423,8 +445,22 @@ def _ray_worker_loop(config: dict[str, Any]) -> None:
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         return ray.train.torch.prepare_model(model, parallel_strategy=strategy, move_to_device=False)
 
+    batch_source = None
+    if cfg.data_source == "ray_data":
+        batch_size = cfg.batch_size or profile.batch_size
+        shard = ray.train.get_dataset_shard("train")
+
+        def batch_source(start_step: int):
+            rows: list[dict[str, Any]] = []
+            for row in shard.iter_rows():
+                rows.append(_row_to_sample(row))
+                if len(rows) == batch_size:
+                    yield collate_samples(rows)
+                    rows = []
+
     result = run_training_loop(cfg, Path(config["data_dir"]), Path(config["output_dir"]), profile, components,
-                               config["resume"], device, rank, world_size, wrap_model=wrap, progress=rank == 0)
+                               config["resume"], device, rank, world_size, wrap_model=wrap, progress=rank == 0,
+                               batch_source=batch_source)
     ray.train.report({"step": result.step, "loss": result.losses[-1] if result.losses else math.nan})
 
 
@@ -444,6 +480,21 @@ def train_ray(
     prepare_run(cfg, output_dir, resume)  # config + encoders written once, before the workers start
     if use_gpu is None:
         use_gpu = torch.cuda.is_available()
+    datasets = {}
+    if cfg.data_source == "ray_data":
+        from alchemist_model.data import to_ray_dataset
+
+        profile = get_profile(cfg.profile)
+        batch_size = cfg.batch_size or profile.batch_size
+        dataset = AlchemistDataset(data_dir, profile.width_px, profile.height_px, profile.num_frames,
+                                   profile.image_size_px, cfg.data, seed=cfg.seed, with_references=int(cfg.stage) == 2)
+        start = 0
+        checkpoint = latest_checkpoint(output_dir) if resume else None
+        if checkpoint is not None:
+            start = torch.load(checkpoint / "state.pt", weights_only=False)["step"] * batch_size * num_workers
+        # One spare batch per worker: the stream's split across workers need not be perfectly even.
+        remaining = max(0, cfg.steps * batch_size * num_workers - start) + batch_size * num_workers
+        datasets["train"] = to_ray_dataset(dataset, remaining, start=start)
     trainer = TorchTrainer(
         _ray_worker_loop,
         train_loop_config={
@@ -454,6 +505,7 @@ def train_ray(
         },
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=RunConfig(name="alchemist_train", storage_path=str(output_dir / "ray")),
+        datasets=datasets or None,
     )
     return trainer
 
