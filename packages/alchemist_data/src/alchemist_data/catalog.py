@@ -70,14 +70,14 @@ STATS_QUERIES: dict[str, str] = {
     "drop reasons (entity frames)": "SELECT coalesce(drop_reason, 'kept') AS reason, count(*) AS num FROM entities"
     " GROUP BY 1 ORDER BY num DESC",
     "reject reasons": "SELECT stage, reason, count(*) AS num FROM rejects GROUP BY stage, reason ORDER BY num DESC",
-    "mask area (detected)": "SELECT count(*) AS n, round(min(mask_area_frac), 4) AS min,"
-    " round(quantile_cont(mask_area_frac, 0.25), 4) AS p25, round(median(mask_area_frac), 4) AS p50,"
-    " round(quantile_cont(mask_area_frac, 0.75), 4) AS p75, round(max(mask_area_frac), 4) AS max"
+    "mask area (detected)": "SELECT count(*) AS n, round(CAST(min(mask_area_frac) AS DOUBLE), 4) AS min,"
+    " round(CAST(quantile_cont(mask_area_frac, 0.25) AS DOUBLE), 4) AS p25, round(CAST(median(mask_area_frac) AS DOUBLE), 4) AS p50,"
+    " round(CAST(quantile_cont(mask_area_frac, 0.75) AS DOUBLE), 4) AS p75, round(CAST(max(mask_area_frac) AS DOUBLE), 4) AS max"
     " FROM entities WHERE is_detected",
-    "scores (detected)": "SELECT round(avg(box_score), 4) AS mean_box_score,"
-    " round(median(box_score), 4) AS median_box_score, round(avg(mask_iou_score), 4) AS mean_mask_iou,"
-    " round(median(mask_iou_score), 4) AS median_mask_iou FROM entities WHERE is_detected",
-    "backgrounds": "SELECT inpaint_backend, count(*) AS num, round(avg(foreground_area_frac), 4) AS mean_fg_area"
+    "scores (detected)": "SELECT round(CAST(avg(box_score) AS DOUBLE), 4) AS mean_box_score,"
+    " round(CAST(median(box_score) AS DOUBLE), 4) AS median_box_score, round(CAST(avg(mask_iou_score) AS DOUBLE), 4) AS mean_mask_iou,"
+    " round(CAST(median(mask_iou_score) AS DOUBLE), 4) AS median_mask_iou FROM entities WHERE is_detected",
+    "backgrounds": "SELECT inpaint_backend, count(*) AS num, round(CAST(avg(foreground_area_frac) AS DOUBLE), 4) AS mean_fg_area"
     " FROM backgrounds GROUP BY 1",
 }
 

@@ -421,3 +421,102 @@ def build_flow(cfg: EvalConfig):
     if cfg.flow == "dis":
         return DisFlow()
     raise ValueError(f"unknown flow backend {cfg.flow!r}; choose raft or dis")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SAM over many frames
+
+
+class BatchedSam:
+    """The benchmark's ``get_sam_output`` (``SamPredictor.set_image`` + one ``predict_torch`` call with every box of
+    the frame, ``multimask_output=False``) for many frames at once, with a segment-anything model.
+
+    On CPU with small models SAM's cost is per call, not per pixel: one ``set_image`` + ``predict_torch`` pair per
+    frame runs a few thousand tiny ops. Here the image encoder sees ``batch_size`` frames per forward and the mask
+    decoder every box of those frames in one forward. The arithmetic is the predictor's: the same ``ResizeLongestSide``
+    + ``Sam.preprocess`` input, the same encoder, and the decoder of ``MaskDecoder.predict_masks`` with each box's
+    own frame embedding in place of ``repeat_interleave`` of a single one (the only line that assumes one image per
+    call), then ``Sam.postprocess_masks`` and ``> mask_threshold``. Other backends (transformers ``SamModel``) fall
+    back to one :meth:`Segmenter.segment` call per frame.
+    """
+
+    def __init__(self, segmenter: Any, batch_size: int = 16):
+        self.segmenter = segmenter
+        self.batch_size = max(1, int(batch_size))
+        predictor = getattr(segmenter, "predictor", None)
+        self.predictor = predictor if predictor is not None and hasattr(predictor, "model") else None
+
+    def segment_many(self, images: list[np.ndarray], boxes: list[list[list[int]]]) -> list[list[Any]]:
+        """``boxes[i]`` are the xyxy boxes of ``images[i]``; returns one ``MaskResult`` per box, per image."""
+        from alchemist_data.segmentation import MaskResult, _clamp01
+
+        out: list[list[Any]] = [[] for _ in images]
+        todo = [i for i, b in enumerate(boxes) if len(b)]
+        if self.predictor is None:
+            for i in todo:
+                out[i] = self.segmenter.segment(images[i], boxes[i])
+            return out
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in todo:
+            arr = np.asarray(images[i])
+            if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+                raise ValueError(f"image #{i} must be an RGB uint8 array of shape HxWx3, got {arr.shape} {arr.dtype}")
+            by_shape.setdefault(arr.shape, []).append(i)
+        for shape, idxs in by_shape.items():
+            for start in range(0, len(idxs), self.batch_size):
+                chunk = idxs[start : start + self.batch_size]
+                masks, scores = self._run([images[i] for i in chunk], [boxes[i] for i in chunk], shape[:2])
+                pos = 0
+                for i in chunk:
+                    n = len(boxes[i])
+                    out[i] = [MaskResult(mask=masks[pos + j], iou_score=_clamp01(scores[pos + j])) for j in range(n)]
+                    pos += n
+        return out
+
+    def _run(self, images: list[np.ndarray], boxes: list[list[list[int]]], hw: tuple[int, int]):
+        import torch
+
+        pred = self.predictor
+        sam = pred.model
+        device = pred.device
+        with torch.inference_mode():
+            if sam.image_format != "RGB":  # as set_image(image, "RGB") does
+                images = [im[..., ::-1] for im in images]
+            x = torch.cat([
+                sam.preprocess(torch.as_tensor(pred.transform.apply_image(np.asarray(im)), device=device)
+                               .permute(2, 0, 1).contiguous()[None])
+                for im in images
+            ])
+            input_size = tuple(pred.transform.get_preprocess_shape(hw[0], hw[1], pred.transform.target_length))
+            feats = sam.image_encoder(x)
+            owner = torch.tensor([k for k, b in enumerate(boxes) for _ in b], device=device)
+            flat = torch.tensor([[int(v) for v in b] for bs in boxes for b in bs])
+            boxes_t = pred.transform.apply_boxes_torch(flat, hw).to(device)
+            sparse, dense = sam.prompt_encoder(points=None, boxes=boxes_t, masks=None)
+            low_res, iou = self._decode(sam.mask_decoder, feats[owner], sam.prompt_encoder.get_dense_pe(), sparse, dense)
+            masks = sam.postprocess_masks(low_res[:, 0:1], input_size, hw) > sam.mask_threshold
+            return masks[:, 0].cpu().numpy().astype(bool), iou[:, 0].float().cpu().numpy()
+
+    @staticmethod
+    def _decode(dec: Any, image_embeddings, image_pe, sparse, dense):
+        """``MaskDecoder.predict_masks`` where ``image_embeddings`` already holds one row per prompt."""
+        import torch
+
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+        output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
+        tokens = torch.cat((output_tokens, sparse), dim=1)
+        src = image_embeddings + dense
+        pos_src = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
+        b, c, h, w = src.shape
+        hs, src = dec.transformer(src, pos_src, tokens)
+        iou_token_out = hs[:, 0, :]
+        mask_tokens_out = hs[:, 1 : (1 + dec.num_mask_tokens), :]
+        src = src.transpose(1, 2).view(b, c, h, w)
+        upscaled = dec.output_upscaling(src)
+        hyper_in = torch.stack(
+            [dec.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(dec.num_mask_tokens)], dim=1
+        )
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        iou_pred = dec.iou_prediction_head(iou_token_out)
+        return masks[:, 0:1], iou_pred[:, 0:1]  # multimask_output=False
