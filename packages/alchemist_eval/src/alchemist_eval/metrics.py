@@ -18,6 +18,7 @@ tsaishien-chen/VideoAlchemy), file by file:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import cv2
@@ -192,17 +193,40 @@ def dynamic_degree_from_flows(flows: Sequence[np.ndarray], height_px: int, width
 # preprocessing (exact semantics of the official transforms)
 
 
-def normalize_batch(images: list[np.ndarray] | np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
-                    ) -> np.ndarray:
-    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W]: ``ToTensor`` (x / 255) then ``Normalize`` ((x - mean) / std),
-    in that order, vectorised over the batch (torch, in place)."""
+@functools.lru_cache(maxsize=8)
+def _normalize_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """float32 [3, 256]: every uint8 value of every channel through ``ToTensor`` then ``Normalize``, computed with the
+    very same float32 torch ops (x.float() / 255, then - mean, then / std), so a lookup gives bit-identical values."""
     import torch
 
+    x = torch.arange(256, dtype=torch.uint8).view(1, 256).expand(3, 256).float().div(255.0)
+    x = x.sub(torch.tensor(mean).view(3, 1)).div(torch.tensor(std).view(3, 1))
+    return x.contiguous().numpy()
+
+
+def normalize_batch(images: list[np.ndarray] | np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
+                    ) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W]: ``ToTensor`` (x / 255) then ``Normalize`` ((x - mean) / std).
+
+    A uint8 channel has only 256 values, so the two float passes over the batch are replaced by one table lookup
+    per channel (:func:`_normalize_lut`, same float32 ops, same bits) written straight into the CHW output.
+    """
     if len(images) == 0:
         return np.zeros((0, 3, ENCODER_SIZE_PX, ENCODER_SIZE_PX), np.float32)
-    x = torch.from_numpy(np.ascontiguousarray(np.stack(images))).permute(0, 3, 1, 2).float().div_(255.0)
-    x.sub_(torch.tensor(mean).view(1, 3, 1, 1)).div_(torch.tensor(std).view(1, 3, 1, 1))
-    return x.contiguous().numpy()
+    first = np.asarray(images[0])
+    if first.dtype != np.uint8:  # not an image straight from PIL: the plain float ops
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(images))).permute(0, 3, 1, 2).float().div_(255.0)
+        x.sub_(torch.tensor(mean).view(1, 3, 1, 1)).div_(torch.tensor(std).view(1, 3, 1, 1))
+        return x.contiguous().numpy()
+    lut = _normalize_lut(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    out = np.empty((len(images), 3, *first.shape[:2]), np.float32)
+    for i, img in enumerate(images):
+        img = np.asarray(img)
+        for c in range(3):
+            np.take(lut[c], img[:, :, c], out=out[i, c])
+    return out
 
 
 def _to_chw(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
@@ -219,9 +243,15 @@ def center_crop_short_side(frame: np.ndarray) -> np.ndarray:
 
 
 def clip_resize(frame: np.ndarray) -> np.ndarray:
-    """Centre crop to a square on the short side, then 224x224 PIL bicubic (uint8 RGB out)."""
-    image = Image.fromarray(np.ascontiguousarray(frame)).convert("RGB")
-    image = Image.fromarray(center_crop_short_side(np.asarray(image)))
+    """Centre crop to a square on the short side, then 224x224 PIL bicubic (uint8 RGB out).
+
+    ``pil_to_tensor_clip`` converts to RGB (dropping alpha), centre-crops, resizes; cropping the uint8 array first is
+    the same pixels, and saves a PIL round trip per frame.
+    """
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+        frame = np.repeat(frame[:, :, None], 3, axis=2)
+    image = Image.fromarray(np.ascontiguousarray(center_crop_short_side(frame[:, :, :3]), dtype=np.uint8))
     return np.asarray(image.resize((ENCODER_SIZE_PX, ENCODER_SIZE_PX), Image.BICUBIC))
 
 

@@ -436,8 +436,8 @@ class BatchedSam:
     decoder every box of those frames in one forward. The arithmetic is the predictor's: the same ``ResizeLongestSide``
     + ``Sam.preprocess`` input, the same encoder, and the decoder of ``MaskDecoder.predict_masks`` with each box's
     own frame embedding in place of ``repeat_interleave`` of a single one (the only line that assumes one image per
-    call), then ``Sam.postprocess_masks`` and ``> mask_threshold``. Other backends (transformers ``SamModel``) fall
-    back to one :meth:`Segmenter.segment` call per frame.
+    call), then ``Sam.postprocess_masks`` and ``> mask_threshold``. With ``batch_size`` 1, and for other backends
+    (transformers ``SamModel``), it is one :meth:`Segmenter.segment` call per frame, as the benchmark does.
     """
 
     def __init__(self, segmenter: Any, batch_size: int = 16):
@@ -452,7 +452,7 @@ class BatchedSam:
 
         out: list[list[Any]] = [[] for _ in images]
         todo = [i for i, b in enumerate(boxes) if len(b)]
-        if self.predictor is None:
+        if self.predictor is None or self.batch_size == 1:  # one frame per call: the benchmark's own loop
             for i in todo:
                 out[i] = self.segmenter.segment(images[i], boxes[i])
             return out

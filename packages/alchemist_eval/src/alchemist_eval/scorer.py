@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from alchemist_eval import metrics as M
-from alchemist_eval.models import EvalConfig, build_face_embedder, build_flow
+from alchemist_eval.models import BatchedSam, EvalConfig, build_face_embedder, build_flow
 from alchemist_eval.video_io import VideoReadError, read_first_frames
 
 ALL_METRICS = ("text", "video", "subject", "face", "dynamic")
@@ -83,6 +83,7 @@ class Scorer:
             self.grounder.setup()
             self.segmenter = build_segmenter(self.cfg.segmentation, device=self.cfg.device)
             self.segmenter.setup()
+            self.sam = BatchedSam(self.segmenter, self.cfg.segmentation.batch_size)
         if "face" in self.metrics:
             self.face_finder = FaceFinder(self.cfg.face, self.cfg.device)
             self.face_finder.setup()
@@ -198,7 +199,12 @@ class Scorer:
         return rows
 
     def _score_clip(self, ok, videos, rows, gt_emb) -> None:
-        emb = self.clip.encode_images(M.clip_preprocess_batch([f for i in ok for f in videos[i]]))
+        # preprocess and encode one encoder batch at a time: the float inputs of a whole chunk of videos would be
+        # hundreds of MB, and a batch that fits in cache is faster to normalise
+        frames = [f for i in ok for f in videos[i]]
+        bs = max(1, self.clip.batch_size)
+        emb = np.concatenate([self.clip.encode_images(M.clip_preprocess_batch(frames[j : j + bs]))
+                              for j in range(0, len(frames), bs)])
         pos = 0
         for k, i in enumerate(ok):
             e = emb[pos : pos + len(videos[i])]
@@ -206,37 +212,56 @@ class Scorer:
             if "text" in self.metrics:
                 rows[i]["text_s"] = M.text_similarity(e, gt_emb[k]["text"])
             if "video" in self.metrics:
-                frames = gt_emb[k]["frames"]
-                rows[i]["video_s"] = M.video_similarity(e, frames) if len(frames) else float("nan")
+                frames_gt = gt_emb[k]["frames"]
+                rows[i]["video_s"] = M.video_similarity(e, frames_gt) if len(frames_gt) else float("nan")
 
     def _score_subject(self, ok, videos, rows, gts, gt_emb) -> None:
         from alchemist_data.segmentation import is_valid_mask_for_box
 
         seg_cfg = self.cfg.segmentation
-        crops, owners = [], []  # (row k, frame f, tag)
+        # 1. GroundingDINO: the videos that share a tag list (so the very same caption) share forward passes
+        tags_of: dict[int, list[str]] = {}
+        by_tags: dict[tuple[str, ...], list[int]] = {}
         for k, i in enumerate(ok):
             tags = [t for t, e in gt_emb[k]["subjects"].items() if len(e)]
             rows[i]["num_tags"] = len(tags)
             rows[i]["num_tag_detections"] = 0
-            if not tags:
-                continue
-            frames = list(videos[i])
-            detections = self.grounder.detect(frames, tags)
-            for f, (frame, per_tag) in enumerate(zip(frames, detections, strict=True)):
-                found = [(t, per_tag[t]) for t in tags if t in per_tag]
-                if not found:
+            if tags:
+                tags_of[k] = tags
+                by_tags.setdefault(tuple(tags), []).append(k)
+        detections: dict[int, list[dict]] = {}
+        for tags, ks in by_tags.items():
+            found = self.grounder.detect([f for k in ks for f in videos[ok[k]]], list(tags))
+            pos = 0
+            for k in ks:
+                n = len(videos[ok[k]])
+                detections[k] = found[pos : pos + n]
+                pos += n
+        # 2. SAM: every frame with a detection, all its boxes in one prompt batch, many frames per forward
+        where, images, prompts = [], [], []  # (row k, frame f, [(tag, det)])
+        for k, per_frame in detections.items():
+            frames = videos[ok[k]]
+            for f, per_tag in enumerate(per_frame):
+                found = [(t, per_tag[t]) for t in tags_of[k] if t in per_tag]
+                if found:
+                    where.append((k, f, found))
+                    images.append(frames[f])
+                    prompts.append([list(d.box_xyxy) for _, d in found])
+        masks = self.sam.segment_many(images, prompts)
+        # 3. the benchmark's checks, then every kept subject of the chunk through DINO together
+        crops, owners = [], []  # (row k, frame f, tag)
+        for (k, f, found), frame, results in zip(where, images, masks, strict=True):
+            for (tag, det), res in zip(found, results, strict=True):
+                if not res.iou_score > seg_cfg.iou_threshold:
                     continue
-                masks = self.segmenter.segment(frame, [list(d.box_xyxy) for _, d in found])
-                for (tag, det), res in zip(found, masks, strict=True):
-                    if not res.iou_score > seg_cfg.iou_threshold:
-                        continue
-                    if not is_valid_mask_for_box(res.mask, list(det.box_xyxy), seg_cfg.box_tolerance_px):
-                        continue
-                    x0, y0, x1, y1 = (int(v) for v in det.box_xyxy)
-                    crops.append(M.dino_resize(M.masked_subject_crop(frame, det.box_xyxy, res.mask[y0:y1, x0:x1])))
-                    owners.append((k, f, tag))
-        crops = M.normalize_batch(crops, M.IMAGENET_MEAN, M.IMAGENET_STD)
-        emb = self.dino.encode(crops) if len(crops) else np.zeros((0, 1), np.float32)
+                if not is_valid_mask_for_box(res.mask, list(det.box_xyxy), seg_cfg.box_tolerance_px):
+                    continue
+                x0, y0, x1, y1 = (int(v) for v in det.box_xyxy)
+                crops.append(M.dino_resize(M.masked_subject_crop(frame, det.box_xyxy, res.mask[y0:y1, x0:x1])))
+                owners.append((k, f, tag))
+        bs = max(1, self.dino.batch_size)
+        emb = (np.concatenate([self.dino.encode(M.normalize_batch(crops[j : j + bs], M.IMAGENET_MEAN, M.IMAGENET_STD))
+                               for j in range(0, len(crops), bs)]) if crops else np.zeros((0, 1), np.float32))
         per_video: dict[int, list[dict[str, np.ndarray]]] = {k: [{} for _ in videos[i]] for k, i in enumerate(ok)}
         for (k, f, tag), e in zip(owners, emb, strict=True):
             per_video[k][f][tag] = e

@@ -49,6 +49,7 @@ def read_first_frames(path: str | Path, num_frames: int | None) -> DecodedVideo:
             if not container.streams.video:
                 raise VideoReadError("no_video_stream", f"{path} has no video stream")
             stream = container.streams.video[0]
+            stream.thread_count = 1  # EXPERIMENT
             fps = float(stream.guessed_rate or stream.average_rate or 0.0) or 0.0
             declared = int(stream.frames or 0) or None
             for frame in container.decode(stream):
