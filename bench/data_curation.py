@@ -27,7 +27,14 @@ def _curate_time(manifest: Path, out: Path, runner: str, workers: int) -> tuple[
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     info = curate(
-        CurateOptions(manifest=str(manifest), output=str(out), profile="tiny", runner=runner, num_workers=workers),
+        CurateOptions(
+            manifest=str(manifest),
+            output=str(out),
+            profile="tiny",
+            runner=runner,
+            num_workers=workers,
+            overrides={"shard_size": "4"},
+        ),  # many small shards: a fine-grained commit timeline
         reporter=Timeline(enabled=False),
     )
     total = time.perf_counter() - t0
@@ -39,7 +46,6 @@ def _curate_time(manifest: Path, out: Path, runner: str, workers: int) -> tuple[
 
 def curation_rows(quick: bool) -> list[dict]:
     import ray
-
     from alchemist_data.sample_data import write_sample_corpus
 
     tmp = Path(tempfile.mkdtemp(prefix="alchemist-bench-"))
@@ -57,20 +63,51 @@ def curation_rows(quick: bool) -> list[dict]:
     overhead_ms = (1 / s_ray1 - 1 / s_local) * 1000
     g = "curation (tiny, steady state)"
     return [
-        {"group": g, "metric": "local runner, 1 process", "value": s_local, "unit": "clips/s", "baseline": None,
-         "baseline_name": None, "goal": None, "note": f"{n} clips; end to end {n / t_local:.2f} clips/s"},
-        {"group": g, "metric": "Ray, 1 worker", "value": s_ray1, "unit": "clips/s", "baseline": s_local,
-         "baseline_name": "local", "goal": None, "note": f"end to end {n / t_ray1:.2f} clips/s"},
-        {"group": g, "metric": "Ray, 2 workers", "value": s_ray2, "unit": "clips/s", "baseline": s_ray1,
-         "baseline_name": "Ray 1 worker", "goal": ">= 1.7x of 1 worker", "note": f"end to end {n / t_ray2:.2f} clips/s"},
-        {"group": g, "metric": "Ray overhead per clip (1 worker vs local)", "value": overhead_ms, "unit": "ms/clip",
-         "baseline": None, "baseline_name": None, "goal": "< 20 ms", "note": "1/rate(Ray 1 worker) - 1/rate(local)"},
+        {
+            "group": g,
+            "metric": "local runner, 1 process",
+            "value": s_local,
+            "unit": "clips/s",
+            "baseline": None,
+            "baseline_name": None,
+            "goal": None,
+            "note": f"{n} clips; end to end {n / t_local:.2f} clips/s",
+        },
+        {
+            "group": g,
+            "metric": "Ray, 1 worker",
+            "value": s_ray1,
+            "unit": "clips/s",
+            "baseline": s_local,
+            "baseline_name": "local",
+            "goal": None,
+            "note": f"end to end {n / t_ray1:.2f} clips/s",
+        },
+        {
+            "group": g,
+            "metric": "Ray, 2 workers",
+            "value": s_ray2,
+            "unit": "clips/s",
+            "baseline": s_ray1,
+            "baseline_name": "Ray 1 worker",
+            "goal": ">= 1.7x of 1 worker",
+            "note": f"end to end {n / t_ray2:.2f} clips/s",
+        },
+        {
+            "group": g,
+            "metric": "Ray overhead per clip (1 worker vs local)",
+            "value": overhead_ms,
+            "unit": "ms/clip",
+            "baseline": None,
+            "baseline_name": None,
+            "goal": "< 20 ms",
+            "note": "1/rate(Ray 1 worker) - 1/rate(local)",
+        },
     ]
 
 
 def duckdb_rows(quick: bool) -> list[dict]:
     import duckdb
-
     from alchemist_data import schema
 
     n = 200_000 if quick else 1_000_000
@@ -94,9 +131,11 @@ def duckdb_rows(quick: bool) -> list[dict]:
         for i, start in enumerate(range(0, n, n // 8)):
             pq.write_table(table.slice(start, n // 8), tmp / f"part-{i:05d}.parquet")
         con = duckdb.connect()
-        sql = (f"SELECT category, entity_word, count(*) AS n, avg(mask_area_frac) AS area, "
-               f"quantile_cont(box_score, 0.9) AS p90 FROM read_parquet('{tmp}/*.parquet') "
-               "WHERE is_detected AND mask_iou_score > 0.5 AND frame_index = 1 GROUP BY ALL ORDER BY n DESC")
+        sql = (
+            f"SELECT category, entity_word, count(*) AS n, avg(mask_area_frac) AS area, "
+            f"quantile_cont(box_score, 0.9) AS p90 FROM read_parquet('{tmp}/*.parquet') "
+            "WHERE is_detected AND mask_iou_score > 0.5 AND frame_index = 1 GROUP BY ALL ORDER BY n DESC"
+        )
         con.sql(sql).fetchall()  # warm the file metadata cache, as an interactive user would have
         times = []
         for _ in range(5):
@@ -105,9 +144,18 @@ def duckdb_rows(quick: bool) -> list[dict]:
             times.append(time.perf_counter() - t0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return [{"group": "duckdb", "metric": f"filter + aggregate over {n:,} entity rows (median of 5)",
-             "value": float(np.median(times)) * 1000, "unit": "ms", "baseline": None, "baseline_name": None,
-             "goal": "< 1000 ms", "note": "8 Parquet shards, contract schema"}]
+    return [
+        {
+            "group": "duckdb",
+            "metric": f"filter + aggregate over {n:,} entity rows (median of 5)",
+            "value": float(np.median(times)) * 1000,
+            "unit": "ms",
+            "baseline": None,
+            "baseline_name": None,
+            "goal": "< 1000 ms",
+            "note": "8 Parquet shards, contract schema",
+        }
+    ]
 
 
 def run(quick: bool) -> list[dict]:

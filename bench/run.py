@@ -42,17 +42,28 @@ def main() -> None:
             print(f"   {r['group']:<28} {r['metric']:<44} {_fmt(r['value'])} {r['unit']}", flush=True)
         rows.extend(module_rows)
         print(f"   ({time.time() - t0:.0f}s)", flush=True)
-    meta = {"machine": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
-            "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "quick": args.quick}
+    meta = {
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "quick": args.quick,
+    }
     (out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows, "failures": failures}, indent=2))
-    md = [f"# Bench results ({meta['when']}, {meta['machine']})", "",
-          "| group | metric | value | baseline | ratio | goal | note |", "|---|---|---|---|---|---|---|"]
+    md = [
+        f"# Bench results ({meta['when']}, {meta['machine']})",
+        "",
+        "| group | metric | value | baseline | ratio | goal | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         base = r.get("baseline")
         ratio = f"{_speedup(r):.2f}x" if base and r["value"] else ""
         bname = f"{_fmt(base)} {r['unit']} ({r.get('baseline_name') or 'baseline'})" if base is not None else ""
-        md.append(f"| {r['group']} | {r['metric']} | {_fmt(r['value'])} {r['unit']} | {bname} | {ratio} | "
-                  f"{r.get('goal') or ''} | {r.get('note') or ''} |")
+        md.append(
+            f"| {r['group']} | {r['metric']} | {_fmt(r['value'])} {r['unit']} | {bname} | {ratio} | "
+            f"{r.get('goal') or ''} | {r.get('note') or ''} |"
+        )
     (out / "BENCH.md").write_text("\n".join(md) + "\n")
     print(f"wrote {out / 'bench.json'} and {out / 'BENCH.md'}")
     if failures:

@@ -12,14 +12,20 @@ PROFILE_HELP = "Model profile: offline (embedded default, real PyPI models + ann
 
 
 def curate_cmd(
-    manifest: Path = typer.Argument(..., help="JSONL, CSV or Parquet with columns video, caption[, start_s, end_s, clip_id]."),
+    manifest: Path = typer.Argument(
+        ..., help="JSONL, CSV or Parquet with columns video, caption[, start_s, end_s, clip_id]."
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder (created; re-running resumes)."),
     profile: str = typer.Option("offline", "--profile", "-p", help=PROFILE_HELP),
-    ray_address: str = typer.Option(None, "--ray-address", help="Join an existing Ray cluster (e.g. ray://host:10001 or auto)."),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="Join an existing Ray cluster (e.g. ray://host:10001 or auto)."
+    ),
     limit: int = typer.Option(None, "--limit", help="Only the first N manifest rows."),
     num_workers: int = typer.Option(1, "--num-workers", "-w", help="Actors per stage group (Ray runner)."),
     runner: str = typer.Option("ray", "--runner", help="ray (default) or local (in-process, for debugging)."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a profile field, e.g. --set grounding.batch_size=16."),
+    set_: list[str] = typer.Option(
+        None, "--set", help="Override a profile field, e.g. --set grounding.batch_size=16."
+    ),
 ) -> None:
     """Curate captioned videos into Parquet reference tables (clips, entities, backgrounds, rejects)."""
     from alchemist_data.profiles import parse_overrides
@@ -27,8 +33,14 @@ def curate_cmd(
 
     try:
         opts = CurateOptions(
-            manifest=str(manifest), output=str(output), profile=profile, overrides=parse_overrides(set_),
-            runner=runner, ray_address=ray_address, num_workers=num_workers, limit=limit,
+            manifest=str(manifest),
+            output=str(output),
+            profile=profile,
+            overrides=parse_overrides(set_),
+            runner=runner,
+            ray_address=ray_address,
+            num_workers=num_workers,
+            limit=limit,
         )
         info = curate(opts)
     except (ValueError, FileNotFoundError) as err:

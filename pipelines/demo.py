@@ -9,10 +9,10 @@ import typer
 
 
 def run_demo(output: Path, num_clips: int = 24, num_workers: int = 2) -> dict:
-    from rich.console import Console
-
     from alchemist_data.runner import CurateOptions, curate
     from alchemist_data.sample_data import write_sample_corpus
+    from rich.console import Console
+
     from pipelines.curate import stats_cmd
 
     console = Console()
@@ -24,7 +24,9 @@ def run_demo(output: Path, num_clips: int = 24, num_workers: int = 2) -> dict:
 
     console.rule("2/4 curate (offline profile, local Ray)")
     curated = output / "curated"
-    info = curate(CurateOptions(manifest=str(manifest), output=str(curated), profile="offline", num_workers=num_workers))
+    info = curate(
+        CurateOptions(manifest=str(manifest), output=str(curated), profile="offline", num_workers=num_workers)
+    )
     stats_cmd(curated)
 
     console.rule("3/4 train the tiny model on the curated sample, then generate from curated references")
@@ -43,8 +45,10 @@ def run_demo(output: Path, num_clips: int = 24, num_workers: int = 2) -> dict:
     console.print(f"or in Python:   duckdb.sql(\"SELECT * FROM '{curated}/entities/*.parquet'\")")
     console.print(f"model run:      {output / 'model' / 'train'}  generated: {output / 'model' / 'generated'}")
     console.print(f"eval scores:    {output / 'eval'}")
-    console.print("[yellow]The offline profile uses random GroundingDINO/SAM/CLIP/DINO and a tiny model trained for "
-                  "seconds: these numbers exercise the pipeline, they are not benchmark results.")
+    console.print(
+        "[yellow]The offline profile uses random GroundingDINO/SAM/CLIP/DINO and a tiny model trained for "
+        "seconds: these numbers exercise the pipeline, they are not benchmark results."
+    )
     return {"curated": curated, "curate_info": info, "generated": generated, "eval": summary}
 
 

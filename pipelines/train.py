@@ -27,26 +27,10 @@ def train_job(profile: str = "tiny", steps: int = 100, stage: int = 2, seed: int
 
 
 def _apply_overrides(cfg: Any, overrides: list[str] | None) -> Any:
-    import dataclasses
+    from alchemist_data.profiles import apply_override, parse_overrides
 
-    for item in overrides or []:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: use field=value, e.g. --set lr=3e-4 or --set data.augment=false")
-        key, raw = item.split("=", 1)
-        target = cfg
-        *parents, leaf = key.strip().split(".")
-        for parent in parents:
-            target = getattr(target, parent)
-        fields = {f.name for f in dataclasses.fields(target)}
-        if leaf not in fields:
-            raise ValueError(f"--set {key}: unknown field; fields are {sorted(fields)}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        if isinstance(value, list):
-            value = tuple(value)
-        setattr(target, leaf, value)
+    for key, raw in parse_overrides(overrides).items():
+        apply_override(cfg, key, raw)
     return cfg
 
 
@@ -98,12 +82,12 @@ def register(app: typer.Typer) -> None:
 
 def pick_demo_reference(curated_dir: Path) -> tuple[dict[str, Any], dict[str, list[bytes]], bytes | None]:
     """A clip with detected entities whose words are in its caption -> (clip row, {word: [crop_png]}, background)."""
-    from alchemist_model.data import read_run_table
+    from alchemist_data.catalog import read_table
     from alchemist_model.encoders import find_word_span
 
-    clips = {c["clip_id"]: c for c in read_run_table(curated_dir, "clips").to_pylist()}
+    clips = {c["clip_id"]: c for c in read_table(curated_dir, "clips").to_pylist()}
     refs: dict[str, dict[str, list[bytes]]] = {}
-    for row in read_run_table(curated_dir, "entities").to_pylist():
+    for row in read_table(curated_dir, "entities").to_pylist():
         clip = clips.get(row["clip_id"])
         if clip is None or not row["is_detected"] or not row["crop_png"] or row["category"] not in ("subject",
                                                                                                    "object"):
@@ -116,7 +100,7 @@ def pick_demo_reference(curated_dir: Path) -> tuple[dict[str, Any], dict[str, li
     if not refs:
         raise ValueError(f"{curated_dir}: no clip has a detected entity whose word is in its caption")
     clip_id = sorted(refs, key=lambda c: (-len(refs[c]), c))[0]
-    backgrounds = {b["clip_id"]: b for b in read_run_table(curated_dir, "backgrounds").to_pylist()}
+    backgrounds = {b["clip_id"]: b for b in read_table(curated_dir, "backgrounds").to_pylist()}
     background = backgrounds.get(clip_id, {}).get("image_jpg")
     return clips[clip_id], refs[clip_id], background
 
@@ -145,9 +129,9 @@ def demo_train_and_generate(curated_dir: Path, out_dir: Path, steps: int = 60) -
         clip, crops, background = pick_demo_reference(curated_dir)
     except ValueError:
         # Curation found no usable entity (e.g. random detectors missed everything): a text-to-video demo instead.
-        from alchemist_model.data import read_run_table
+        from alchemist_data.catalog import read_table
 
-        clips = read_run_table(curated_dir, "clips").to_pylist()
+        clips = read_table(curated_dir, "clips").to_pylist()
         if not clips:
             raise ValueError(f"{curated_dir}: the curated run has no clips to train on") from None
         clip, crops, background = sorted(clips, key=lambda c: c["clip_id"])[0], {}, None

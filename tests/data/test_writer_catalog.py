@@ -3,26 +3,43 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from alchemist_data import catalog, schema
 from alchemist_data.writer import OutputNotWritableError, RunWriter
 
 
 def _clip(cid: str) -> dict:
-    return {"clip_id": cid, "video": f"{cid}.mp4", "caption": "A man walks a dog.", "start_s": 0.0, "end_s": 2.0,
-            "duration_s": 2.0, "ref_times_s": [0.1, 1.0, 1.9], "subject_words": ["man"], "shard": "part-00000"}
+    return {
+        "clip_id": cid,
+        "video": f"{cid}.mp4",
+        "caption": "A man walks a dog.",
+        "start_s": 0.0,
+        "end_s": 2.0,
+        "duration_s": 2.0,
+        "ref_times_s": [0.1, 1.0, 1.9],
+        "subject_words": ["man"],
+        "shard": "part-00000",
+    }
 
 
 def _tables(cids: list[str]) -> dict[str, pa.Table]:
     clips = pa.Table.from_pylist([_clip(c) for c in cids])
-    return {"clips": clips, "entities": schema.empty_table("entities"), "backgrounds": schema.empty_table("backgrounds"),
-            "rejects": pa.Table.from_pylist([{"video": "bad.mp4", "stage": "frames", "reason": "missing_file",
-                                              "detail": "no such file"}])}
+    return {
+        "clips": clips,
+        "entities": schema.empty_table("entities"),
+        "backgrounds": schema.empty_table("backgrounds"),
+        "rejects": pa.Table.from_pylist(
+            [{"video": "bad.mp4", "stage": "frames", "reason": "missing_file", "detail": "no such file"}]
+        ),
+    }
 
 
 def test_conform_fills_nullable_and_names_missing_required():
-    t = schema.conform(pa.table({"clip_id": ["a"], "video": ["v"], "caption": ["c"], "start_s": [0.0],
-                                 "end_s": [1.0], "duration_s": [1.0]}), "clips")
+    t = schema.conform(
+        pa.table(
+            {"clip_id": ["a"], "video": ["v"], "caption": ["c"], "start_s": [0.0], "end_s": [1.0], "duration_s": [1.0]}
+        ),
+        "clips",
+    )
     assert t.schema == schema.CLIPS and t.column("fps").null_count == 1
     with pytest.raises(ValueError, match="caption"):
         schema.conform(pa.table({"clip_id": ["a"], "video": ["v"]}), "clips")
@@ -49,7 +66,9 @@ def test_recommit_overwrites_and_uncommitted_shards_are_invisible(tmp_path):
     w.commit_shard("part-00000", _tables(["a", "b"]), num_input_rows=3)
     w.commit_shard("part-00000", _tables(["a", "b"]), num_input_rows=3)  # a resumed run redoes the shard
     # A crash after writing a table file but before the marker leaves an invisible shard.
-    pq.write_table(schema.conform(pa.Table.from_pylist([_clip("zz")]), "clips"), tmp_path / "clips" / "part-00009.parquet")
+    pq.write_table(
+        schema.conform(pa.Table.from_pylist([_clip("zz")]), "clips"), tmp_path / "clips" / "part-00009.parquet"
+    )
     assert catalog.read_table(tmp_path, "clips").num_rows == 2
     assert catalog.query(tmp_path, "SELECT count(*) AS n FROM clips").to_pylist() == [{"n": 2}]
 

@@ -116,7 +116,7 @@ def test_batched_scores_equal_one_by_one_scores(prepared_benchmark):
     jobs = [Job(g, str(prepared_benchmark / "videos" / f"{g.clip_id}.mp4")) for g in gts]
     metrics = ["text", "video", "subject", "dynamic"]
     batched = _scorer(metrics).score(jobs)
-    single = _scorer(metrics, encoder_batch_size=1)
+    single = _scorer(metrics, encoder_batch_size=1, **{"segmentation.batch_size": 1})  # SAM frame by frame
     one_by_one = [single.score([j])[0] for j in jobs]
     for a, b in zip(batched, one_by_one, strict=True):
         for col in ("text_s", "video_s", "subject_s", "dynamic_d"):

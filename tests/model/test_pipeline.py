@@ -131,7 +131,7 @@ def test_cli_train_and_generate(curated_run, ref_png, tmp_path):
     assert missing.exit_code != 0 and "/no/such.png" in missing.output
     bad_set = runner.invoke(app, ["train", "--data", str(curated_run), "--output", str(tmp_path / "r2"),
                                   "--set", "nope=1"])
-    assert bad_set.exit_code != 0 and "unknown field" in bad_set.output
+    assert bad_set.exit_code != 0 and "unknown config field" in bad_set.output
 
 
 def test_demo_hook_writes_a_video_named_by_clip_id(curated_run, tmp_path):

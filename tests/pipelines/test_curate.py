@@ -5,12 +5,12 @@ import shutil
 
 import pyarrow as pa
 import pytest
-from typer.testing import CliRunner
-
 from alchemist_data import catalog, schema
 from alchemist_data.runner import CurateOptions, Reporter, RunMismatchError, curate
 from alchemist_data.sample_data import write_sample_corpus
 from alchemist_data.writer import RunWriter
+from typer.testing import CliRunner
+
 from pipelines.cli import app
 from tests import media
 
@@ -84,7 +84,9 @@ def test_every_bad_input_becomes_a_reject_and_the_job_goes_on(bad_manifest, tmp_
         assert rejects[cid]["detail"]
     # The truncated file is either salvaged (its reference frames decode) or rejected as unreadable.
     assert "trunc" in clips or rejects["trunc"]["reason"] in ("unreadable", "truncated", "too_few_frames")
-    dup = [r for r in catalog.read_table(tmp_path / "run", "rejects").to_pylist() if r["reason"] == "duplicate_clip_id"]
+    dup = [
+        r for r in catalog.read_table(tmp_path / "run", "rejects").to_pylist() if r["reason"] == "duplicate_clip_id"
+    ]
     assert len(dup) == 1 and dup[0]["stage"] == "manifest"
     assert info["counts"]["clips"] + info["counts"]["rejects"] == 13
 
@@ -127,12 +129,17 @@ def test_interrupted_run_resumes_to_the_same_tables_without_duplicates(corpus, t
     assert len(RunWriter(tmp_path / "resumed").done_shards()) == 2
     info = _run(corpus, tmp_path / "resumed", overrides={"shard_size": "3"})
     assert info["num_shards_skipped"] == 2
-    for name, keys in (("clips", ["clip_id"]), ("entities", ["clip_id", "entity_word", "frame_index"]),
-                       ("backgrounds", ["clip_id"]), ("rejects", ["clip_id"])):
+    for name, keys in (
+        ("clips", ["clip_id"]),
+        ("entities", ["clip_id", "entity_word", "frame_index"]),
+        ("backgrounds", ["clip_id"]),
+        ("rejects", ["clip_id"]),
+    ):
         a = _sorted(catalog.read_table(tmp_path / "full", name), keys)
         b = _sorted(catalog.read_table(tmp_path / "resumed", name), keys)
         assert a.drop_columns(["shard"] if "shard" in a.column_names else []).equals(
-            b.drop_columns(["shard"] if "shard" in b.column_names else [])), name
+            b.drop_columns(["shard"] if "shard" in b.column_names else [])
+        ), name
     # A third run does nothing and still has no duplicates.
     again = _run(corpus, tmp_path / "resumed", overrides={"shard_size": "3"})
     assert again["num_shards_skipped"] == again["num_shards"]
@@ -164,8 +171,11 @@ def test_ray_runner_matches_local_runner(corpus, tmp_path):
         _run(corpus, tmp_path / "ray", limit=6, runner="ray", num_workers=2)
     finally:
         ray.shutdown()
-    for name, keys in (("clips", ["clip_id"]), ("entities", ["clip_id", "entity_word", "frame_index"]),
-                       ("rejects", ["clip_id"])):
+    for name, keys in (
+        ("clips", ["clip_id"]),
+        ("entities", ["clip_id", "entity_word", "frame_index"]),
+        ("rejects", ["clip_id"]),
+    ):
         a = _sorted(catalog.read_table(tmp_path / "local", name), keys)
         b = _sorted(catalog.read_table(tmp_path / "ray", name), keys)
         assert a.equals(b), name
@@ -173,8 +183,9 @@ def test_ray_runner_matches_local_runner(corpus, tmp_path):
 
 def test_cli_curate_query_stats(corpus, tmp_path):
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["curate", str(corpus), "-o", str(out), "--profile", "tiny", "--runner", "local",
-                                 "--limit", "3"])
+    r = CliRunner().invoke(
+        app, ["curate", str(corpus), "-o", str(out), "--profile", "tiny", "--runner", "local", "--limit", "3"]
+    )
     assert r.exit_code == 0, r.output
     assert "clips" in r.output and "alchemist query" in r.output
     r = CliRunner().invoke(app, ["query", str(out), "SELECT count(*) AS n FROM clips", "--format", "json"])

@@ -9,12 +9,13 @@ inside the mask, original outside). Unlike the benchmark, the generator is seede
 
 from __future__ import annotations
 
-import os
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from alchemist_data.modelbase import LazyModel, check_local_path, offline_hint
 
 
 def foreground_mask(
@@ -65,24 +66,10 @@ def _check(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return img, m
 
 
-class Inpainter(ABC):
+class Inpainter(LazyModel):
     """Base: ``setup()`` loads once; ``inpaint(image, mask, prompt)`` -> RGB uint8 with the masked area filled."""
 
     name = "inpainter"
-    is_random = False
-
-    def __init__(self, device: str = "cpu") -> None:
-        self.device = device
-        self._ready = False
-
-    def setup(self) -> None:
-        if not self._ready:
-            self._load()
-            self._ready = True
-
-    @abstractmethod
-    def _load(self) -> None:
-        """Load the model (called once by setup())."""
 
     @abstractmethod
     def _inpaint(self, image: np.ndarray, mask: np.ndarray, prompt: str | None) -> np.ndarray:
@@ -152,8 +139,6 @@ class SD2Inpainter(Inpainter):
         import torch
         from diffusers import StableDiffusionInpaintPipeline
 
-        from alchemist_data.grounding import check_local_path
-
         check_local_path(self.model_id, "inpainting pipeline directory")
         dtype = torch.float16 if str(self.device).startswith("cuda") else torch.float32
         try:
@@ -161,9 +146,8 @@ class SD2Inpainter(Inpainter):
                 self.model_id, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
             )
         except (OSError, ValueError) as exc:
-            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-            hint = " (HF_HUB_OFFLINE is set: only local dirs or cached ids work)" if offline else ""
-            raise OSError(f"could not load the inpainting pipeline {self.model_id!r}{hint}: {exc}") from exc
+            what = f"the inpainting pipeline {self.model_id!r}"
+            raise OSError(offline_hint(what, exc, instead="a local directory or a cached hub id")) from exc
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
 

@@ -38,7 +38,9 @@ def read_table(run_dir: str | os.PathLike[str], table: str, columns: list[str] |
     return pa.concat_tables([pq.read_table(f, columns=columns, schema=schema.TABLES[table]) for f in files])
 
 
-def connect(run_dir: str | os.PathLike[str], con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    run_dir: str | os.PathLike[str], con: duckdb.DuckDBPyConnection | None = None
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with views ``clips``, ``entities``, ``backgrounds``, ``rejects`` over the run."""
     con = con or duckdb.connect()
     for table, table_schema in schema.TABLES.items():
@@ -61,23 +63,29 @@ def query(run_dir: str | os.PathLike[str], sql: str) -> pa.Table:
         con.close()
 
 
+def _r(expr: str) -> str:
+    """Round a float32 aggregate for display (cast first, or float32 noise shows up in the digits)."""
+    return f"round(CAST({expr} AS DOUBLE), 4)"
+
+
 STATS_QUERIES: dict[str, str] = {
-    "clips": "SELECT count(*) AS num_clips, sum(CASE WHEN has_random_models THEN 1 ELSE 0 END) AS num_random_model_clips,"
+    "clips": "SELECT count(*) AS num_clips, count_if(has_random_models) AS num_random_model_clips,"
     " round(avg(duration_s), 2) AS mean_duration_s FROM clips",
     "entities per category": "SELECT category, count(DISTINCT clip_id || '/' || entity_word) AS num_words,"
-    " count(*) AS num_frame_rows, sum(CASE WHEN is_detected THEN 1 ELSE 0 END) AS num_detected,"
-    " sum(CASE WHEN has_face THEN 1 ELSE 0 END) AS num_faces FROM entities GROUP BY category ORDER BY category",
+    " count(*) AS num_frame_rows, count_if(is_detected) AS num_detected, count_if(has_face) AS num_faces"
+    " FROM entities GROUP BY category ORDER BY category",
     "drop reasons (entity frames)": "SELECT coalesce(drop_reason, 'kept') AS reason, count(*) AS num FROM entities"
     " GROUP BY 1 ORDER BY num DESC",
     "reject reasons": "SELECT stage, reason, count(*) AS num FROM rejects GROUP BY stage, reason ORDER BY num DESC",
-    "mask area (detected)": "SELECT count(*) AS n, round(CAST(min(mask_area_frac) AS DOUBLE), 4) AS min,"
-    " round(CAST(quantile_cont(mask_area_frac, 0.25) AS DOUBLE), 4) AS p25, round(CAST(median(mask_area_frac) AS DOUBLE), 4) AS p50,"
-    " round(CAST(quantile_cont(mask_area_frac, 0.75) AS DOUBLE), 4) AS p75, round(CAST(max(mask_area_frac) AS DOUBLE), 4) AS max"
+    "mask area (detected)": f"SELECT count(*) AS n, {_r('min(mask_area_frac)')} AS min,"
+    f" {_r('quantile_cont(mask_area_frac, 0.25)')} AS p25, {_r('median(mask_area_frac)')} AS p50,"
+    f" {_r('quantile_cont(mask_area_frac, 0.75)')} AS p75, {_r('max(mask_area_frac)')} AS max"
     " FROM entities WHERE is_detected",
-    "scores (detected)": "SELECT round(CAST(avg(box_score) AS DOUBLE), 4) AS mean_box_score,"
-    " round(CAST(median(box_score) AS DOUBLE), 4) AS median_box_score, round(CAST(avg(mask_iou_score) AS DOUBLE), 4) AS mean_mask_iou,"
-    " round(CAST(median(mask_iou_score) AS DOUBLE), 4) AS median_mask_iou FROM entities WHERE is_detected",
-    "backgrounds": "SELECT inpaint_backend, count(*) AS num, round(CAST(avg(foreground_area_frac) AS DOUBLE), 4) AS mean_fg_area"
+    "scores (detected)": f"SELECT {_r('avg(box_score)')} AS mean_box_score,"
+    f" {_r('median(box_score)')} AS median_box_score,"
+    f" {_r('avg(mask_iou_score)')} AS mean_mask_iou, {_r('median(mask_iou_score)')} AS median_mask_iou"
+    " FROM entities WHERE is_detected",
+    "backgrounds": f"SELECT inpaint_backend, count(*) AS num, {_r('avg(foreground_area_frac)')} AS mean_fg_area"
     " FROM backgrounds GROUP BY 1",
 }
 

@@ -15,12 +15,14 @@ import json
 import os
 import pickle
 import warnings
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+from alchemist_data.modelbase import LazyModel
 
 FaceBox = tuple[list[int], float]
 
@@ -45,24 +47,14 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return arr
 
 
-class FaceDetector(ABC):
+class FaceDetector(LazyModel):
     """Base: ``setup()`` loads once; ``detect(image)`` -> ``[(box_xyxy, score), ...]`` sorted by score (desc)."""
 
     name = "faces"
 
     def __init__(self, device: str = "cpu", min_score: float = 0.0) -> None:
-        self.device = device
+        super().__init__(device=device)
         self.min_score = min_score
-        self._ready = False
-
-    def setup(self) -> None:
-        if not self._ready:
-            self._load()
-            self._ready = True
-
-    @abstractmethod
-    def _load(self) -> None:
-        """Load the model (called once by setup())."""
 
     @abstractmethod
     def _detect_batch(self, images: list[np.ndarray]) -> list[list[FaceBox]]:

@@ -15,7 +15,7 @@ Two backends produce the raw ``sigmoid(logits)`` / ``pred_boxes``:
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alchemist_data.modelbase import LazyModel, check_local_path, offline_hint
 from alchemist_data.tiny_models import RANDOM_SIZES
 
 MAX_TEXT_LEN = 256  # GroundingDINO's text length (pred_logits has this many columns)
@@ -150,81 +151,81 @@ def select_boxes(
     return out
 
 
-class Grounder(ABC):
-    """Base: ``setup()`` loads the model once; ``detect(images, tags)`` gives ``{tag: Detection}`` per image."""
+Request = tuple[np.ndarray, Sequence[str]]  # one RGB frame and the entity words to ground in it
 
-    is_random: bool = False
+
+def _check_image(image: np.ndarray, index: int) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"image #{index} must be an RGB uint8 array of shape HxWx3, got {arr.shape} {arr.dtype}")
+    return arr
+
+
+class Grounder(LazyModel):
+    """Base: ``setup()`` loads the model once; ``detect_many`` grounds each frame's own tags, many frames per forward.
+
+    ``batch_size``: frames per forward pass. Frames of one pass must share a size (they are stacked), not a caption:
+    each carries its own text, padded to the longest, so frames of different clips share a pass.
+    """
+
     name: str = "grounder"
 
     def __init__(self, device: str = "cpu", box_threshold: float = 0.4, batch_size: int = 8) -> None:
-        self.device = device
+        super().__init__(device=device)
         self.box_threshold = box_threshold
         self.batch_size = max(1, int(batch_size))
-        self._ready = False
-
-    def setup(self) -> None:
-        if not self._ready:
-            self._load()
-            self._ready = True
 
     # -- backend hooks ------------------------------------------------------------------------------------------
-    @abstractmethod
-    def _load(self) -> None:
-        """Load the model and its tokenizer (called once by setup())."""
-
     @property
     @abstractmethod
     def tokenizer(self) -> Any:
         """The BERT tokenizer whose token positions index the logits' text axis."""
 
     @abstractmethod
-    def _forward(self, images: list[np.ndarray], caption: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same-size RGB frames -> (sigmoid probs [B, Q, L], normalised cxcywh boxes [B, Q, 4])."""
+    def _forward(self, images: list[np.ndarray], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same-size RGB frames, one caption each -> (sigmoid probs [B, Q, L], normalised cxcywh boxes [B, Q, 4])."""
 
     # -- public -------------------------------------------------------------------------------------------------
     def detect(self, images: Sequence[np.ndarray], tags: Sequence[str]) -> list[dict[str, Detection]]:
-        """Ground every tag in every image. Frames of equal size share a forward pass (``batch_size`` at a time)."""
+        """Ground every tag in every image (:meth:`detect_many` with the same tags for each image)."""
+        return self.detect_many([(image, tags) for image in images])
+
+    def detect_many(self, requests: Sequence[Request]) -> list[dict[str, Detection]]:
+        """``{tag: Detection}`` for each ``(image, tags)`` request, in request order.
+
+        Requests are grouped by image size and run ``batch_size`` frames per forward pass whatever their tags; each
+        frame is scored on its own caption's token positions, so its result does not depend on which frames shared
+        its pass. A request without tags gets ``{}``.
+        """
         self.setup()
-        results: list[dict[str, Detection]] = [{} for _ in images]
-        if not images or not tags:
-            return results
-        tags = list(tags)
-        caption, positions = tag_token_positions(self.tokenizer, tags)
+        results: list[dict[str, Detection]] = [{} for _ in requests]
+        images = [_check_image(image, i) for i, (image, _) in enumerate(requests)]
+        tag_lists = [tuple(tags) for _, tags in requests]
+        prompts: dict[tuple[str, ...], tuple[str, list[list[int]]]] = {}  # tag list -> (caption, token positions)
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, img in enumerate(images):
-            arr = np.asarray(img)
-            if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-                raise ValueError(f"image #{i} must be an RGB uint8 array of shape HxWx3, got {arr.shape} {arr.dtype}")
-            by_shape[arr.shape].append(i)
+        for i, tags in enumerate(tag_lists):
+            if not tags:
+                continue
+            if tags not in prompts:
+                prompts[tags] = tag_token_positions(self.tokenizer, tags)
+            by_shape[images[i].shape].append(i)
         for shape, idxs in by_shape.items():
             H, W = shape[:2]
+            # similar caption lengths side by side: less text padding per pass (the order does not change results)
+            idxs = sorted(idxs, key=lambda i: len(prompts[tag_lists[i]][0]))
             for start in range(0, len(idxs), self.batch_size):
                 chunk = idxs[start : start + self.batch_size]
-                probs, boxes = self._forward([np.asarray(images[i]) for i in chunk], caption)
-                # Tags pushed past the model's text length (captions over 256 tokens) cannot be scored; they get
-                # no box instead of failing the whole batch.
+                probs, boxes = self._forward([images[i] for i in chunk], [prompts[tag_lists[i]][0] for i in chunk])
                 seq_len = probs.shape[-1]
-                keep = [t for t, pos in enumerate(positions) if any(p < seq_len for p in pos)]
-                kept_positions = [positions[t] for t in keep]
                 for j, i in enumerate(chunk):
-                    sel = select_boxes(probs[j], boxes[j], kept_positions, (W, H), self.box_threshold)
+                    tags = tag_lists[i]
+                    positions = prompts[tags][1]
+                    # Tags pushed past the model's text length (captions over 256 tokens) cannot be scored; they get
+                    # no box instead of failing the whole batch.
+                    keep = [t for t, pos in enumerate(positions) if any(p < seq_len for p in pos)]
+                    sel = select_boxes(probs[j], boxes[j], [positions[t] for t in keep], (W, H), self.box_threshold)
                     results[i] = {tags[keep[k]]: Detection(box_xyxy=b, score=s) for k, (b, s) in sel.items()}
         return results
-
-
-def check_local_path(model: str, what: str) -> None:
-    """A model id that is clearly a filesystem path must exist (else the hub client reports a confusing repo-id
-    error)."""
-    # hub ids are "name" or "namespace/name"; anything else is a path
-    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.path.isabs(model)
-    if looks_local and not os.path.exists(os.path.expanduser(model)):
-        raise FileNotFoundError(f"{what} not found: {model} (give an existing local directory or a hub id)")
-
-
-def _offline_hint(what: str, exc: Exception) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    extra = " (HF_HUB_OFFLINE is set, so only local directories or cached hub ids work)" if offline else ""
-    return f"could not load {what}{extra}: {exc}. Pass a local directory, a cached hub id, or 'random-small'."
 
 
 class HFGroundingDino(Grounder):
@@ -252,7 +253,7 @@ class HFGroundingDino(Grounder):
                 self.processor = AutoProcessor.from_pretrained(self.model_id)
                 self.model = GroundingDinoForObjectDetection.from_pretrained(self.model_id)
             except (OSError, ValueError) as exc:
-                raise OSError(_offline_hint(f"GroundingDINO {self.model_id!r}", exc)) from exc
+                raise OSError(offline_hint(f"GroundingDINO {self.model_id!r}", exc)) from exc
         self.model = self.model.to(self.device).eval()
 
     @property
@@ -261,15 +262,16 @@ class HFGroundingDino(Grounder):
         return self.processor.tokenizer
 
     @torch.inference_mode()
-    def _forward(self, images: list[np.ndarray], caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, images: list[np.ndarray], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         # The processor's own __call__ would merge a list of captions into one string (it treats a list of str as
         # candidate labels), so images and text are prepared separately.
         pixels = self.processor.image_processor(images=images, return_tensors="pt")
         # transformers' GroundingDINO fails on captions longer than max_text_len (groundingdino-py truncates
-        # internally), so truncate the same way
+        # internally), so truncate the same way. Shorter captions are padded; the model masks padding out of the
+        # text attention and gives it -inf logits, so a frame's scores do not depend on its neighbours' captions.
         max_len = int(getattr(self.model.config, "max_text_len", MAX_TEXT_LEN))
         text = self.processor.tokenizer(
-            [caption] * len(images), padding="longest", truncation=True, max_length=max_len, return_tensors="pt"
+            list(captions), padding="longest", truncation=True, max_length=max_len, return_tensors="pt"
         )
         inputs = {k: v.to(self.device) for k, v in {**pixels, **text}.items()}
         out = self.model(**inputs)
@@ -333,7 +335,7 @@ class GroundingDinoPy(Grounder):
         try:
             model = build_model(args)
         except OSError as exc:
-            raise OSError(_offline_hint(f"the GroundingDINO text encoder {self.text_encoder!r}", exc)) from exc
+            raise OSError(offline_hint(f"the GroundingDINO text encoder {self.text_encoder!r}", exc)) from exc
         ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
         model.load_state_dict(clean_state_dict(state), strict=False)
@@ -359,9 +361,10 @@ class GroundingDinoPy(Grounder):
         return tensor
 
     @torch.inference_mode()
-    def _forward(self, images: list[np.ndarray], caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, images: list[np.ndarray], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         batch = torch.stack([self._preprocess(im) for im in images]).to(self.device)
-        out = self.model(batch, captions=[caption] * len(images))
+        # groundingdino-py tokenises the captions itself (padding to the longest, truncating at max_text_len)
+        out = self.model(batch, captions=list(captions))
         return out["pred_logits"].float().sigmoid().cpu(), out["pred_boxes"].float().cpu()
 
 

@@ -12,6 +12,7 @@ Every field can be overridden from the CLI with ``--set section.field=value``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,7 +141,8 @@ def _paper() -> Profile:
             resources=gpu,
         ),
         faces=FacesConfig(
-            backend="yolo", checkpoint=os.environ.get("ALCHEMIST_YOLO_FACE_CHECKPOINT", "yolov9-c-face.pt"),
+            backend="yolo",
+            checkpoint=os.environ.get("ALCHEMIST_YOLO_FACE_CHECKPOINT", "yolov9-c-face.pt"),
             resources=gpu,
         ),
         background=BackgroundConfig(backend="sd2", resources=gpu),
@@ -183,30 +185,43 @@ def get_profile(name: str, overrides: dict[str, str] | None = None) -> Profile:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     profile = PROFILES[name]()
     for key, raw in (overrides or {}).items():
-        _apply_override(profile, key, raw)
+        apply_override(profile, key, raw)
     return profile
 
 
-def _apply_override(obj: Any, dotted: str, raw: str) -> None:
-    *path, leaf = dotted.split(".")
+def apply_override(obj: Any, dotted: str, raw: str) -> None:
+    """Set ``section.field`` of a (nested) config dataclass from a CLI string, parsed by the field's current type
+    (bool, int, float, comma-separated tuple; JSON for anything else, falling back to the plain string)."""
+    *path, leaf = dotted.strip().split(".")
     target = obj
     for part in path:
-        if not hasattr(target, part):
+        if not dataclasses.is_dataclass(target) or not hasattr(target, part):
             raise ValueError(f"unknown config section {part!r} in {dotted!r}")
         target = getattr(target, part)
-    if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
-        raise ValueError(f"unknown config field {dotted!r}")
+    fields = {f.name for f in dataclasses.fields(target)} if dataclasses.is_dataclass(target) else set()
+    if leaf not in fields:
+        raise ValueError(f"unknown config field {dotted!r}; fields here are {', '.join(sorted(fields))}")
     current = getattr(target, leaf)
-    if isinstance(current, bool):
-        value: Any = raw.lower() in ("1", "true", "yes", "on")
-    elif isinstance(current, int):
-        value = int(raw)
-    elif isinstance(current, float):
-        value = float(raw)
-    elif isinstance(current, tuple):
-        value = tuple(float(x) for x in raw.split(","))
-    else:
-        value = raw
+    try:
+        if isinstance(current, bool):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(f"expected true/false, got {raw!r}")
+            value: Any = raw.lower() in ("1", "true", "yes", "on")
+        elif isinstance(current, int):
+            value = int(raw)
+        elif isinstance(current, float):
+            value = float(raw)
+        elif isinstance(current, tuple):
+            value = tuple(json.loads(raw)) if raw.startswith("[") else tuple(float(x) for x in raw.split(","))
+        elif isinstance(current, str):
+            value = raw
+        else:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+    except ValueError as err:
+        raise ValueError(f"--set {dotted}={raw}: {err}") from err
     setattr(target, leaf, value)
 
 

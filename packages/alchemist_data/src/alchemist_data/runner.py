@@ -98,8 +98,13 @@ class StageGroupUDF:
 class ShardCollector:
     """Accumulates finished rows per shard and commits each shard once complete."""
 
-    def __init__(self, writer: RunWriter, expected: dict[str, int], profile: Profile,
-                 on_commit: Callable[[str, dict[str, int]], None]) -> None:
+    def __init__(
+        self,
+        writer: RunWriter,
+        expected: dict[str, int],
+        profile: Profile,
+        on_commit: Callable[[str, dict[str, int]], None],
+    ) -> None:
         self.writer, self.expected, self.profile, self.on_commit = writer, dict(expected), profile, on_commit
         self.parts: dict[str, list[pa.Table]] = defaultdict(list)
         self.received: dict[str, int] = defaultdict(int)
@@ -133,8 +138,14 @@ def run_local(stages: list[Stage], work: pa.Table, collector: ShardCollector) ->
         collector.add(run_group(stages, table, drop_frames=True))
 
 
-def run_ray(profile: Profile, stages: list[Stage], work: pa.Table, collector: ShardCollector,
-            num_workers: int, ray_address: str | None) -> None:
+def run_ray(
+    profile: Profile,
+    stages: list[Stage],
+    work: pa.Table,
+    collector: ShardCollector,
+    num_workers: int,
+    ray_address: str | None,
+) -> None:
     import ray
 
     if not ray.is_initialized():
@@ -288,8 +299,13 @@ class Reporter:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
-            TextColumn("curating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(), console=self.console, transient=False,
+            TextColumn("curating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
         )
         self.progress.start()
         self.task = self.progress.add_task("curate", total=total, status=f"resumed: {skipped_shards} shards done")
@@ -306,4 +322,3 @@ class Reporter:
     def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
-

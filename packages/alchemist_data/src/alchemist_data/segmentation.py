@@ -11,7 +11,7 @@ and :class:`HFSam` (transformers ``SamModel``).
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alchemist_data.modelbase import LazyModel, check_local_path, offline_hint
 from alchemist_data.tiny_models import RANDOM_SIZES
 
 SAM_CHECKPOINT_URLS = {
@@ -81,45 +82,64 @@ def _clamp01(x: float) -> float:
     return float(min(1.0, max(0.0, x)))
 
 
-class Segmenter(ABC):
-    """Base: ``setup()`` loads once; ``segment(image, boxes)`` gives one full-frame mask per box (same order)."""
+def _mask_results(masks: np.ndarray, scores: np.ndarray) -> list[MaskResult]:
+    """``[N, H, W]`` masks and ``[N]`` predicted IoUs of one frame's N boxes -> one MaskResult per box."""
+    return [MaskResult(mask=m.astype(bool), iou_score=_clamp01(s)) for m, s in zip(masks, scores, strict=True)]
 
-    is_random: bool = False
+
+SegmentRequest = tuple[np.ndarray, Sequence[Sequence[int]]]  # one RGB frame and its xyxy box prompts
+
+
+class Segmenter(LazyModel):
+    """Base: ``setup()`` loads once; ``segment_many`` gives one full-frame mask per box of each frame (same order).
+
+    ``batch_size``: frames per image-encoder forward (frames of one forward share a size). Each frame's boxes are
+    then decoded against that frame's own embedding, as one prompt batch, exactly as the benchmark's per-frame call.
+    """
+
     name: str = "segmenter"
 
-    def __init__(self, device: str = "cpu") -> None:
-        self.device = device
-        self._ready = False
-
-    def setup(self) -> None:
-        if not self._ready:
-            self._load()
-            self._ready = True
+    def __init__(self, device: str = "cpu", batch_size: int = 8) -> None:
+        super().__init__(device=device)
+        self.batch_size = max(1, int(batch_size))
 
     @abstractmethod
-    def _load(self) -> None:
-        """Load the model (called once by setup())."""
-
-    @abstractmethod
-    def _segment(self, image: np.ndarray, boxes: list[list[int]]) -> list[MaskResult]:
-        """All box prompts of one image in one batched call."""
+    def _segment_batch(self, images: list[np.ndarray], boxes: list[list[list[int]]]) -> list[list[MaskResult]]:
+        """Same-size frames (at most ``batch_size``), each with at least one box -> a MaskResult per box per frame."""
 
     def segment(self, image: np.ndarray, boxes: Sequence[Sequence[int]]) -> list[MaskResult]:
+        """All box prompts of one frame (:meth:`segment_many` with one request)."""
+        return self.segment_many([(image, boxes)])[0]
+
+    def segment_many(self, requests: Sequence[SegmentRequest]) -> list[list[MaskResult]]:
+        """One ``MaskResult`` per box for each ``(image, boxes)`` request, in request order; no boxes -> ``[]``."""
         self.setup()
-        arr = _check_inputs(image, boxes)
-        if len(boxes) == 0:
-            return []
-        return self._segment(arr, [[int(v) for v in b] for b in boxes])
+        images = [_check_inputs(image, boxes) for image, boxes in requests]
+        box_lists = [[[int(v) for v in b] for b in boxes] for _, boxes in requests]
+        out: list[list[MaskResult]] = [[] for _ in requests]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, boxes in enumerate(box_lists):
+            if boxes:
+                by_shape.setdefault(images[i].shape, []).append(i)
+        for idxs in by_shape.values():
+            for start in range(0, len(idxs), self.batch_size):
+                chunk = idxs[start : start + self.batch_size]
+                results = self._segment_batch([images[i] for i in chunk], [box_lists[i] for i in chunk])
+                for i, res in zip(chunk, results, strict=True):
+                    out[i] = res
+        return out
 
 
 class SegmentAnything(Segmenter):
-    """segment-anything ``SamPredictor`` (``model_type`` vit_b/vit_l/vit_h + checkpoint, or "random-tiny"/
-    "random-small" for a small random ``Sam`` that keeps the predictor unchanged)."""
+    """segment-anything ``Sam`` (``model_type`` vit_b/vit_l/vit_h + checkpoint, or "random-tiny"/"random-small" for a
+    small random ``Sam`` that keeps the predictor unchanged), run the way ``SamPredictor`` runs it."""
 
     name = "segment_anything"
 
-    def __init__(self, model_type: str = "vit_b", checkpoint: str = "", device: str = "cpu") -> None:
-        super().__init__(device=device)
+    def __init__(
+        self, model_type: str = "vit_b", checkpoint: str = "", device: str = "cpu", batch_size: int = 8
+    ) -> None:
+        super().__init__(device=device, batch_size=batch_size)
         self.model_type = model_type
         self.checkpoint = checkpoint
         self.is_random = model_type in RANDOM_SIZES
@@ -145,19 +165,41 @@ class SegmentAnything(Segmenter):
                     f"checkpoint from {url} and pass its path (segmentation.checkpoint or ALCHEMIST_SAM_CHECKPOINT)."
                 )
             sam = sam_model_registry[self.model_type](checkpoint=self.checkpoint)
+        # The predictor holds the model, its ResizeLongestSide transform and the device; its one-image state
+        # (set_image) is not used, so that several frames can share one encoder forward.
         self.predictor = SamPredictor(sam.to(self.device).eval())
 
     @torch.inference_mode()
-    def _segment(self, image: np.ndarray, boxes: list[list[int]]) -> list[MaskResult]:
-        self.predictor.set_image(image)  # RGB uint8, as the benchmark passes its frames
-        boxes_t = torch.tensor(boxes)
-        transformed = self.predictor.transform.apply_boxes_torch(boxes_t, image.shape[:2]).to(self.device)
-        masks, scores, _ = self.predictor.predict_torch(
-            point_coords=None, point_labels=None, boxes=transformed, multimask_output=False
-        )
-        masks_np = masks[:, 0].cpu().numpy().astype(bool)
-        scores_np = scores[:, 0].float().cpu().numpy()
-        return [MaskResult(mask=masks_np[i], iou_score=_clamp01(scores_np[i])) for i in range(len(boxes))]
+    def _segment_batch(self, images: list[np.ndarray], boxes: list[list[list[int]]]) -> list[list[MaskResult]]:
+        pred = self.predictor
+        sam = pred.model
+        original_size = images[0].shape[:2]
+        # SamPredictor.set_image for each frame (RGB uint8, as the benchmark passes its frames), stacked: resize the
+        # long side, HWC -> 1CHW, normalise and pad (Sam.preprocess), then one image_encoder forward for all.
+        inputs = []
+        for image in images:
+            if sam.image_format != "RGB":
+                image = image[..., ::-1]
+            resized = torch.as_tensor(pred.transform.apply_image(image), device=pred.device)
+            inputs.append(sam.preprocess(resized.permute(2, 0, 1).contiguous()[None, :, :, :]))
+        input_size = tuple(resized.shape[:2])  # the resized (unpadded) size, equal for same-size frames
+        features = sam.image_encoder(torch.cat(inputs))
+        image_pe = sam.prompt_encoder.get_dense_pe()
+        out = []
+        for j, frame_boxes in enumerate(boxes):
+            # SamPredictor.predict_torch(boxes=..., multimask_output=False) against this frame's embedding
+            boxes_t = pred.transform.apply_boxes_torch(torch.tensor(frame_boxes), original_size).to(pred.device)
+            sparse, dense = sam.prompt_encoder(points=None, boxes=boxes_t, masks=None)
+            low_res, iou = sam.mask_decoder(
+                image_embeddings=features[j : j + 1],
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+            masks = sam.postprocess_masks(low_res, input_size, original_size) > sam.mask_threshold
+            out.append(_mask_results(masks[:, 0].cpu().numpy(), iou[:, 0].float().cpu().numpy()))
+        return out
 
 
 class HFSam(Segmenter):
@@ -165,8 +207,8 @@ class HFSam(Segmenter):
 
     name = "hf_sam"
 
-    def __init__(self, model: str = "facebook/sam-vit-base", device: str = "cpu") -> None:
-        super().__init__(device=device)
+    def __init__(self, model: str = "facebook/sam-vit-base", device: str = "cpu", batch_size: int = 8) -> None:
+        super().__init__(device=device, batch_size=batch_size)
         self.model_id = model
         self.is_random = model in RANDOM_SIZES
         self.model: Any = None
@@ -180,33 +222,32 @@ class HFSam(Segmenter):
         else:
             from transformers import SamModel, SamProcessor
 
-            from alchemist_data.grounding import check_local_path
-
             check_local_path(self.model_id, "SAM model directory")
             try:
                 self.processor = SamProcessor.from_pretrained(self.model_id)
                 self.model = SamModel.from_pretrained(self.model_id)
             except (OSError, ValueError) as exc:
-                offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-                hint = " (HF_HUB_OFFLINE is set: only local dirs or cached ids work)" if offline else ""
-                raise OSError(f"could not load SAM {self.model_id!r}{hint}: {exc}") from exc
+                raise OSError(offline_hint(f"SAM {self.model_id!r}", exc)) from exc
         self.model = self.model.to(self.device).eval()
 
     @torch.inference_mode()
-    def _segment(self, image: np.ndarray, boxes: list[list[int]]) -> list[MaskResult]:
-        inputs = self.processor(
-            images=image, input_boxes=[[[float(v) for v in b] for b in boxes]], return_tensors="pt"
-        )
-        original_sizes = inputs.pop("original_sizes")
-        reshaped_sizes = inputs.pop("reshaped_input_sizes")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        out = self.model(**inputs, multimask_output=False)
-        masks = self.processor.image_processor.post_process_masks(
-            out.pred_masks.float().cpu(), original_sizes, reshaped_sizes
-        )[0]  # (N, 1, H, W) bool
-        scores = out.iou_scores[0, :, 0].float().cpu().numpy()
-        masks_np = masks[:, 0].numpy().astype(bool)
-        return [MaskResult(mask=masks_np[i], iou_score=_clamp01(scores[i])) for i in range(len(boxes))]
+    def _segment_batch(self, images: list[np.ndarray], boxes: list[list[list[int]]]) -> list[list[MaskResult]]:
+        pixels = self.processor.image_processor(images=images, return_tensors="pt")
+        original_sizes = pixels["original_sizes"]
+        reshaped_sizes = pixels["reshaped_input_sizes"]
+        embeddings = self.model.get_image_embeddings(pixels["pixel_values"].to(self.device))
+        out = []
+        for j, frame_boxes in enumerate(boxes):
+            # SamProcessor's box normalisation: scale x by new_w / old_w and y by new_h / old_h (float64, like it)
+            (old_h, old_w), (new_h, new_w) = original_sizes[j].tolist(), reshaped_sizes[j].tolist()
+            scaled = np.asarray(frame_boxes, dtype=float) * np.array([new_w / old_w, new_h / old_h] * 2)
+            input_boxes = torch.from_numpy(scaled)[None].to(self.device)
+            res = self.model(image_embeddings=embeddings[j : j + 1], input_boxes=input_boxes, multimask_output=False)
+            masks = self.processor.image_processor.post_process_masks(
+                res.pred_masks.float().cpu(), original_sizes[j : j + 1], reshaped_sizes[j : j + 1]
+            )[0]  # (N, 1, H, W) bool
+            out.append(_mask_results(masks[:, 0].numpy(), res.iou_scores[0, :, 0].float().cpu().numpy()))
+        return out
 
 
 def segment_detections(
@@ -237,8 +278,10 @@ def segment_detections(
 def build_segmenter(cfg: Any, device: str = "cpu") -> Segmenter:
     """Segmenter from a ``SegmentationConfig`` (backend ``sam`` or ``hf``)."""
     if cfg.backend == "sam":
-        return SegmentAnything(model_type=cfg.model_type, checkpoint=cfg.checkpoint, device=device)
+        return SegmentAnything(
+            model_type=cfg.model_type, checkpoint=cfg.checkpoint, device=device, batch_size=cfg.batch_size
+        )
     if cfg.backend == "hf":
         model = cfg.model_type if cfg.model_type in RANDOM_SIZES else (cfg.checkpoint or "facebook/sam-vit-base")
-        return HFSam(model=model, device=device)
+        return HFSam(model=model, device=device, batch_size=cfg.batch_size)
     raise ValueError(f"unknown segmentation backend {cfg.backend!r}; choose 'sam' or 'hf'")

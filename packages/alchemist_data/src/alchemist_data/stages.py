@@ -217,11 +217,17 @@ class EntitiesStage(Stage):
         if res.reject_reason:
             reject(row, self.name, res.reject_reason, res.reject_detail or "")
             return
-        row.update(subject_words=list(res.subject), object_words=list(res.object), background_words=list(res.background))
+        row.update(
+            subject_words=list(res.subject), object_words=list(res.object), background_words=list(res.background)
+        )
 
 
 class GroundingStage(Stage):
-    """GroundingDINO boxes for every subject/object word on each reference frame (spec §7.3 box selection)."""
+    """GroundingDINO boxes for every subject/object word on each reference frame (spec §7.3 box selection).
+
+    All frames of the batch's clips go through one ``detect_many`` call, so a forward pass carries
+    ``grounding.batch_size`` frames of different clips (each with its own caption) instead of one clip's three.
+    """
 
     name = "grounding"
     adds = [pa.field("detections", pa.list_(DETECTION))]
@@ -240,10 +246,30 @@ class GroundingStage(Stage):
         self.grounder = build_grounder(self.profile.grounding, device=self.profile.device)
         self.grounder.setup()
 
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            requests = [(frame, self._tags(row)) for row in rows for frame in frames_of(row)]
+            found = self.grounder.detect_many(requests)
+        except Exception:  # a batch-level failure falls back to one clip at a time, to isolate the bad one
+            log.warning("stage %s: batched grounding failed, retrying clip by clip", self.name, exc_info=True)
+            for row in rows:
+                self._guard(row, self.process_row)
+            return
+        pos = 0
+        for row in rows:
+            n = len(row["frames"])
+            self._guard(row, lambda r, per_frame=found[pos : pos + n]: self._apply(r, per_frame))
+            pos += n
+
     def process_row(self, row: dict[str, Any]) -> None:
+        self._apply(row, self.grounder.detect(frames_of(row), self._tags(row)))
+
+    @staticmethod
+    def _tags(row: dict[str, Any]) -> list[str]:
+        return list(row["subject_words"]) + list(row["object_words"])
+
+    def _apply(self, row: dict[str, Any], found: list[dict[str, Any]]) -> None:
         words = [(w, "subject") for w in row["subject_words"]] + [(w, "object") for w in row["object_words"]]
-        tags = [w for w, _ in words]
-        found = self.grounder.detect(frames_of(row), tags)
         detections = []
         for frame_index, per_tag in enumerate(found):
             for word, category in words:
@@ -263,7 +289,11 @@ class GroundingStage(Stage):
 
 
 class SegmentationStage(Stage):
-    """SAM mask per grounded box, kept when SAM's IoU score passes and the mask fits its box (spec §7.3)."""
+    """SAM mask per grounded box, kept when SAM's IoU score passes and the mask fits its box (spec §7.3).
+
+    All boxed frames of the batch's clips go through one ``segment_many`` call (``segmentation.batch_size`` frames
+    per image-encoder forward); each frame's boxes are decoded together, as in the benchmark.
+    """
 
     name = "segmentation"
 
@@ -281,19 +311,41 @@ class SegmentationStage(Stage):
         self.segmenter = build_segmenter(self.profile.segmentation, device=self.profile.device)
         self.segmenter.setup()
 
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            jobs = [self._jobs(row) for row in rows]
+            results = self.segmenter.segment_many([(frame, boxes) for job in jobs for _, frame, boxes in job])
+        except Exception:  # a batch-level failure falls back to one clip at a time, to isolate the bad one
+            log.warning("stage %s: batched segmentation failed, retrying clip by clip", self.name, exc_info=True)
+            for row in rows:
+                self._guard(row, self.process_row)
+            return
+        pos = 0
+        for row, job in zip(rows, jobs, strict=True):
+            self._guard(row, lambda r, job=job, res=results[pos : pos + len(job)]: self._apply(r, job, res))
+            pos += len(job)
+
     def process_row(self, row: dict[str, Any]) -> None:
+        job = self._jobs(row)
+        self._apply(row, job, self.segmenter.segment_many([(frame, boxes) for _, frame, boxes in job]))
+
+    @staticmethod
+    def _jobs(row: dict[str, Any]) -> list[tuple[list[dict[str, Any]], np.ndarray, list[list[int]]]]:
+        """(the frame's boxed detections, the frame, their boxes) for each frame of the row that has a box."""
+        jobs = []
+        for frame_index, frame in enumerate(frames_of(row)):
+            boxed = [d for d in row["detections"] if d["frame_index"] == frame_index and d["box_xyxy_px"] is not None]
+            if boxed:
+                jobs.append((boxed, frame, [d["box_xyxy_px"] for d in boxed]))
+        return jobs
+
+    def _apply(self, row: dict[str, Any], jobs: list[Any], results: list[list[Any]]) -> None:
         from alchemist_data.crops import encode_png, mask_crop
         from alchemist_data.segmentation import is_valid_mask_for_box
 
         cfg = self.profile.segmentation
-        frames = frames_of(row)
-        dets = row["detections"]
-        for frame_index, frame in enumerate(frames):
-            boxed = [d for d in dets if d["frame_index"] == frame_index and d["box_xyxy_px"] is not None]
-            if not boxed:
-                continue
-            results = self.segmenter.segment(frame, [d["box_xyxy_px"] for d in boxed])
-            for det, res in zip(boxed, results, strict=True):
+        for (boxed, _, _), frame_results in zip(jobs, results, strict=True):
+            for det, res in zip(boxed, frame_results, strict=True):
                 det["mask_iou_score"] = float(res.iou_score)
                 if not res.iou_score > cfg.iou_threshold:
                     det["drop_reason"] = "low_mask_iou"
@@ -304,7 +356,7 @@ class SegmentationStage(Stage):
                 det["is_detected"] = True
                 det["mask_area_frac"] = float(res.mask.mean())
                 det["mask_png"] = encode_png(mask_crop(res.mask, det["box_xyxy_px"]))
-        if not any(d["is_detected"] and d["category"] == "subject" for d in dets):
+        if not any(d["is_detected"] and d["category"] == "subject" for d in row["detections"]):
             words = ", ".join(row["subject_words"])
             raise RowReject("subject_not_detected", f"no subject word ({words}) was grounded and segmented")
 

@@ -100,7 +100,7 @@ class EvalConfig:
 
 def get_eval_config(profile: str, overrides: dict[str, str] | None = None) -> EvalConfig:
     """Models of a profile; ``overrides`` are ``{"section.field": value}`` like curation's ``--set``."""
-    from alchemist_data.profiles import _apply_override, get_profile
+    from alchemist_data.profiles import apply_override, get_profile
 
     data_profile = get_profile(profile)
     if profile == "paper":
@@ -128,7 +128,7 @@ def get_eval_config(profile: str, overrides: dict[str, str] | None = None) -> Ev
     cfg.grounding = data_profile.grounding
     cfg.segmentation = data_profile.segmentation
     for key, raw in (overrides or {}).items():
-        _apply_override(cfg, key, raw)
+        apply_override(cfg, key, raw)
     return cfg
 
 
@@ -493,7 +493,8 @@ class BatchedSam:
             flat = torch.tensor([[int(v) for v in b] for bs in boxes for b in bs])
             boxes_t = pred.transform.apply_boxes_torch(flat, hw).to(device)
             sparse, dense = sam.prompt_encoder(points=None, boxes=boxes_t, masks=None)
-            low_res, iou = self._decode(sam.mask_decoder, feats[owner], sam.prompt_encoder.get_dense_pe(), sparse, dense)
+            pe = sam.prompt_encoder.get_dense_pe()
+            low_res, iou = self._decode(sam.mask_decoder, feats[owner], pe, sparse, dense)
             masks = sam.postprocess_masks(low_res[:, 0:1], input_size, hw) > sam.mask_threshold
             return masks[:, 0].cpu().numpy().astype(bool), iou[:, 0].float().cpu().numpy()
 

@@ -5,8 +5,8 @@
   multiple of the number of GPUs (``images_count // world_size * world_size``); we do not (docs/eval.md).
 * A missing or unreadable generated video is reported by name, scored 0 on every requested metric and counted in
   the averages, so skipping a video never raises a score; the summary says how many there were.
-* Work is split into fixed chunks of clip ids (in storage order); each finished chunk is written to ``parts/`` atomically,
-  and a re-run with the same settings skips the chunks already written.
+* Work is split into fixed chunks of clip ids (in storage order); each finished chunk is written to ``parts/``
+  atomically, and a re-run with the same settings skips the chunks already written.
 """
 
 from __future__ import annotations

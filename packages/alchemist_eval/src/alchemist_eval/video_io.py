@@ -3,7 +3,10 @@
 * Generated videos are read like ``evaluation_protocol/utils/video/video_decoder.py``: PyAV, frame rate =
   ``stream.guessed_rate``, only the first ``num_frames`` frames (indices 0..num_frames-1).
 * Benchmark clips are cut like ``msrvtt_personalization/prepare_msrvtt_personalization_data.py``: the source frames
-  between the annotated timestamps, resized to the annotated resolution, H.264.
+  between the annotated timestamps, resized to the annotated resolution, H.264 (``alchemist_data.video.write_video``).
+
+``alchemist_data.video`` has no reader with these semantics (its ``decode_all_frames`` applies the display rotation
+and gives no frame rate; ``probe`` is a second open), hence :func:`read_first_frames` here.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from alchemist_data.video import write_video
 
 
 class VideoReadError(Exception):
@@ -49,7 +53,9 @@ def read_first_frames(path: str | Path, num_frames: int | None) -> DecodedVideo:
             if not container.streams.video:
                 raise VideoReadError("no_video_stream", f"{path} has no video stream")
             stream = container.streams.video[0]
-            stream.thread_count = 1  # EXPERIMENT
+            # one decoding thread: a scorer decodes one short video at a time, one worker per core; FFmpeg's automatic
+            # threads (cores + 1 per open) oversubscribe the CPU and made decoding 4x slower on 2 busy cores
+            stream.thread_count = 1
             fps = float(stream.guessed_rate or stream.average_rate or 0.0) or 0.0
             declared = int(stream.frames or 0) or None
             for frame in container.decode(stream):
@@ -116,30 +122,12 @@ def cut_clip(
     if not frames:
         raise VideoReadError("no_frames", f"{source} has no frame in [{start_s:.3f}, {end_s:.3f}] s")
     clip = np.stack(frames)
-    write_video(out_path, clip, fps)
+    # written under a temporary name, then renamed: an interrupted preparation never leaves a truncated clip behind
+    out_path = Path(out_path)
+    tmp = out_path.with_name(out_path.name + ".tmp" + (out_path.suffix or ".mp4"))
+    write_video(tmp, clip, fps, crf=18, preset="veryfast")
+    tmp.replace(out_path)
     return clip, fps
-
-
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 24.0) -> None:
-    """Write RGB uint8 frames [T, H, W, 3] as an H.264 mp4 (yuv420p needs even sizes: odd ones are cropped by 1)."""
-    from fractions import Fraction
-
-    frames = np.asarray(frames, dtype=np.uint8)
-    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.mp4")
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
-        for arr in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[:h, :w]), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    tmp.replace(path)
 
 
 def frame_at_time(frames: np.ndarray, fps: float, t: float) -> np.ndarray:

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
+from alchemist_data.catalog import read_table
 from PIL import Image
 
 from alchemist_model.augment import apply_augment, sample_augment_params, white_fill
@@ -37,23 +37,6 @@ from alchemist_model.configs import DataConfig
 from alchemist_model.encoders import find_word_span, reference_to_tensor
 
 BACKGROUND = "background"
-
-
-def read_run_table(run_dir: Path, name: str) -> pa.Table:
-    """A curated table through the catalog (committed shards only), or every Parquet file of the folder."""
-    try:
-        from alchemist_data.catalog import read_table
-    except ImportError:
-        read_table = None
-    if read_table is not None:
-        return read_table(run_dir, name)
-    import pyarrow.dataset as ds
-    from alchemist_data import schema
-
-    folder = Path(run_dir) / name
-    if not folder.is_dir():
-        return schema.empty_table(name)
-    return ds.dataset(folder, format="parquet", schema=schema.TABLES[name]).to_table()
 
 
 @dataclass(frozen=True)
@@ -181,11 +164,11 @@ class AlchemistDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.with_references = with_references
 
-        clips = read_run_table(self.run_dir, "clips").to_pylist()
+        clips = read_table(self.run_dir, "clips").to_pylist()
         entities: dict[str, dict[str, tuple[str, list[bytes]]]] = {}
         captions = {c["clip_id"]: c["caption"] for c in clips}
         allowed = ("subject", "object") if self.cfg.include_objects else ("subject",)
-        for row in read_run_table(self.run_dir, "entities").to_pylist():
+        for row in read_table(self.run_dir, "entities").to_pylist():
             if not row["is_detected"] or not row["crop_png"] or row["category"] not in allowed:
                 continue
             caption = captions.get(row["clip_id"])
@@ -194,7 +177,7 @@ class AlchemistDataset(torch.utils.data.Dataset):
             per_clip = entities.setdefault(row["clip_id"], {})
             per_clip.setdefault(row["entity_word"], (row["category"], []))[1].append(row["crop_png"])
         backgrounds = {}
-        for row in read_run_table(self.run_dir, "backgrounds").to_pylist():
+        for row in read_table(self.run_dir, "backgrounds").to_pylist():
             if row["image_jpg"]:
                 word = row["background_word"] or ""
                 caption = captions.get(row["clip_id"], "")

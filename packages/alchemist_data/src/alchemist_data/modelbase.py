@@ -1,0 +1,49 @@
+"""What every curation model wrapper shares: load once on first use, and clear errors when a model cannot be found.
+
+:class:`LazyModel` is the base of the Grounder, Segmenter, FaceDetector and Inpainter backends. Building one is
+cheap (profiles build them to validate settings); the weights load in :meth:`LazyModel.setup`, once per process, so
+a Ray actor pays for loading in its own ``setup`` and never inside a batch.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+
+
+class LazyModel(ABC):
+    """Base: ``setup()`` calls the backend's ``_load()`` once; ``is_random`` marks small random stand-in models."""
+
+    name: str = "model"
+    is_random: bool = False
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self._ready = False
+
+    def setup(self) -> None:
+        if not self._ready:
+            self._load()
+            self._ready = True
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Load the model (called once by setup())."""
+
+
+def check_local_path(model: str, what: str) -> None:
+    """A model id that is clearly a filesystem path must exist (else the hub client reports a confusing repo-id
+    error)."""
+    # hub ids are "name" or "namespace/name"; anything else is a path
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.path.isabs(model)
+    if looks_local and not os.path.exists(os.path.expanduser(model)):
+        raise FileNotFoundError(f"{what} not found: {model} (give an existing local directory or a hub id)")
+
+
+def offline_hint(
+    what: str, exc: Exception, instead: str = "a local directory, a cached hub id, or 'random-small'"
+) -> str:
+    """The message for a model that failed to load: the cause, whether offline mode explains it, and what to pass."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    extra = " (HF_HUB_OFFLINE is set, so only local directories or cached hub ids work)" if offline else ""
+    return f"could not load {what}{extra}: {exc}. Pass {instead}."
