@@ -46,6 +46,7 @@ def _curate_time(manifest: Path, out: Path, runner: str, workers: int) -> tuple[
 
 def curation_rows(quick: bool) -> list[dict]:
     import ray
+
     from alchemist_data.sample_data import write_sample_corpus
 
     tmp = Path(tempfile.mkdtemp(prefix="alchemist-bench-"))
@@ -108,6 +109,7 @@ def curation_rows(quick: bool) -> list[dict]:
 
 def duckdb_rows(quick: bool) -> list[dict]:
     import duckdb
+
     from alchemist_data import schema
 
     n = 200_000 if quick else 1_000_000

@@ -76,6 +76,7 @@ _OFFICIAL = {
 
 def run(quick: bool) -> list[dict]:
     import torch
+
     from alchemist_eval.models import get_eval_config
     from alchemist_eval.scorer import MODE_METRICS, Scorer
 

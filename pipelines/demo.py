@@ -9,10 +9,10 @@ import typer
 
 
 def run_demo(output: Path, num_clips: int = 24, num_workers: int = 2) -> dict:
-    from alchemist_data.runner import CurateOptions, curate
-    from alchemist_data.sample_data import write_sample_corpus
     from rich.console import Console
 
+    from alchemist_data.runner import CurateOptions, curate
+    from alchemist_data.sample_data import write_sample_corpus
     from pipelines.curate import stats_cmd
 
     console = Console()

@@ -58,8 +58,9 @@ def eval_cmd(
     Writes OUTPUT/scores.parquet (one row per video), OUTPUT/summary.json and prints the paper-style table. A
     missing or unreadable video scores 0 and is listed by name. Re-running the same command resumes.
     """
-    from alchemist_eval.runner import run_eval
     from rich.console import Console
+
+    from alchemist_eval.runner import run_eval
 
     console = Console()
     progress, update = _progress("scoring")
@@ -108,8 +109,9 @@ def prepare_cmd(
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Precompute GT embeddings."),
 ) -> None:
     """Cut the clips, extract GT frames/crops/faces, inpaint backgrounds, embed the GT and write the mode lists."""
-    from alchemist_eval.benchmark import prepare_benchmark
     from rich.console import Console
+
+    from alchemist_eval.benchmark import prepare_benchmark
 
     console = Console()
     progress, update = _progress("preparing")
@@ -130,9 +132,10 @@ def demo_evaluate(generated_dir: Path, curated_dir: Path, out_dir: Path) -> dict
 
     Only clips that have a generated video are scored (``only_generated``), in the mode that holds most of them.
     """
+    from rich.console import Console
+
     from alchemist_eval.benchmark import Benchmark
     from alchemist_eval.runner import find_generated, run_eval
-    from rich.console import Console
 
     bench = Benchmark.load(curated_dir)
     modes = {m: sum(find_generated(Path(generated_dir), c) is not None for c in bench.clip_ids(m))

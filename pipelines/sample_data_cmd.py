@@ -23,8 +23,9 @@ def sample_data_cmd(
 
         alchemist curate OUT_DIR/manifest.jsonl --output curated --profile offline
     """
-    from alchemist_data.sample_data import write_sample_corpus
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from alchemist_data.sample_data import write_sample_corpus
 
     try:
         with Progress(TextColumn("sample clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:

@@ -113,9 +113,10 @@ def demo_train_and_generate(curated_dir: Path, out_dir: Path, steps: int = 60) -
     import io
 
     import numpy as np
+    from PIL import Image
+
     from alchemist_model.pipeline import AlchemistPipeline
     from alchemist_model.train import train
-    from PIL import Image
 
     curated_dir, out_dir = Path(curated_dir), Path(out_dir)
     run_dir = out_dir / "train"

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from alchemist_data.background import OpenCVInpainter, SD2Inpainter, build_inpainter, foreground_mask
 from alchemist_data.profiles import get_profile
 

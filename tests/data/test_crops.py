@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from alchemist_data.crops import (
     decode_image,
     decode_png,

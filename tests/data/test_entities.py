@@ -12,6 +12,7 @@ import json
 import time
 
 import pytest
+
 from alchemist_data.entities import (
     FEW_SHOT_EXAMPLES,
     EntityResult,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from alchemist_data.grounding import (
     Detection,
     GroundingDinoPy,
@@ -187,6 +188,41 @@ def test_hf_random_tiny_detects_and_batches_like_single_calls():
     assert g.detect([], tags) == [] and g.detect(frames[:1], []) == [{}]
 
 
+def _assert_same_detections(got: list[dict[str, Detection]], want: list[dict[str, Detection]]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        for tag in g:
+            assert g[tag].box_xyxy == w[tag].box_xyxy
+            assert np.allclose(g[tag].score, w[tag].score, atol=1e-5)
+
+
+# tag lists of different lengths, so one forward pass carries captions padded to different lengths
+MIXED_TAGS = [["man"], ["man", "red shirt"], ["dog", "old man", "frisbee"], ["zebroid"], ["woman", "hat"], []]
+
+
+@pytest.mark.parametrize("size", ["random-tiny", "random-small"])
+def test_hf_detect_many_with_different_tags_matches_one_image_at_a_time(size):
+    g = HFGroundingDino(size, box_threshold=0.0, batch_size=4)
+    frames = _frames(4) + _frames(2, h=128, w=96, seed=1)  # two sizes -> two groups, one of them split in two
+    requests = list(zip(frames, MIXED_TAGS, strict=True))
+    many = g.detect_many(requests)
+    assert many[-1] == {}  # no tags -> nothing to ground
+    assert all(many[:-1])  # threshold 0: every frame grounds something
+    _assert_same_detections(many, [g.detect([f], t)[0] for f, t in requests])
+    # batch size does not change results either
+    _assert_same_detections(HFGroundingDino(size, box_threshold=0.0, batch_size=1).detect_many(requests), many)
+
+
+def test_detect_many_rejects_bad_requests_naming_them():
+    g = HFGroundingDino("random-tiny")
+    with pytest.raises(ValueError, match="image #1 must be an RGB uint8"):
+        g.detect_many([(_frames(1)[0], ["man"]), (np.zeros((8, 8), np.uint8), ["dog"])])
+    with pytest.raises(ValueError, match="tag '' is empty"):
+        g.detect_many([(_frames(1)[0], ["man", ""])])
+    assert g.detect_many([]) == []
+
+
 def test_hf_loads_a_saved_model_by_path(tmp_path):
     model, processor = random_grounding_dino("random-tiny")
     model.save_pretrained(tmp_path)
@@ -235,9 +271,10 @@ def test_groundingdino_py_uncached_text_encoder_fails_fast(tmp_path):
 def test_groundingdino_py_builds_loads_checkpoint_and_detects(tmp_path):
     # The benchmark's SwinT-OGC config with random weights and the tiny local BERT as text encoder; the checkpoint
     # is written in the released format ({"model": state_dict} with DDP "module." prefixes) and loaded back.
-    from alchemist_data.grounding import _default_gdino_config
     from groundingdino.models import build_model
     from groundingdino.util.slconfig import SLConfig
+
+    from alchemist_data.grounding import _default_gdino_config
 
     args = SLConfig.fromfile(_default_gdino_config())
     args.device = "cpu"
@@ -266,6 +303,9 @@ def test_groundingdino_py_builds_loads_checkpoint_and_detects(tmp_path):
     assert res[0].keys() == res[1].keys()
     for det in res[0].values():
         assert len(det.box_xyxy) == 4 and 0.0 < det.score <= 1.0
+    # groundingdino-py takes one caption per image too: a mixed pass equals one image at a time
+    requests = [(frames[0], ["man", "red shirt"]), (frames[1], ["dog"])]
+    _assert_same_detections(g.detect_many(requests), [g.detect([f], t)[0] for f, t in requests])
 
 
 def test_detect_skips_tags_beyond_the_text_length():

@@ -9,6 +9,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from alchemist_data.manifest import MANIFEST_SCHEMA, ManifestError, clip_id_for, read_manifest
 
 ROWS = [

@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from alchemist_data.manifest import read_manifest
 from alchemist_data.sample_data import ANIMALS, make_caption, write_sample_corpus
 from alchemist_data.video import decode_clip, probe, reference_frames
-from typer.testing import CliRunner
 
 HUMANS_AND_ANIMALS = {"man", "woman", "boy", "girl", "chef", "dancer", "dog", "cat", "horse", "rabbit", "goat"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from alchemist_data.profiles import get_profile
 from alchemist_data.segmentation import (
     HFSam,
@@ -74,6 +75,70 @@ def test_segment_anything_random_masks_are_full_frame(size):
         single = seg.segment(img, [b])[0]
         assert np.array_equal(single.mask, r.mask) and single.iou_score == pytest.approx(r.iou_score, abs=1e-5)
     assert seg.segment(img, []) == []
+
+
+# frames of two sizes (one group split by batch_size 2), box counts 0..3, and a box outside the frame
+MANY_BOXES = [[[10, 10, 60, 80], [50, 20, 150, 110]], [[0, 0, 160, 120]], [], [[5, 5, 30, 40], [20, 20, 100, 100],
+              [150, 100, 190, 140]], [[0, 0, 50, 60]], [[10, 5, 60, 70], [0, 0, 70, 90]]]
+
+
+def _many_requests() -> list[tuple[np.ndarray, list[list[int]]]]:
+    frames = [_frame(seed=s) for s in range(4)] + [_frame(90, 70, seed=s) for s in (4, 5)]
+    return list(zip(frames, MANY_BOXES, strict=True))
+
+
+def _as_results(masks: torch.Tensor, scores: torch.Tensor) -> list[MaskResult]:
+    # IoU scores clamped to [0, 1], as the segmenters report them
+    return [MaskResult(m.numpy(), min(1.0, max(0.0, float(s)))) for m, s in zip(masks, scores, strict=True)]
+
+
+def _assert_same_masks(got: list[list[MaskResult]], want: list[list[MaskResult]]) -> None:
+    assert [len(g) for g in got] == [len(w) for w in want]
+    for g, w in zip(got, want, strict=True):
+        for a, b in zip(g, w, strict=True):
+            assert a.mask.shape == b.mask.shape and np.array_equal(a.mask, b.mask)
+            assert np.allclose(a.iou_score, b.iou_score, atol=1e-5)
+
+
+def test_segment_anything_many_frames_per_forward_equals_the_predictor():
+    seg = SegmentAnything("random-tiny", batch_size=2)
+    requests = _many_requests()
+    many = seg.segment_many(requests)
+    assert many[2] == [] and sum(r.mask.sum() for res in many for r in res) > 0
+    _assert_same_masks(many, [seg.segment(img, boxes) for img, boxes in requests])
+    # the oracle: segment-anything's own one-frame path, SamPredictor.set_image + predict_torch (the benchmark's)
+    pred = seg.predictor
+    want = []
+    for img, boxes in requests:
+        if not boxes:
+            want.append([])
+            continue
+        with torch.inference_mode():
+            pred.set_image(img)
+            prompts = pred.transform.apply_boxes_torch(torch.tensor(boxes), img.shape[:2])
+            masks, scores, _ = pred.predict_torch(None, None, boxes=prompts, multimask_output=False)
+        want.append(_as_results(masks[:, 0], scores[:, 0]))
+    _assert_same_masks(many, want)
+
+
+def test_hf_sam_many_frames_per_forward_equals_the_processor_path():
+    seg = HFSam("random-tiny", batch_size=2)
+    requests = _many_requests()
+    many = seg.segment_many(requests)
+    want = []
+    for img, boxes in requests:  # the documented one-image path: SamProcessor with the boxes, SamModel, post-process
+        if not boxes:
+            want.append([])
+            continue
+        with torch.inference_mode():
+            prompts = [[[float(v) for v in b] for b in boxes]]
+            inputs = seg.processor(images=img, input_boxes=prompts, return_tensors="pt")
+            sizes, reshaped = inputs.pop("original_sizes"), inputs.pop("reshaped_input_sizes")
+            out = seg.model(**inputs, multimask_output=False)
+        masks = seg.processor.image_processor.post_process_masks(out.pred_masks, sizes, reshaped)[0]
+        scores = out.iou_scores[0, :, 0]
+        want.append(_as_results(masks[:, 0], scores))
+    _assert_same_masks(many, want)
 
 
 def test_segment_anything_bad_inputs():

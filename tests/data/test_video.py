@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
+
 from alchemist_data.video import (
     VideoError,
     decode_all_frames,
@@ -16,7 +17,6 @@ from alchemist_data.video import (
     reference_frames,
     write_video,
 )
-
 from tests.media import (
     expected_index_at,
     frame_times,

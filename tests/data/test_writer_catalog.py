@@ -3,6 +3,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from alchemist_data import catalog, schema
 from alchemist_data.writer import OutputNotWritableError, RunWriter
 

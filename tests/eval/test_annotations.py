@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
+
 from alchemist_eval.annotations import AnnotationError, load_annotations
 from alchemist_eval.safe_pickle import UnsafePickleError, restricted_load, restricted_loads
 from alchemist_eval.video_io import parse_timestamp

@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from alchemist_eval import metrics as M
 from PIL import Image
+
+from alchemist_eval import metrics as M
 
 S2 = 1 / math.sqrt(2)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from alchemist_eval import metrics as M
 from alchemist_eval.models import (
     ClipEncoder,

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from alchemist_eval import metrics as M
 from alchemist_eval.benchmark import Benchmark
 from alchemist_eval.models import get_eval_config

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+
 from alchemist_model.augment import (
     AugmentParams,
     apply_augment,

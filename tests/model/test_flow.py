@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from alchemist_model.flow import (
     add_noise,
     combine_guidance,

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from alchemist_model.configs import TrainConfig
 from alchemist_model.pipeline import AlchemistPipeline
 from alchemist_model.train import train

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from alchemist_model.personalization import PersonalizationEmbedder, pad_word_tokens
 
 

@@ -8,13 +8,14 @@ import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from typer.testing import CliRunner
+
 from alchemist_model.configs import TrainConfig
 from alchemist_model.flow import combine_guidance
 from alchemist_model.pipeline import AlchemistPipeline
 from alchemist_model.testing import _crop
 from alchemist_model.train import train
-from PIL import Image
-from typer.testing import CliRunner
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from alchemist_model.configs import TrainConfig, get_profile
 from alchemist_model.data import AlchemistDataset, ResumableSampler
 from alchemist_model.train import latest_checkpoint, ray_fit, train_ray

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from alchemist_model.configs import TrainConfig, get_profile
 from alchemist_model.data import AlchemistDataset, collate_samples
 from alchemist_model.encoders import encode_conditions
 from alchemist_model.train import build_transformer, latest_checkpoint, train, training_step
-from safetensors.torch import load_file
 
 GOLDEN = Path(__file__).with_name("golden_losses.json")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from alchemist_model.transformer_alchemist import (
     AlchemistRotaryPosEmbed,
     AlchemistTransformer3DModel,

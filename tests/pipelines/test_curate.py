@@ -5,12 +5,12 @@ import shutil
 
 import pyarrow as pa
 import pytest
+from typer.testing import CliRunner
+
 from alchemist_data import catalog, schema
 from alchemist_data.runner import CurateOptions, Reporter, RunMismatchError, curate
 from alchemist_data.sample_data import write_sample_corpus
 from alchemist_data.writer import RunWriter
-from typer.testing import CliRunner
-
 from pipelines.cli import app
 from tests import media
 

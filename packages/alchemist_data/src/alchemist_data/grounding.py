@@ -284,6 +284,24 @@ def _default_gdino_config() -> str:
     return os.path.join(os.path.dirname(groundingdino.__file__), "config", "GroundingDINO_SwinT_OGC.py")
 
 
+def _batch_major_text_mask(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    # groundingdino-py's text self-attention layer (transformer_vanilla.TransformerEncoderLayer) expands the
+    # per-caption mask [B, L, L] with `repeat(nhead, 1, 1)`, i.e. head-major, but nn.MultiheadAttention reads the
+    # [B * nhead, L, L] mask batch-major. Captions that differ within a batch then get each other's masks (results
+    # change completely); equal captions hide the bug. Expanding batch-major here, before the layer, makes the layer
+    # skip its own repeat. One caption per forward (the benchmark's use) is unchanged: the hook then does nothing.
+    mask, src = kwargs.get("src_mask"), kwargs.get("src")
+    if mask is not None and src is not None and mask.dim() == 3 and mask.shape[0] == src.shape[1] > 1:
+        kwargs["src_mask"] = mask.repeat_interleave(module.nhead, dim=0)
+    return args, kwargs
+
+
+def fix_mixed_caption_batches(model: Any) -> None:
+    """Let one groundingdino-py forward carry different captions (see :func:`_batch_major_text_mask`)."""
+    for layer in getattr(model.transformer.encoder, "text_layers", None) or []:
+        layer.register_forward_pre_hook(_batch_major_text_mask, with_kwargs=True)
+
+
 GDINO_CHECKPOINT_URL = (
     "https://github.com/IDEA-Research/GroundingDINO/releases/download/v0.1.0-alpha/groundingdino_swint_ogc.pth"
 )
@@ -339,6 +357,7 @@ class GroundingDinoPy(Grounder):
         ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
         model.load_state_dict(clean_state_dict(state), strict=False)
+        fix_mixed_caption_batches(model)
         self.model = model.to(self.device).eval()
 
     @property

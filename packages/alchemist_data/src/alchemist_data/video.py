@@ -13,6 +13,11 @@ frames far before a target are skipped by the decoder (``skip_frame=NONREF``), R
 chosen frames, and when two targets share a GOP the decoder keeps going instead of seeking back. On long-GOP video
 that makes three frames far cheaper than decoding the clip (see ``bench/data_frames.py``).
 
+``seek="keyframe"`` trades exactness for less decoding (anchors §5.1): each target takes the keyframe at or before
+it, which is the first frame decoded after the seek, so nothing is decoded forward. A keyframe before the clip's start
+or not after the previously chosen frame is replaced by the exact frame, so the clip still yields the same number of
+distinct frames as in exact mode, all inside the clip and in time order.
+
 Bad input raises :class:`VideoError` whose ``reason`` is a stable code the curation stage writes to ``rejects``:
 ``missing_file``, ``empty_file``, ``unreadable``, ``no_video_stream``, ``too_few_frames`` (fewer than 3 distinct
 frames in the clip: the paper needs three distinct reference times), ``bad_time_range`` and ``truncated`` (the file
@@ -33,12 +38,16 @@ from typing import Any
 import numpy as np
 
 REFERENCE_FRACTIONS = (0.05, 0.50, 0.95)
+# How reference_frames picks each frame: the frame on screen at the target, or the keyframe at or before it.
+SEEK_MODES = ("exact", "keyframe")
 
 # Non-reference frames whose pts is more than this before the next target are skipped by the decoder. Any value is
 # correct (a wrongly skipped covering frame is detected and re-decoded); this one rarely needs the retry.
 _SKIP_MARGIN_S = 0.2
 # Without a keyframe index, keep decoding forward instead of seeking when the next target is this close.
 _NO_INDEX_FORWARD_S = 1.0
+# Keyframe mode: how far before a keyframe's pts its index entry may lie (B-frame reordering delay, open GOPs).
+_DTS_MARGIN_S = 0.25
 
 
 class VideoError(Exception):
@@ -416,12 +425,21 @@ class _Reader:
     def push_back(self, frame: Any) -> None:
         self._pending = frame
 
-    def keyframe_between(self, lo: int, hi: int) -> bool | None:
+    def lose_position(self) -> None:
+        """Forget where decoding stands (the demuxer was read elsewhere): the next target must seek."""
+        self._gen = None
+        self._pending = None
+        self.last = None
+        self.at_start = False
+        self.eof = False
+        self.packet_pts = []
+
+    def keyframe_between(self, lo: int, hi: int, slack: int = 0) -> bool | None:
         """Whether the demuxer's index has a keyframe in (lo, hi]; None when the index cannot say.
 
         The index is complete up front for MP4/MOV (every sample, timestamps are dts), filled lazily for Matroska
         (cues load on the first seek) and built while reading for others, so it is trusted only when it reaches
-        past ``hi``.
+        past ``hi - slack`` (a complete MP4 index ends at the last sample's dts, which trails the last pts).
         """
         import bisect
 
@@ -434,7 +452,7 @@ class _Reader:
                 self._index_end = max((e.timestamp for e in entries), default=None) if n else None
         except Exception:
             return None
-        if not self._keyframe_ts or self._index_end is None or self._index_end < hi:
+        if not self._keyframe_ts or self._index_end is None or self._index_end < hi - slack:
             return None
         i = bisect.bisect_right(self._keyframe_ts, lo)
         return i < len(self._keyframe_ts) and self._keyframe_ts[i] <= hi
@@ -525,6 +543,90 @@ def _plan_and_decode(reader: _Reader, targets: list[int], video: str) -> list[An
     return chosen
 
 
+def _keyframe_at_or_before(reader: _Reader, target: int) -> tuple[Any | None, bool]:
+    """The keyframe at or before ``target``, decoding only that frame (None when not found), and whether the seek
+    landed after the target.
+
+    The stream's first frame is still pending after the probe: when the index shows no later keyframe up to the
+    target it is the answer without a seek. Otherwise seek back from the target and take the first decoded frame.
+    That is not the wanted keyframe when the demuxer's index holds dts (the seek can land on a keyframe whose pts is
+    after the target) or the container seeks by timestamp (MPEG-TS: the decoder may then hand out a non-key frame);
+    both give None and the caller falls back to the exact frame.
+    """
+    first = reader._pending
+    if reader.at_start and reader.last is None and first is not None and first.key_frame:
+        if reader.keyframe_between(first.pts, target) is False and first.pts <= target:
+            reader.last = reader.next_frame()
+            return reader.last, False
+    reader.seek(target)
+    frame = reader.next_frame()
+    if frame is None:
+        return None, True
+    if frame.pts > target:
+        reader.push_back(frame)
+        return None, True
+    reader.last = frame  # decoding on from here is valid, so an exact fallback can continue instead of seeking
+    return (frame if frame.key_frame else None), False
+
+
+def _data_reaches(reader: _Reader, target: int) -> bool:
+    """Whether the stream has data at ``target``: demux (without decoding) from the reader's position.
+
+    A keyframe found by seeking says nothing about the data after it; a truncated file would silently give a
+    keyframe from its decodable part for a target past its end, where exact mode reports ``truncated``. Uses the
+    same tolerance as exact mode (the last frame may end up to one frame before the target).
+    """
+    import av
+
+    times = reader.times
+    one_frame = int(1 / (times.fps or 25) / times.tb)
+    reached = False
+    packets = reader.container.demux(reader.vs)
+    while not reached:
+        try:
+            packet = next(packets)
+        except (StopIteration, av.FFmpegError, OSError):
+            break
+        if packet.pts is None or not packet.size:
+            continue
+        reached = packet.pts + max(packet.duration or one_frame, 1) + one_frame > target
+    reader.lose_position()  # the demuxer has moved on without the decoder
+    return reached
+
+
+def _plan_keyframes(reader: _Reader, targets: list[int], clip_start: int, video: str) -> list[Any]:
+    """Per target (ascending): the keyframe at or before it when it is at or after ``clip_start`` and after the
+    previously chosen frame, else the exact frame covering the target (the same frame exact mode would pick)."""
+    times = reader.times
+    # MP4/MOV indexes hold dts, which trail pts by the B-frame delay: a keyframe at pts >= floor may be indexed a few
+    # frames earlier. Looking that much further back costs at most a seek and a few re-decoded frames.
+    dts_margin = int(_DTS_MARGIN_S / times.tb)
+    chosen: list[Any] = []
+    keyed: list[bool] = []
+    seekable = True  # False once a seek landed after its target (MPEG-TS): later tries would only waste seeks
+    for target in targets:
+        floor = chosen[-1].pts + 1 if chosen else clip_start
+        # A keyframe chosen last time is itself indexed at or before its pts: no margin, or it would always match.
+        lo = floor - 1 if keyed and keyed[-1] else floor - 1 - dts_margin
+        frame = None
+        # When the index shows the keyframe is before the floor, decode on from the previous frame without a seek.
+        if seekable and reader.keyframe_between(lo, target, slack=dts_margin) is not False:
+            frame, landed_after = _keyframe_at_or_before(reader, target)
+            seekable = not landed_after
+        if frame is not None and frame.pts >= floor:
+            chosen.append(frame)
+            keyed.append(True)
+        else:
+            # Falling back keeps the frames distinct and inside the clip: an exact frame equals the previous choice
+            # only when exact mode would repeat a frame too.
+            chosen.extend(_plan_and_decode(reader, [target], video))
+            keyed.append(False)
+    if keyed and keyed[-1] and not _data_reaches(reader, targets[-1]):
+        # Truncated or damaged tail: the exact decode of the last target raises the same error as exact mode.
+        chosen[-1] = _plan_and_decode(reader, [targets[-1]], video)[0]
+    return chosen
+
+
 def _clip_window(info: VideoInfo, start_s: float | None, end_s: float | None, video: str) -> tuple[float, float]:
     lo = 0.0
     hi = info.duration_s
@@ -551,6 +653,7 @@ def reference_frames(
     *,
     threads: int = 1,
     stats: dict[str, int] | None = None,
+    seek: str = "exact",
 ) -> tuple[VideoInfo, list[float], list[np.ndarray]]:
     """The frames at ``fractions`` of the clip [start_s, end_s) (whole video when None), by accurate seeking.
 
@@ -558,8 +661,15 @@ def reference_frames(
     the frame on screen at the target time, so ``t <= target < t + frame duration``) and RGB uint8 HxWx3 arrays in
     display orientation, downsized to ``max_side_px`` on the longer side when it is > 0. ``stats`` (optional dict)
     receives ``frames_decoded`` and ``seeks``.
+
+    ``seek="keyframe"`` returns, for each target, the keyframe at or before it instead (``t <= target``, decoding
+    just that frame), unless that keyframe lies before ``start_s`` or is not after the frame chosen for the previous
+    target; then the exact frame is used. The returned times are the chosen frames' own timestamps.
     """
     video = os.fspath(video)
+    if seek not in SEEK_MODES:
+        raise ValueError(f"seek must be one of {', '.join(map(repr, SEEK_MODES))} (exact frames at the fractions, or "
+                         f"the keyframe at or before each), got {seek!r}")
     stats = stats if stats is not None else {}
     stats.update(frames_decoded=0, seeks=0)
     if not fractions:
@@ -587,7 +697,11 @@ def reference_frames(
         targets_s = [min(a + f * (b - a), b - 1e-6) for f in fractions]
         order = sorted(range(len(targets_s)), key=lambda i: targets_s[i])
         targets_ts = [times.start_pts + int(math.floor(targets_s[i] / tb + 1e-6)) for i in order]
-        frames_sorted = _plan_and_decode(reader, targets_ts, video)
+        if seek == "keyframe":
+            clip_start_ts = times.start_pts + int(math.ceil(a / tb - 1e-6))
+            frames_sorted = _plan_keyframes(reader, targets_ts, clip_start_ts, video)
+        else:
+            frames_sorted = _plan_and_decode(reader, targets_ts, video)
         frames: list[Any] = [None] * len(targets_s)
         for i, f in zip(order, frames_sorted, strict=True):
             frames[i] = f

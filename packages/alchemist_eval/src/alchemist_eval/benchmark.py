@@ -380,7 +380,6 @@ def _official_crop(frame_rgb: np.ndarray, box: list[int], mask: np.ndarray) -> t
 def _prepare_clip(ann: Annotation, videos_dir: Path, root: Path, inpainter: Any, bg_cfg: Any, profile: str,
                   shard: str) -> dict[str, list[dict[str, Any]]]:
     from alchemist_data.background import foreground_mask
-
     from alchemist_eval.video_io import cut_clip, frame_at_time
 
     rel = f"videos/{ann.clip_id}.mp4"
@@ -465,7 +464,6 @@ def prepare_benchmark(
     from alchemist_data.background import build_inpainter
     from alchemist_data.profiles import get_profile
     from alchemist_data.writer import RunWriter, environment_versions, shard_name
-
     from alchemist_eval.models import get_eval_config
     from alchemist_eval.scorer import Scorer
     from alchemist_eval.video_io import VideoReadError

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from alchemist_eval import metrics as M
-from alchemist_eval.models import BatchedSam, EvalConfig, build_face_embedder, build_flow
+from alchemist_eval.models import EvalConfig, build_face_embedder, build_flow
 from alchemist_eval.video_io import VideoReadError, read_first_frames
 
 ALL_METRICS = ("text", "video", "subject", "face", "dynamic")
@@ -83,7 +83,6 @@ class Scorer:
             self.grounder.setup()
             self.segmenter = build_segmenter(self.cfg.segmentation, device=self.cfg.device)
             self.segmenter.setup()
-            self.sam = BatchedSam(self.segmenter, self.cfg.segmentation.batch_size)
         if "face" in self.metrics:
             self.face_finder = FaceFinder(self.cfg.face, self.cfg.device)
             self.face_finder.setup()
@@ -219,38 +218,29 @@ class Scorer:
         from alchemist_data.segmentation import is_valid_mask_for_box
 
         seg_cfg = self.cfg.segmentation
-        # 1. GroundingDINO: the videos that share a tag list (so the very same caption) share forward passes
-        tags_of: dict[int, list[str]] = {}
-        by_tags: dict[tuple[str, ...], list[int]] = {}
+        # 1. GroundingDINO on every frame of the chunk, each frame with its own video's caption, ``batch_size`` frames
+        # per forward whichever video they come from
+        requests, where = [], []  # where: (row k, frame f)
         for k, i in enumerate(ok):
             tags = [t for t, e in gt_emb[k]["subjects"].items() if len(e)]
             rows[i]["num_tags"] = len(tags)
             rows[i]["num_tag_detections"] = 0
-            if tags:
-                tags_of[k] = tags
-                by_tags.setdefault(tuple(tags), []).append(k)
-        detections: dict[int, list[dict]] = {}
-        for tags, ks in by_tags.items():
-            found = self.grounder.detect([f for k in ks for f in videos[ok[k]]], list(tags))
-            pos = 0
-            for k in ks:
-                n = len(videos[ok[k]])
-                detections[k] = found[pos : pos + n]
-                pos += n
-        # 2. SAM: every frame with a detection, all its boxes in one prompt batch, many frames per forward
-        where, images, prompts = [], [], []  # (row k, frame f, [(tag, det)])
-        for k, per_frame in detections.items():
-            frames = videos[ok[k]]
-            for f, per_tag in enumerate(per_frame):
-                found = [(t, per_tag[t]) for t in tags_of[k] if t in per_tag]
-                if found:
-                    where.append((k, f, found))
-                    images.append(frames[f])
-                    prompts.append([list(d.box_xyxy) for _, d in found])
-        masks = self.sam.segment_many(images, prompts)
+            for f, frame in enumerate(videos[i] if tags else ()):
+                requests.append((frame, tags))
+                where.append((k, f))
+        detections = self.grounder.detect_many(requests)
+        # 2. SAM on every frame with a detection: all its boxes in one prompt batch, ``batch_size`` frames per
+        # image-encoder forward
+        found_of, seg_requests = [], []
+        for (k, f), (frame, tags), per_tag in zip(where, requests, detections, strict=True):
+            found = [(t, per_tag[t]) for t in tags if t in per_tag]
+            if found:
+                found_of.append((k, f, frame, found))
+                seg_requests.append((frame, [list(d.box_xyxy) for _, d in found]))
+        masks = self.segmenter.segment_many(seg_requests)
         # 3. the benchmark's checks, then every kept subject of the chunk through DINO together
         crops, owners = [], []  # (row k, frame f, tag)
-        for (k, f, found), frame, results in zip(where, images, masks, strict=True):
+        for (k, f, frame, found), results in zip(found_of, masks, strict=True):
             for (tag, det), res in zip(found, results, strict=True):
                 if not res.iou_score > seg_cfg.iou_threshold:
                     continue

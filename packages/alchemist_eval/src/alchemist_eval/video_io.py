@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
 from alchemist_data.video import write_video
 
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from alchemist_data.catalog import read_table
 from PIL import Image
 
+from alchemist_data.catalog import read_table
 from alchemist_model.augment import apply_augment, sample_augment_params, white_fill
 from alchemist_model.configs import DataConfig
 from alchemist_model.encoders import find_word_span, reference_to_tensor

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from alchemist_data import schema
 from PIL import Image
+
+from alchemist_data import schema
 
 CAPTIONS = (
     ("A man in a red shirt walks a dog across the park.", ["man", "dog"], ["shirt"], "park"),

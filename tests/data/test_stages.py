@@ -1,0 +1,68 @@
+"""Stages called directly (setup + process_batch), without Ray or a runner."""
+
+import pyarrow as pa
+
+from alchemist_data.manifest import read_manifest
+from alchemist_data.profiles import get_profile
+from alchemist_data.runner import build_work_table, fuse_stages
+from alchemist_data.sample_data import write_sample_corpus
+from alchemist_data.stages import DETECTION, EntitiesStage, FramesStage, GroundingStage, build_stages
+
+
+def _work(tmp_path, n=3):
+    manifest = write_sample_corpus(tmp_path / "c", num_clips=n, seed=5)
+    return build_work_table(read_manifest(str(manifest)), shard_size=8)
+
+
+def test_frames_then_entities_add_their_columns_and_pass_rejects_through(tmp_path):
+    profile = get_profile("tiny")
+    work = _work(tmp_path)
+    # Reject the second clip up front: later stages must leave it untouched.
+    rows = work.to_pylist()
+    rows[1].update(reject_stage="manifest", reject_reason="duplicate_clip_id", reject_detail="test")
+    work = pa.Table.from_pylist(rows, schema=work.schema)
+    frames, entities = FramesStage(profile), EntitiesStage(profile)
+    frames.setup()
+    entities.setup()
+    out = entities.process_batch(frames.process_batch(work))
+    got = out.to_pylist()
+    assert [r["reject_reason"] for r in got] == [None, "duplicate_clip_id", None]
+    assert got[1]["frames"] is None and got[1]["subject_words"] is None
+    for r in (got[0], got[2]):
+        assert len(r["frames"]) == 3
+        assert len(r["frames"][0]) == r["frame_width_px"] * r["frame_height_px"] * 3
+        assert r["subject_words"], r["caption"]
+        assert all(w in r["caption"] for w in r["subject_words"] + r["object_words"])
+
+
+def test_a_failing_clip_becomes_a_reject_not_a_crash(tmp_path):
+    profile = get_profile("tiny")
+    work = _work(tmp_path, n=2)
+    rows = work.to_pylist()
+    rows[0]["video"] = str(tmp_path / "missing.mp4")
+    out = FramesStage(profile).process_batch(pa.Table.from_pylist(rows, schema=work.schema)).to_pylist()
+    assert (out[0]["reject_stage"], out[0]["reject_reason"]) == ("frames", "missing_file")
+    assert out[1]["reject_reason"] is None
+
+
+def test_grounding_marks_every_word_on_every_frame(tmp_path):
+    profile = get_profile("tiny")
+    work = _work(tmp_path, n=2)
+    stages = [FramesStage(profile), EntitiesStage(profile), GroundingStage(profile)]
+    for s in stages:
+        s.setup()
+        work = s.process_batch(work)
+    assert work.schema.field("detections").type == pa.list_(DETECTION)
+    for row in work.to_pylist():
+        words = row["subject_words"] + row["object_words"]
+        assert len(row["detections"]) == 3 * len(words)
+        for d in row["detections"]:
+            assert (d["box_xyxy_px"] is None) == (d["drop_reason"] == "no_box")
+
+
+def test_cpu_profiles_fuse_into_one_ray_operator_and_paper_splits_gpu_stages():
+    assert len(fuse_stages(build_stages(get_profile("tiny")))) == 1
+    groups = fuse_stages(build_stages(get_profile("paper")))
+    names = [[s.name for s in g] for g in groups]
+    assert names[0] == ["frames"] and len(groups) > 1
+    assert all(g[0].resources.gpus == 1 for g in groups if g[0].name in ("grounding", "entities"))
