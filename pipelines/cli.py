@@ -15,14 +15,14 @@ app = typer.Typer(
 )
 
 # Modules that define `register(app)`. Heavy imports (torch, ray) happen inside the commands, so --help is fast.
-COMMAND_MODULES = [
+COMMAND_MODULES = [  # in the order a user meets them (--help lists commands in this order)
+    "pipelines.sample_data_cmd",
+    "pipelines.curate",
+    "pipelines.entities_cmd",
     "pipelines.train",
     "pipelines.generate",
-    "pipelines.curate",
-    "pipelines.demo",
-    "pipelines.entities_cmd",
-    "pipelines.sample_data_cmd",
     "pipelines.evaluate",
+    "pipelines.demo",
 ]
 
 for _name in COMMAND_MODULES:
