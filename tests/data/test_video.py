@@ -270,3 +270,138 @@ def test_containers_and_codecs(tmp_path, name, kwargs):
     assert len(clip) == 12
     if not kwargs.get("vfr"):
         assert _indices(clip) == list(range(48, 60))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# seek="keyframe": the keyframe at or before each target, exact frames where that keyframe is unusable
+
+
+def _keyframe_times(path) -> list[float]:
+    """Times (from the first frame) of the frames the decoder flags as keyframes, by decoding everything."""
+    import av
+
+    with av.open(str(path)) as container:
+        vs = container.streams.video[0]
+        frames = [(f.pts, f.key_frame) for f in container.decode(vs)]
+        tb = vs.time_base
+    first = frames[0][0]
+    return [float((pts - first) * tb) for pts, key in frames if key]
+
+
+@pytest.fixture(scope="module")
+def gop48(tmp_path_factory):
+    # 4 s at 24 fps, a keyframe every 48 frames (0 s and 2 s), B-frames as in web uploads.
+    return make_video(tmp_path_factory.mktemp("gop48") / "gop48.mp4", seconds=4.0, fps=24, size=(160, 120), gop=48,
+                      bframes=3)
+
+
+def test_keyframe_mode_takes_keyframes_and_falls_back_where_a_keyframe_would_repeat(gop48):
+    path = str(gop48)
+    assert _keyframe_times(path) == [0.0, 2.0]
+    _, exact_times, _ = reference_frames(path)
+    assert exact_times == pytest.approx([4 / 24, 2.0, 91 / 24])
+    stats: dict[str, int] = {}
+    _, times, frames = reference_frames(path, seek="keyframe", stats=stats)
+    # 5 % -> keyframe 0 s, 50 % -> keyframe 2 s; 95 % would take the 2 s keyframe again, so it is the exact frame.
+    assert times == pytest.approx([0.0, 2.0, 91 / 24])
+    assert _indices(frames) == [0, 48, 91]
+    assert len({f.tobytes() for f in frames}) == 3
+
+
+def test_keyframe_mode_decodes_only_the_keyframes_on_a_long_gop_clip(media):
+    path = str(media["long"])  # 8 s, keyframes every 60 frames: 0, 2.5, 5, 7.5 s
+    assert _keyframe_times(path) == [0.0, 2.5, 5.0, 7.5]
+    exact_stats: dict[str, int] = {}
+    reference_frames(path, stats=exact_stats)
+    stats: dict[str, int] = {}
+    _, times, frames = reference_frames(path, seek="keyframe", stats=stats)
+    assert times == pytest.approx([0.0, 2.5, 7.5])  # targets 0.4, 4.0 and 7.6 s
+    assert _indices(frames) == [0, 60, 180]
+    # One frame per target (plus the B-frame reordering delay), against whole GOP prefixes in exact mode.
+    assert stats["frames_decoded"] <= 6 < exact_stats["frames_decoded"] / 4
+
+
+def test_keyframe_before_the_clip_start_falls_back_to_the_exact_frame(gop48):
+    path = str(gop48)
+    # Clip [1, 4) s starts mid-GOP: 5 % (1.15 s) has the 0 s keyframe, outside the clip, so it gets the exact frame;
+    # 50 % (2.5 s) gets the 2 s keyframe; 95 % would repeat it.
+    _, times, frames = reference_frames(path, start_s=1.0, seek="keyframe")
+    assert _indices(frames) == [27, 48, 92]
+    assert times == pytest.approx([27 / 24, 2.0, 92 / 24])
+    # Clip [2.5, 4) s: every target's keyframe (2 s) is before the clip, so the result is exact mode's.
+    exact = reference_frames(path, start_s=2.5)
+    snapped = reference_frames(path, start_s=2.5, seek="keyframe")
+    assert snapped[1] == exact[1] == pytest.approx([61 / 24, 3.25, 94 / 24])
+    for a, b in zip(snapped[2], exact[2], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_keyframe_mode_frames_equal_the_exact_decode_of_their_times(media):
+    path = str(media["long"])
+    everything = list(decode_all_frames(path))
+    _, times, frames = reference_frames(path, start_s=1.0, end_s=7.0, seek="keyframe", max_side_px=0)
+    assert times == pytest.approx([31 / 24, 2.5, 5.0])  # 1.3 s is before the 2.5 s keyframe: exact frame
+    for t, f in zip(times, frames, strict=True):
+        np.testing.assert_array_equal(f, everything[int(round(t * 24))])
+        # The same frame as exact mode's at that very time.
+        _, (t_exact,), (f_exact,) = reference_frames(path, start_s=t, end_s=t + 1 / 24, fractions=(0.0,))
+        assert t_exact == pytest.approx(t)
+        np.testing.assert_array_equal(f, f_exact)
+
+
+def test_exact_is_the_default_seek_mode(gop48):
+    default = reference_frames(str(gop48))
+    exact = reference_frames(str(gop48), seek="exact")
+    assert default[1] == exact[1]
+
+
+@pytest.mark.parametrize("seek", ["keyframes", "fast", "", "KEYFRAME"])
+def test_bad_seek_mode_is_a_value_error_naming_the_choices(gop48, seek):
+    with pytest.raises(ValueError, match="'exact', 'keyframe'"):
+        reference_frames(str(gop48), seek=seek)
+
+
+def test_keyframe_mode_still_reports_a_truncated_tail(tmp_path):
+    # Keyframes every 0.5 s, data ends at 2.4 s of 4 s. Targets 0.2, 1.2 and 3.8 s: the last one's keyframe (2 s) is
+    # in the decodable part, but the data does not reach 3.8 s, as exact mode reports.
+    path = make_truncated(tmp_path / "cut.mkv", fraction=0.6, seconds=4.0)
+    for seek in ("exact", "keyframe"):
+        with pytest.raises(VideoError) as err:
+            reference_frames(str(path), fractions=(0.05, 0.3, 0.95), seek=seek)
+        assert err.value.reason == "truncated"
+    _, times, _ = reference_frames(str(path), start_s=0.0, end_s=2.0, seek="keyframe")
+    assert times == pytest.approx([0.0, 1.0, 1.5])
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("ts_bframes_offset.ts", dict(gop=48, bframes=3, start_time_s=1.4)),  # seeks by timestamp: exact frames
+        ("vfr.mkv", dict(gop=48, bframes=3, vfr=True)),
+        ("vp9.webm", dict(codec="libvpx-vp9", pix_fmt="yuv420p", gop=48)),
+        ("mpeg4.avi", dict(codec="mpeg4", pix_fmt="yuv420p", gop=48)),
+        ("open_gop.mp4", dict(gop=24, options={"x264-params": "open-gop=1:bframes=3:b-adapt=0"})),
+        ("open_gop_hevc.mkv", dict(codec="libx265", options={
+            "x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"})),
+    ],
+)
+@pytest.mark.parametrize("window", [(None, None), (1.3, 5.5)])
+def test_keyframe_mode_across_containers(tmp_path, name, kwargs, window):
+    path = make_video(tmp_path / name, seconds=6.0, fps=24, size=(96, 64), **kwargs)
+    keyframes = _keyframe_times(path)
+    everything = list(decode_all_frames(str(path)))
+    info, exact_times, _ = reference_frames(str(path), *window)
+    _, times, frames = reference_frames(str(path), *window, seek="keyframe")
+    a = window[0] or 0.0
+    b = min(window[1] or info.duration_s, info.duration_s)
+    targets = [a + f * (b - a) for f in FRACTIONS]
+    assert times == sorted(times) and len(set(times)) == 3
+    assert all(a - 1e-6 <= t < b for t in times)
+    snapped = 0
+    for t, target, t_exact, f in zip(times, targets, exact_times, frames, strict=True):
+        is_key = any(abs(t - k) < 1e-3 for k in keyframes)
+        assert t == pytest.approx(t_exact) or (is_key and t <= target + 1e-6)
+        snapped += is_key and t != pytest.approx(t_exact)
+        np.testing.assert_array_equal(f, everything[read_index(f)])
+    if not name.endswith(".ts"):
+        assert snapped >= 2  # a keyframe at least every 2 s: most targets are snapped

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from alchemist_data.modelbase import LazyModel, check_local_path, offline_hint
+from alchemist_data.modelbase import LazyModel, check_local_path, check_rgb, offline_hint
 
 
 def foreground_mask(
@@ -57,10 +57,8 @@ def foreground_mask(
 
 
 def _check(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    img = np.asarray(image)
+    img = check_rgb(image)
     m = np.asarray(mask).astype(bool)
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"image must be an RGB uint8 array of shape HxWx3, got {img.shape} {img.dtype}")
     if m.shape != img.shape[:2]:
         raise ValueError(f"mask shape {m.shape} does not match the image's {img.shape[:2]}")
     return img, m

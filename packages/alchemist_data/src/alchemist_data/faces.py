@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alchemist_data.modelbase import LazyModel
+from alchemist_data.modelbase import LazyModel, check_rgb
 
 FaceBox = tuple[list[int], float]
 
@@ -38,13 +38,6 @@ def extend_face_box(box_xyxy: Sequence[float], W: int, H: int) -> list[int]:
     new_y0 = max(int(y0 - 0.17 * (y1 - y0)), 0)
     new_y1 = min(int(y1 + 0.03 * (y1 - new_y0)), H - 1)
     return [min(max(x0, 0), W), new_y0, min(max(x1, 0), W), new_y1]
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"image must be an RGB uint8 array of shape HxWx3, got {arr.shape} {arr.dtype}")
-    return arr
 
 
 class FaceDetector(LazyModel):
@@ -65,7 +58,7 @@ class FaceDetector(LazyModel):
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceBox]]:
         self.setup()
-        arrs = [_check_image(im) for im in images]
+        arrs = [check_rgb(im) for im in images]
         if not arrs:
             return []
         out: list[list[FaceBox]] = [[] for _ in arrs]

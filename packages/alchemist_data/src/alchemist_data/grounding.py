@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alchemist_data.modelbase import LazyModel, check_local_path, offline_hint
+from alchemist_data.modelbase import LazyModel, check_rgb, load_pretrained, offline_hint
 from alchemist_data.tiny_models import RANDOM_SIZES
 
 MAX_TEXT_LEN = 256  # GroundingDINO's text length (pred_logits has this many columns)
@@ -154,13 +154,6 @@ def select_boxes(
 Request = tuple[np.ndarray, Sequence[str]]  # one RGB frame and the entity words to ground in it
 
 
-def _check_image(image: np.ndarray, index: int) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"image #{index} must be an RGB uint8 array of shape HxWx3, got {arr.shape} {arr.dtype}")
-    return arr
-
-
 class Grounder(LazyModel):
     """Base: ``setup()`` loads the model once; ``detect_many`` grounds each frame's own tags, many frames per forward.
 
@@ -199,7 +192,7 @@ class Grounder(LazyModel):
         """
         self.setup()
         results: list[dict[str, Detection]] = [{} for _ in requests]
-        images = [_check_image(image, i) for i, (image, _) in enumerate(requests)]
+        images = [check_rgb(image, f"image #{i}") for i, (image, _) in enumerate(requests)]
         tag_lists = [tuple(tags) for _, tags in requests]
         prompts: dict[tuple[str, ...], tuple[str, list[list[int]]]] = {}  # tag list -> (caption, token positions)
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -241,20 +234,13 @@ class HFGroundingDino(Grounder):
         self.processor: Any = None
 
     def _load(self) -> None:
-        if self.is_random:
-            from alchemist_data.tiny_models import random_grounding_dino
+        from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
-            self.model, self.processor = random_grounding_dino(self.model_id)
-        else:
-            from transformers import AutoProcessor, GroundingDinoForObjectDetection
+        from alchemist_data.tiny_models import random_grounding_dino
 
-            check_local_path(self.model_id, "GroundingDINO model directory")
-            try:
-                self.processor = AutoProcessor.from_pretrained(self.model_id)
-                self.model = GroundingDinoForObjectDetection.from_pretrained(self.model_id)
-            except (OSError, ValueError) as exc:
-                raise OSError(offline_hint(f"GroundingDINO {self.model_id!r}", exc)) from exc
-        self.model = self.model.to(self.device).eval()
+        classes = (GroundingDinoForObjectDetection, AutoProcessor)
+        model, self.processor = load_pretrained(self.model_id, "GroundingDINO", classes, random_grounding_dino)
+        self.model = model.to(self.device).eval()
 
     @property
     def tokenizer(self) -> Any:

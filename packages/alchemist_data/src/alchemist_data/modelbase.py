@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
 
 
 class LazyModel(ABC):
@@ -31,6 +35,14 @@ class LazyModel(ABC):
         """Load the model (called once by setup())."""
 
 
+def check_rgb(image: Any, what: str = "image") -> np.ndarray:
+    """``image`` as an RGB uint8 ``HxWx3`` array (what every model here takes), else a ValueError naming ``what``."""
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"{what} must be an RGB uint8 array of shape HxWx3, got {arr.shape} {arr.dtype}")
+    return arr
+
+
 def check_local_path(model: str, what: str) -> None:
     """A model id that is clearly a filesystem path must exist (else the hub client reports a confusing repo-id
     error)."""
@@ -47,3 +59,20 @@ def offline_hint(
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     extra = " (HF_HUB_OFFLINE is set, so only local directories or cached hub ids work)" if offline else ""
     return f"could not load {what}{extra}: {exc}. Pass {instead}."
+
+
+def load_pretrained(model_id: str, what: str, classes: Sequence[Any], random: Callable[[str], Any]) -> Any:
+    """``random(model_id)`` for a random stand-in ("random-tiny" / "random-small"), else ``cls.from_pretrained`` of
+    the hub id or local directory for each class (e.g. ``(model class, processor class)``), as a tuple.
+
+    A path-like id that does not exist, and a hub id that cannot be fetched, fail with a message naming ``what``.
+    """
+    from alchemist_data.tiny_models import RANDOM_SIZES  # torch-heavy: imported only when a model is loaded
+
+    if model_id in RANDOM_SIZES:
+        return random(model_id)
+    check_local_path(model_id, f"{what} model directory")
+    try:
+        return tuple(cls.from_pretrained(model_id) for cls in classes)
+    except (OSError, ValueError) as exc:
+        raise OSError(offline_hint(f"{what} {model_id!r}", exc)) from exc

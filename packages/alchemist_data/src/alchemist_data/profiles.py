@@ -29,6 +29,9 @@ class Resources:
 class FramesConfig:
     fractions: tuple[float, float, float] = (0.05, 0.50, 0.95)
     max_side_px: int = 0  # 0 keeps the native size; >0 downsizes reference frames (keeps aspect)
+    # exact: the paper's 5/50/95 % frames. keyframe: the keyframe at or before each target when it lies in the clip
+    # and is distinct (else the exact frame), several times cheaper on long-GOP video (README, Performance).
+    seek: str = "exact"
 
 
 @dataclass

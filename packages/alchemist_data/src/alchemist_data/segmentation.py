@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alchemist_data.modelbase import LazyModel, check_local_path, offline_hint
+from alchemist_data.modelbase import LazyModel, check_rgb, load_pretrained
 from alchemist_data.tiny_models import RANDOM_SIZES
 
 SAM_CHECKPOINT_URLS = {
@@ -66,10 +66,8 @@ def accept_mask(
     return result.iou_score > iou_threshold and is_valid_mask_for_box(result.mask, box_xyxy, tolerance_px)
 
 
-def _check_inputs(image: np.ndarray, boxes: Sequence[Sequence[int]]) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"image must be an RGB uint8 array of shape HxWx3, got {arr.shape} {arr.dtype}")
+def _check_inputs(image: np.ndarray, boxes: Sequence[Sequence[int]], what: str = "image") -> np.ndarray:
+    arr = check_rgb(image, what)
     for b in boxes:
         if len(b) != 4:
             raise ValueError(f"box {b!r} must have 4 numbers (x0, y0, x1, y1)")
@@ -114,7 +112,7 @@ class Segmenter(LazyModel):
     def segment_many(self, requests: Sequence[SegmentRequest]) -> list[list[MaskResult]]:
         """One ``MaskResult`` per box for each ``(image, boxes)`` request, in request order; no boxes -> ``[]``."""
         self.setup()
-        images = [_check_inputs(image, boxes) for image, boxes in requests]
+        images = [_check_inputs(image, boxes, f"image #{i}") for i, (image, boxes) in enumerate(requests)]
         box_lists = [[[int(v) for v in b] for b in boxes] for _, boxes in requests]
         out: list[list[MaskResult]] = [[] for _ in requests]
         by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -215,20 +213,12 @@ class HFSam(Segmenter):
         self.processor: Any = None
 
     def _load(self) -> None:
-        if self.is_random:
-            from alchemist_data.tiny_models import random_hf_sam
+        from transformers import SamModel, SamProcessor
 
-            self.model, self.processor = random_hf_sam(self.model_id)
-        else:
-            from transformers import SamModel, SamProcessor
+        from alchemist_data.tiny_models import random_hf_sam
 
-            check_local_path(self.model_id, "SAM model directory")
-            try:
-                self.processor = SamProcessor.from_pretrained(self.model_id)
-                self.model = SamModel.from_pretrained(self.model_id)
-            except (OSError, ValueError) as exc:
-                raise OSError(offline_hint(f"SAM {self.model_id!r}", exc)) from exc
-        self.model = self.model.to(self.device).eval()
+        model, self.processor = load_pretrained(self.model_id, "SAM", (SamModel, SamProcessor), random_hf_sam)
+        self.model = model.to(self.device).eval()
 
     @torch.inference_mode()
     def _segment_batch(self, images: list[np.ndarray], boxes: list[list[list[int]]]) -> list[list[MaskResult]]:

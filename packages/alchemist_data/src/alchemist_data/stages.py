@@ -157,7 +157,12 @@ class FramesStage(Stage):
 
         cfg = self.profile.frames
         info, times, frames = reference_frames(
-            row["video"], row["start_s"], row["end_s"], fractions=tuple(cfg.fractions), max_side_px=cfg.max_side_px
+            row["video"],
+            row["start_s"],
+            row["end_s"],
+            fractions=tuple(cfg.fractions),
+            max_side_px=cfg.max_side_px,
+            seek=cfg.seek,
         )
         # Times count from the video's first frame (as players and `ffmpeg -ss` do), whatever the container offset.
         start = row["start_s"] if row["start_s"] is not None else 0.0

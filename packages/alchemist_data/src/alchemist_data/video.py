@@ -587,9 +587,10 @@ def _data_reaches(reader: _Reader, target: int) -> bool:
             packet = next(packets)
         except (StopIteration, av.FFmpegError, OSError):
             break
-        if packet.pts is None or not packet.size:
+        ts = packet.pts if packet.pts is not None else packet.dts  # AVI with B-frames: dts only (<= pts: stricter)
+        if ts is None or not packet.size:
             continue
-        reached = packet.pts + max(packet.duration or one_frame, 1) + one_frame > target
+        reached = ts + max(packet.duration or one_frame, 1) + one_frame > target
     reader.lose_position()  # the demuxer has moved on without the decoder
     return reached
 
