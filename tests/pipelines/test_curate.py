@@ -193,3 +193,18 @@ def test_cli_curate_query_stats(corpus, tmp_path):
     r = CliRunner().invoke(app, ["stats", str(out)])
     assert r.exit_code == 0 and "reject reasons" in r.output
     shutil.rmtree(out)
+
+
+def test_bad_setting_fails_before_any_work(corpus, tmp_path):
+    result = CliRunner().invoke(
+        app, ["curate", str(corpus), "-o", str(tmp_path / "out"), "--profile", "tiny", "--set", "frames.seek=nearest"]
+    )
+    assert result.exit_code == 2 and "frames.seek" in result.output and "keyframe" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_keyframe_seek_curates_the_same_clips(corpus, tmp_path):
+    _run(corpus, tmp_path / "kf", limit=3, overrides={"frames.seek": "keyframe"})
+    clips = catalog.read_table(tmp_path / "kf", "clips").to_pylist()
+    assert len(clips) == 3
+    assert all(c["start_s"] <= t <= c["end_s"] for c in clips for t in c["ref_times_s"])

@@ -121,6 +121,23 @@ class Profile:
             "rows are marked has_random_models / is_random_model. Use --profile paper with real checkpoints."
         )
 
+    def validate(self) -> None:
+        """Fail before any work on a setting no stage understands (e.g. a typo in --set)."""
+        choices = {
+            "frames.seek": (self.frames.seek, ("exact", "keyframe")),
+            "entities.backend": (self.entities.backend, ("spacy", "llm")),
+            "grounding.backend": (self.grounding.backend, ("hf", "gdino_py")),
+            "segmentation.backend": (self.segmentation.backend, ("sam", "hf")),
+            "faces.backend": (self.faces.backend, ("mtcnn", "yolo", "none")),
+            "background.backend": (self.background.backend, ("opencv", "sd2")),
+            "background.prompt_source": (self.background.prompt_source, ("entity_word", "fixed")),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+        if self.shard_size < 1:
+            raise ValueError("shard_size must be at least 1")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -189,6 +206,7 @@ def get_profile(name: str, overrides: dict[str, str] | None = None) -> Profile:
     profile = PROFILES[name]()
     for key, raw in (overrides or {}).items():
         apply_override(profile, key, raw)
+    profile.validate()
     return profile
 
 
