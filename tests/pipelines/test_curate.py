@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
@@ -178,7 +179,12 @@ def test_ray_runner_matches_local_runner(corpus, tmp_path):
     ):
         a = _sorted(catalog.read_table(tmp_path / "local", name), keys)
         b = _sorted(catalog.read_table(tmp_path / "ray", name), keys)
-        assert a.equals(b), name
+        # The model stages run frames of several clips per forward pass, and Ray groups clips differently from the
+        # local runner; a forward's batch size moves float scores by a bit or so. Everything else must be identical.
+        scores = [f.name for f in a.schema if f.name.endswith("_score") and pa.types.is_floating(f.type)]
+        assert a.drop_columns(scores).equals(b.drop_columns(scores)), name
+        for col in scores:
+            assert np.allclose(a[col].to_numpy(), b[col].to_numpy(), atol=1e-5, equal_nan=True), (name, col)
 
 
 def test_cli_curate_query_stats(corpus, tmp_path):

@@ -95,6 +95,10 @@ class EvalConfig:
         d = dataclasses.asdict(self)
         d.pop("encoder_batch_size", None)
         d.pop("device", None)
+        for section in ("grounding", "segmentation"):  # frames per forward and Ray resources do not change scores
+            if isinstance(d.get(section), dict):
+                d[section].pop("batch_size", None)
+                d[section].pop("resources", None)
         return json.loads(json.dumps(d, default=str))
 
 
