@@ -172,7 +172,7 @@ def run_ray(
             fn_constructor_args=(profile, [s.name for s in group], i == len(groups) - 1),
             batch_format="pyarrow",
             batch_size=min(s.batch_size for s in group),
-            compute=ray.data.ActorPoolStrategy(size=num_workers),
+            compute=ray.data.ActorPoolStrategy(size=min(num_workers, len(shards))),  # no idle actors on small runs
             num_cpus=res.cpus,
             num_gpus=res.gpus or None,
         )
