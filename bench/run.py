@@ -58,7 +58,8 @@ def main() -> None:
     ]
     for r in rows:
         base = r.get("baseline")
-        ratio = f"{_speedup(r):.2f}x" if base and r["value"] else ""
+        # rows whose unit is already a ratio ("x") carry it in their value
+        ratio = f"{_speedup(r):.2f}x" if base and r["value"] and r["unit"] != "x" else ""
         bname = f"{_fmt(base)} {r['unit']} ({r.get('baseline_name') or 'baseline'})" if base is not None else ""
         md.append(
             f"| {r['group']} | {r['metric']} | {_fmt(r['value'])} {r['unit']} | {bname} | {ratio} | "
