@@ -27,14 +27,7 @@ def _curate_time(manifest: Path, out: Path, runner: str, workers: int) -> tuple[
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     info = curate(
-        CurateOptions(
-            manifest=str(manifest),
-            output=str(out),
-            profile="tiny",
-            runner=runner,
-            num_workers=workers,
-            overrides={"shard_size": "4"},
-        ),  # many small shards: a fine-grained commit timeline
+        CurateOptions(manifest=str(manifest), output=str(out), profile="tiny", runner=runner, num_workers=workers),
         reporter=Timeline(enabled=False),
     )
     total = time.perf_counter() - t0

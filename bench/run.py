@@ -8,9 +8,11 @@ same run as its baseline.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -33,7 +35,7 @@ def main() -> None:
         t0 = time.time()
         print(f"== {name}", flush=True)
         try:
-            module_rows = importlib.import_module(name).run(quick=args.quick)
+            module_rows = _run_isolated(name, args.quick)
         except Exception:
             failures.append({"module": name, "error": traceback.format_exc()})
             print(traceback.format_exc(), flush=True)
@@ -69,6 +71,19 @@ def main() -> None:
     print(f"wrote {out / 'bench.json'} and {out / 'BENCH.md'}")
     if failures:
         raise SystemExit(f"{len(failures)} bench module(s) failed: {[f['module'] for f in failures]}")
+
+
+def _run_isolated(module: str, quick: bool) -> list[dict]:
+    """Run one area in a fresh interpreter, so peak-memory numbers and Ray state are its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rows.json"
+        code = (
+            "import importlib, json, sys; "
+            f"rows = importlib.import_module({module!r}).run(quick={quick!r}); "
+            f"open({str(out)!r}, 'w').write(json.dumps(rows))"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return json.loads(out.read_text())
 
 
 def _speedup(r: dict) -> float:
