@@ -66,3 +66,20 @@ def test_cpu_profiles_fuse_into_one_ray_operator_and_paper_splits_gpu_stages():
     names = [[s.name for s in g] for g in groups]
     assert names[0] == ["frames"] and len(groups) > 1
     assert all(g[0].resources.gpus == 1 for g in groups if g[0].name in ("grounding", "entities"))
+
+
+def test_gpu_stages_on_a_cluster_without_gpus_fail_at_once():
+    import pytest
+
+    from alchemist_data.runner import _check_device, _check_gpus
+
+    paper = get_profile("paper")
+    with pytest.raises(ValueError, match="ask Ray for GPUs"):
+        _check_gpus(build_stages(paper), cluster_gpus=0, joined=False)
+    _check_gpus(build_stages(paper), cluster_gpus=0, joined=True)  # an autoscaler may add GPU nodes: only a warning
+    _check_gpus(build_stages(get_profile("tiny")), cluster_gpus=0, joined=False)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            _check_device(paper)

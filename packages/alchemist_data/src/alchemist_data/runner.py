@@ -158,6 +158,7 @@ def run_ray(
             if store:
                 init["object_store_memory"] = int(store) * 1024**2
         ray.init(**init)
+    _check_gpus(stages, ray.cluster_resources().get("GPU", 0), joined=bool(ray_address))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False
@@ -178,6 +179,33 @@ def run_ray(
         )
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
         collector.add(batch)
+
+
+def _check_gpus(stages: list[Stage], cluster_gpus: float, joined: bool) -> None:
+    """Fail at once, instead of Ray waiting forever, when GPU stages meet a cluster without GPUs."""
+    needs = [s.name for s in stages if s.resources.gpus > 0]
+    if not needs or cluster_gpus > 0:
+        return
+    hint = (
+        f"stages {', '.join(needs)} ask Ray for GPUs but the cluster has none. Run on a GPU cluster "
+        "(--ray-address), use --profile offline, or move the stages to CPU with --set device=cpu and "
+        "--set <stage>.resources.gpus=0"
+    )
+    if joined:  # an autoscaling cluster may still add GPU nodes: say so, but let Ray wait for them
+        log.warning("%s (waiting for the autoscaler)", hint)
+        return
+    raise ValueError(hint)
+
+
+def _check_device(profile: Profile) -> None:
+    if profile.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"profile {profile.name!r} runs its models on {profile.device!r} but this machine has no CUDA device; "
+                "use a GPU machine, --set device=cpu, or --profile offline"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -242,6 +270,7 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
     stages = build_stages(profile)
     if work.num_rows:
         if opts.runner == "local":
+            _check_device(profile)
             run_local(stages, work, collector)
         else:
             run_ray(profile, stages, work, collector, opts.num_workers, opts.ray_address)
