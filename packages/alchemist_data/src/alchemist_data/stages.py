@@ -74,13 +74,16 @@ class Stage:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
 
+    #: profile section (e.g. "grounding") whose ``resources`` and ``batch_size`` this stage uses; None: CPU defaults
+    config_section: str | None = None
+
     @property
     def resources(self) -> Resources:
-        return Resources()
+        return getattr(self.profile, self.config_section).resources if self.config_section else Resources()
 
     @property
     def batch_size(self) -> int:
-        return 16
+        return getattr(self.profile, self.config_section).batch_size if self.config_section else 16
 
     def setup(self) -> None:
         """Load models; called once per worker before the first batch."""
@@ -185,19 +188,12 @@ class EntitiesStage(Stage):
     """Entity words (subject / object / background) from the caption, with the paper's filter rules."""
 
     name = "entities"
+    config_section = "entities"
     adds = [
         pa.field("subject_words", pa.list_(pa.string())),
         pa.field("object_words", pa.list_(pa.string())),
         pa.field("background_words", pa.list_(pa.string())),
     ]
-
-    @property
-    def resources(self) -> Resources:
-        return self.profile.entities.resources
-
-    @property
-    def batch_size(self) -> int:
-        return self.profile.entities.batch_size
 
     def setup(self) -> None:
         from alchemist_data.entities import build_extractor
@@ -235,15 +231,8 @@ class GroundingStage(Stage):
     """
 
     name = "grounding"
+    config_section = "grounding"
     adds = [pa.field("detections", pa.list_(DETECTION))]
-
-    @property
-    def resources(self) -> Resources:
-        return self.profile.grounding.resources
-
-    @property
-    def batch_size(self) -> int:
-        return self.profile.grounding.batch_size
 
     def setup(self) -> None:
         from alchemist_data.grounding import build_grounder
@@ -301,14 +290,7 @@ class SegmentationStage(Stage):
     """
 
     name = "segmentation"
-
-    @property
-    def resources(self) -> Resources:
-        return self.profile.segmentation.resources
-
-    @property
-    def batch_size(self) -> int:
-        return self.profile.segmentation.batch_size
+    config_section = "segmentation"
 
     def setup(self) -> None:
         from alchemist_data.segmentation import build_segmenter
@@ -384,14 +366,7 @@ class FacesStage(Stage):
     """Face boxes inside detected subjects, extended as the benchmark does (spec §7.3), and their RGB crops."""
 
     name = "faces"
-
-    @property
-    def resources(self) -> Resources:
-        return self.profile.faces.resources
-
-    @property
-    def batch_size(self) -> int:
-        return self.profile.faces.batch_size
+    config_section = "faces"
 
     def setup(self) -> None:
         from alchemist_data.faces import build_face_detector
@@ -448,20 +423,13 @@ class BackgroundStage(Stage):
     """Background plate: middle frame with the dilated, hole-filled union of its masks inpainted (spec §2.4)."""
 
     name = "background"
+    config_section = "background"
     adds = [
         pa.field("background_word", pa.string()),
         pa.field("background_jpg", pa.binary()),
         pa.field("foreground_mask_png", pa.binary()),
         pa.field("foreground_area_frac", pa.float32()),
     ]
-
-    @property
-    def resources(self) -> Resources:
-        return self.profile.background.resources
-
-    @property
-    def batch_size(self) -> int:
-        return self.profile.background.batch_size
 
     def setup(self) -> None:
         from alchemist_data.background import build_inpainter
