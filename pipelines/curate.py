@@ -52,6 +52,11 @@ def curate_cmd(
         f"{c.get('backgrounds', 0)} backgrounds, {c.get('rejects', 0)} rejects "
         f"({info['num_shards_skipped']} of {info['num_shards']} shards were already done)"
     )
+    if c.get("rejects"):
+        from alchemist_data.catalog import query
+
+        reasons = query(output, "SELECT stage, reason, count(*) AS n FROM rejects GROUP BY 1, 2 ORDER BY n DESC")
+        typer.echo("rejects: " + ", ".join(f"{r['stage']}/{r['reason']} {r['n']}" for r in reasons.to_pylist()))
     if info.get("has_random_models"):
         typer.secho("note: grounding/segmentation used RANDOM weights (see run.json)", fg="yellow")
     typer.echo(f"tables: {output}/{{clips,entities,backgrounds,rejects}}/*.parquet  run: {output}/run.json")
