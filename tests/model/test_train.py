@@ -117,3 +117,25 @@ def test_stage1_then_stage2_from_it(curated_run, tmp_path, tiny_components):
     train(cfg2, curated_run, tmp_path / "stage2", progress=False)
     stage2 = _weights(tmp_path / "stage2")
     assert all(torch.equal(stage2[k], trained[k]) for k in trained if k not in new)  # backbone frozen, loaded
+
+
+def test_defaults_follow_spec_section_4_and_dropped_conditions_are_zeroed(curated_run, tiny_components):
+    cfg = TrainConfig()
+    assert (cfg.lr, tuple(cfg.betas), cfg.weight_decay, cfg.grad_clip) == (1e-4, (0.9, 0.99), 0.01, 0.05)
+    assert (cfg.text_drop_prob, cfg.image_drop_prob, cfg.stage2_cross_attn_only_steps) == (0.1, 0.1, 10_000)
+    profile = get_profile("tiny")
+    ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
+    batch = collate_samples([ds[0], ds[1]])
+    latents = tiny_components.vae.encode(batch["video"])
+    cond = encode_conditions(tiny_components, batch["captions"], batch["ref_images"], batch["ref_mask"],
+                             batch["ref_words"])
+    model = build_transformer(profile, _cfg(), tiny_components)
+    seen = {}
+    model.register_forward_pre_hook(lambda _m, args, kwargs: seen.update(args=args, kwargs=kwargs), with_kwargs=True)
+    for drop, keep in ((1.0, 0.0), (0.0, 1.0)):
+        training_step(model, cond, latents, _cfg(text_drop_prob=drop, image_drop_prob=drop), 1.0,
+                      torch.Generator().manual_seed(0), contextlib.nullcontext())
+        text = seen["args"][2]
+        expected = torch.zeros_like(text) if drop else cond["encoder_hidden_states"]
+        torch.testing.assert_close(text, expected)  # zeroed embeddings, not an empty prompt
+        assert seen["kwargs"]["reference_keep"].float().tolist() == [keep, keep]

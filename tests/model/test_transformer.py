@@ -52,6 +52,16 @@ def test_output_shape_matches_latents(tiny_transformer_kwargs):
     assert model(**inputs).sample.shape == (2, 4, 3, 6, 8)
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 3, 7, 8), (2, 4, 3, 6, 9)])
+def test_latent_size_not_divisible_by_patch_is_a_clear_error(tiny_transformer_kwargs, shape):
+    # A 1x2x2 patch cannot tile an odd latent height/width; the strided conv would silently drop a row/column.
+    model = AlchemistTransformer3DModel(**tiny_transformer_kwargs)
+    inputs = _inputs()
+    inputs["hidden_states"] = torch.randn(shape)
+    with pytest.raises(ValueError, match="patch"):
+        model(**inputs)
+
+
 def test_fresh_model_predicts_zero_and_fresh_block_is_identity(tiny_transformer_kwargs):
     model = AlchemistTransformer3DModel(**tiny_transformer_kwargs)
     assert torch.count_nonzero(model(**_inputs()).sample) == 0

@@ -153,14 +153,20 @@ def flow_pair_score(flow: np.ndarray) -> float:
 
     ``flow`` is (H, W, 2) in pixels. When the frame is so small that cut is 0 the official code takes the mean of an
     empty slice (NaN, which never exceeds the threshold); we return 0.0, which counts the same.
+
+    The arithmetic stays in the flow's own float type, as the official ``get_score`` does on RAFT's float32 flow
+    (sqrt, sort and ``np.mean`` all in float32), so a score next to the threshold falls on the same side.
     """
-    flow = np.asarray(flow, dtype=np.float64)
+    flow = np.asarray(flow)
+    if flow.dtype not in (np.float32, np.float64):
+        flow = flow.astype(np.float64)
     rad = np.sqrt(np.square(flow[..., 0]) + np.square(flow[..., 1]))
     h, w = rad.shape
     cut = int(h * w * 0.05)
     if cut == 0:
         return 0.0
-    return float(np.mean(np.sort(rad.ravel())[::-1][:cut]))
+    # the official expression verbatim: a contiguous descending array, so np.mean sums in the same order
+    return float(np.mean(np.abs(np.sort(-rad.ravel()))[:cut]))
 
 
 def is_dynamic(pair_scores: Sequence[float], threshold: float, num_sampled_frames: int) -> bool:

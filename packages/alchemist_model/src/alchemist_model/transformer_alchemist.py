@@ -300,6 +300,11 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
         """
         batch_size, _, num_frames, height, width = hidden_states.shape
         p_t, p_h, p_w = self.config.patch_size
+        if num_frames % p_t or height % p_h or width % p_w:
+            raise ValueError(
+                f"latent size (frames, height, width) = {(num_frames, height, width)} is not divisible by the patch "
+                f"size {(p_t, p_h, p_w)}; choose a video size whose latents tile into whole patches"
+            )
         post_patch_num_frames, post_patch_height, post_patch_width = num_frames // p_t, height // p_h, width // p_w
 
         # 1. Patch & position embedding: (B, C, F, H, W) -> (B, D, F', H', W') -> (B, S, D)
