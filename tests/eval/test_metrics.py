@@ -64,6 +64,18 @@ def test_flow_pair_score_is_the_mean_of_the_top_five_percent_magnitudes():
     assert M.flow_pair_score(np.zeros((4, 4, 2))) == 0.0  # cut = 0
 
 
+def test_flow_pair_score_keeps_float32_like_the_official_get_score():
+    # distributed_dynamic_degree.py get_score: rad = sqrt(u^2 + v^2) on RAFT's float32 flow, then
+    # np.mean(abs(np.sort(-rad_flat))[:cut_index]), all in float32
+    flow = np.zeros((20, 20, 2), np.float32)  # cut = 20
+    flow.reshape(-1, 2)[:20] = (0.0, 0.7)
+    rad = np.sqrt(np.square(flow[:, :, 0]) + np.square(flow[:, :, 1]))
+    official = np.mean(abs(np.sort(-rad.flatten()))[: int(20 * 20 * 0.05)]).item()
+    assert M.flow_pair_score(flow) == official  # bit-identical, not just close
+    assert M.flow_pair_score(flow) == pytest.approx(0.7, abs=1e-6)
+    assert M.flow_pair_score(flow.astype(np.float64)) == pytest.approx(0.7, abs=1e-6)
+
+
 @pytest.mark.parametrize(("fps", "interval"), [(24, 3), (8, 1), (12, 2), (20, 2), (30, 4), (16, 2), (3, 1)])
 def test_dynamic_interval_uses_pythons_round(fps, interval):
     assert M.dynamic_interval(fps) == interval

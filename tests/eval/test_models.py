@@ -110,6 +110,15 @@ def test_real_face_detector_and_dlib_descriptor_on_a_real_face():
     assert e.shape == (2, 128) and M.cosine_matrix(e[:1], e[1:])[0, 0] > 0.9
 
 
+def test_face_finder_keeps_thin_boxes_like_the_official_detect_face_crops():
+    # raw [10, 20, 11, 40] in a 64x100 frame: y0 = max(int(20 - 0.17 * 20), 0) = int(16.6) = 16,
+    # y1 = min(int(40 + 0.03 * (40 - 16)), 99) = int(40.72) = 40; 1 px wide, still a face for the benchmark
+    assert FaceFinder.extended_box([10, 20, 11, 40], 64, 100) == [10, 16, 11, 40]
+    # bottom clipped to H - 1: y0 = int(90 - 0.17 * 10) = 88, y1 = min(int(100 + 0.03 * 12), 99) = 99
+    assert FaceFinder.extended_box([0, 90, 30, 100], 64, 100) == [0, 88, 30, 99]
+    assert FaceFinder.extended_box([10, 20, 10, 40], 64, 100) is None  # empty crop: no face
+
+
 def test_profiles_and_overrides():
     tiny = get_eval_config("tiny")
     assert tiny.clip_model == "random-tiny" and tiny.flow == "dis" and "CLIP" in tiny.random_models

@@ -324,19 +324,26 @@ class FaceFinder:
 
     def find_batch(self, frames: list[np.ndarray]) -> list[list[int] | None]:
         """Per frame: the extended box of the highest-scoring face above ``min_score``, or None."""
-        from alchemist_data.faces import extend_face_box
-
         if self.detector is None:
             return [None] * len(frames)
         out: list[list[int] | None] = []
         for frame, found in zip(frames, self.detector.detect_batch(frames), strict=True):
-            if not found:
-                out.append(None)
-                continue
             h, w = frame.shape[:2]
-            box = [int(v) for v in extend_face_box(list(found[0][0]), w, h)]
-            out.append(box if box[2] - box[0] >= 2 and box[3] - box[1] >= 2 else None)
+            out.append(self.extended_box(found[0][0], w, h) if found else None)
         return out
+
+    @staticmethod
+    def extended_box(raw_box_xyxy: list[int], width_px: int, height_px: int) -> list[int] | None:
+        """The benchmark's crop box for a detected face, or None when the crop would be empty.
+
+        ``detect_face_crops`` keeps every detection (``if face_xyxy != None``), however thin, so a 1 px wide box
+        still counts as a frame with a face; only an empty crop (where ``cv2.resize`` would crash the official
+        run) is treated as no face.
+        """
+        from alchemist_data.faces import extend_face_box
+
+        box = [int(v) for v in extend_face_box(list(raw_box_xyxy), width_px, height_px)]
+        return box if box[2] - box[0] >= 1 and box[3] - box[1] >= 1 else None
 
 
 def build_face_embedder(cfg: FaceEvalConfig, device: str = "cpu", batch_size: int = 64):
