@@ -99,7 +99,8 @@ def cut_clip(
 ) -> tuple[np.ndarray, float]:
     """Cut [start_s, end_s) of ``source`` into ``out_path`` (H.264), resized to ``resolution_wh`` (even sizes).
 
-    Returns the clip's frames [T, H, W, 3] and its fps, so callers need not decode the clip again.
+    Returns the frames of the *written* clip [T, H, W, 3] and its fps: the official preparation takes frame1/2/3
+    from the re-encoded mp4 (moviepy, libx264 defaults), so the ground truth carries that one H.264 round trip too.
     """
     source = Path(source)
     if not source.exists():
@@ -126,9 +127,9 @@ def cut_clip(
     # written under a temporary name, then renamed: an interrupted preparation never leaves a truncated clip behind
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp" + (out_path.suffix or ".mp4"))
-    write_video(tmp, clip, fps, crf=18, preset="veryfast")
+    write_video(tmp, clip, fps, crf=23, preset="medium")  # x264's defaults, which moviepy's export uses
     tmp.replace(out_path)
-    return clip, fps
+    return read_first_frames(out_path, None).frames, fps
 
 
 def frame_at_time(frames: np.ndarray, fps: float, t: float) -> np.ndarray:
