@@ -106,6 +106,24 @@ class Stage:
             self.process_rows(live)
         return pa.Table.from_pylist(rows, schema=output_schema(table.schema, self.adds))
 
+    def _batched(
+        self,
+        rows: list[dict[str, Any]],
+        run_batch: Callable[[list[dict[str, Any]]], list[Any]],
+        apply: Callable[[dict[str, Any], Any], None],
+    ) -> None:
+        """One model call for the whole batch (``run_batch`` gives one result per row), each result applied under
+        ``_guard``; if the batched call itself fails, retry clip by clip to isolate the bad clip."""
+        try:
+            results = run_batch(rows)
+        except Exception:
+            log.warning("stage %s: batched call failed, retrying clip by clip", self.name, exc_info=True)
+            for row in rows:
+                self._guard(row, self.process_row)
+            return
+        for row, result in zip(rows, results, strict=True):
+            self._guard(row, lambda r, result=result: apply(r, result))
+
     def _guard(self, row: dict[str, Any], fn: Callable[[dict[str, Any]], None]) -> None:
         """Run ``fn(row)``; turn any failure into a reject row instead of failing the batch."""
         try:
@@ -128,6 +146,15 @@ def output_schema(schema: pa.Schema, adds: list[pa.Field]) -> pa.Schema:
         if schema.get_field_index(f.name) < 0:
             schema = schema.append(f)
     return schema
+
+
+def _split(items: list[Any], sizes: list[int]) -> list[list[Any]]:
+    """Cut a flat list of per-frame results back into per-clip lists."""
+    out, pos = [], 0
+    for n in sizes:
+        out.append(items[pos : pos + n])
+        pos += n
+    return out
 
 
 def frames_of(row: dict[str, Any]) -> list[np.ndarray]:
@@ -202,14 +229,7 @@ class EntitiesStage(Stage):
         self.extractor.setup()
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
-        try:
-            results = self.extractor.extract_batch([r["caption"] or "" for r in rows])
-        except Exception:  # a batch-level failure falls back to one caption at a time, to isolate the bad one
-            for row in rows:
-                self._guard(row, self.process_row)
-            return
-        for row, res in zip(rows, results, strict=True):
-            self._apply(row, res)
+        self._batched(rows, lambda rs: self.extractor.extract_batch([r["caption"] or "" for r in rs]), self._apply)
 
     def process_row(self, row: dict[str, Any]) -> None:
         self._apply(row, self.extractor.extract(row["caption"] or ""))
@@ -241,19 +261,11 @@ class GroundingStage(Stage):
         self.grounder.setup()
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
-        try:
-            requests = [(frame, self._tags(row)) for row in rows for frame in frames_of(row)]
-            found = self.grounder.detect_many(requests)
-        except Exception:  # a batch-level failure falls back to one clip at a time, to isolate the bad one
-            log.warning("stage %s: batched grounding failed, retrying clip by clip", self.name, exc_info=True)
-            for row in rows:
-                self._guard(row, self.process_row)
-            return
-        pos = 0
-        for row in rows:
-            n = len(row["frames"])
-            self._guard(row, lambda r, per_frame=found[pos : pos + n]: self._apply(r, per_frame))
-            pos += n
+        def run_batch(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+            found = self.grounder.detect_many([(f, self._tags(row)) for row in rows for f in frames_of(row)])
+            return _split(found, [len(row["frames"]) for row in rows])
+
+        self._batched(rows, run_batch, self._apply)
 
     def process_row(self, row: dict[str, Any]) -> None:
         self._apply(row, self.grounder.detect(frames_of(row), self._tags(row)))
@@ -299,18 +311,12 @@ class SegmentationStage(Stage):
         self.segmenter.setup()
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
-        try:
+        def run_batch(rows: list[dict[str, Any]]) -> list[tuple[list[Any], list[list[Any]]]]:
             jobs = [self._jobs(row) for row in rows]
             results = self.segmenter.segment_many([(frame, boxes) for job in jobs for _, frame, boxes in job])
-        except Exception:  # a batch-level failure falls back to one clip at a time, to isolate the bad one
-            log.warning("stage %s: batched segmentation failed, retrying clip by clip", self.name, exc_info=True)
-            for row in rows:
-                self._guard(row, self.process_row)
-            return
-        pos = 0
-        for row, job in zip(rows, jobs, strict=True):
-            self._guard(row, lambda r, job=job, res=results[pos : pos + len(job)]: self._apply(r, job, res))
-            pos += len(job)
+            return list(zip(jobs, _split(results, [len(job) for job in jobs]), strict=True))
+
+        self._batched(rows, run_batch, lambda row, job_results: self._apply(row, *job_results))
 
     def process_row(self, row: dict[str, Any]) -> None:
         job = self._jobs(row)
