@@ -83,3 +83,12 @@ def test_gpu_stages_on_a_cluster_without_gpus_fail_at_once():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             _check_device(paper)
+
+
+def test_split_by_shard_keeps_rows_in_order_per_shard():
+    from alchemist_data.runner import split_by_shard
+
+    t = pa.table({"shard": ["a", "a", "b", "c", "c", "c"], "x": [0, 1, 2, 3, 4, 5]})
+    runs = split_by_shard(t)
+    assert [(s, part.column("x").to_pylist()) for s, part in runs] == [("a", [0, 1]), ("b", [2]), ("c", [3, 4, 5])]
+    assert split_by_shard(t.slice(0, 0)) == []

@@ -62,6 +62,21 @@ def build_work_table(manifest: pa.Table, shard_size: int) -> pa.Table:
     return pa.table(cols, schema=WORK_SCHEMA)
 
 
+def split_by_shard(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """Cut a table into its runs of equal ``shard`` (zero-copy slices, one pass over the column).
+
+    Work rows are in manifest order, so a shard is one contiguous run; filtering the whole table once per shard would
+    cost O(rows x shards) on a large manifest.
+    """
+    names = table.column("shard").to_pylist()
+    runs, start = [], 0
+    for i in range(1, len(names) + 1):
+        if i == len(names) or names[i] != names[start]:
+            runs.append((names[start], table.slice(start, i - start)))
+            start = i
+    return runs
+
+
 def fuse_stages(stages: list[Stage]) -> list[list[Stage]]:
     """Group consecutive stages with identical resource requests (each group is one Ray operator)."""
     groups: list[list[Stage]] = []
@@ -112,8 +127,7 @@ class ShardCollector:
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        for shard in pc.unique(table.column("shard")).to_pylist():
-            part = table.filter(pc.equal(table.column("shard"), shard))
+        for shard, part in split_by_shard(table):
             self.parts[shard].append(part)
             self.received[shard] += part.num_rows
             if self.received[shard] == self.expected[shard]:
@@ -133,8 +147,7 @@ class ShardCollector:
 def run_local(stages: list[Stage], work: pa.Table, collector: ShardCollector) -> None:
     for stage in stages:
         stage.setup()
-    for shard in pc.unique(work.column("shard")).to_pylist():
-        table = work.filter(pc.equal(work.column("shard"), shard))
+    for _, table in split_by_shard(work):
         collector.add(run_group(stages, table, drop_frames=True))
 
 
@@ -163,8 +176,8 @@ def run_ray(
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False
     # One block per shard keeps a shard's rows together and gives the pool independent units of work.
-    shards = pc.unique(work.column("shard")).to_pylist()
-    ds = ray.data.from_arrow([work.filter(pc.equal(work.column("shard"), s)) for s in shards])
+    shards = [part for _, part in split_by_shard(work)]
+    ds = ray.data.from_arrow(shards)
     groups = fuse_stages(stages)
     for i, group in enumerate(groups):
         res: Resources = group[0].resources
