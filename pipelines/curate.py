@@ -28,7 +28,7 @@ def curate_cmd(
     ),
 ) -> None:
     """Curate captioned videos into Parquet reference tables (clips, entities, backgrounds, rejects)."""
-    from alchemist_data.profiles import parse_overrides
+    from alchemist_data.config import parse_overrides
     from alchemist_data.runner import CurateOptions, curate
 
     try:

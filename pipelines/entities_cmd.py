@@ -30,11 +30,12 @@ def entities_cmd(
 
     Example: alchemist entities "A man in a blue cap leads a horse."
     """
+    from alchemist_data.config import parse_overrides
     from alchemist_data.entities import build_extractor
-    from alchemist_data.profiles import get_profile, parse_overrides
+    from alchemist_data.profiles import curation_profile
 
     try:
-        prof = get_profile(profile, parse_overrides(set_))
+        prof = curation_profile(profile, parse_overrides(set_))
         extractor = build_extractor(prof.entities, device or prof.device)
         t0 = time.perf_counter()
         extractor.setup()

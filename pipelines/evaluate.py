@@ -30,7 +30,7 @@ def _progress(description: str):
 
 
 def _overrides(items: list[str] | None) -> dict[str, str]:
-    from alchemist_data.profiles import parse_overrides
+    from alchemist_data.config import parse_overrides
 
     return parse_overrides(items)
 

@@ -27,7 +27,7 @@ def train_job(profile: str = "tiny", steps: int = 100, stage: int = 2, seed: int
 
 
 def _apply_overrides(cfg: Any, overrides: list[str] | None) -> Any:
-    from alchemist_data.profiles import apply_override, parse_overrides
+    from alchemist_data.config import apply_override, parse_overrides
 
     for key, raw in parse_overrides(overrides).items():
         apply_override(cfg, key, raw)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from alchemist_data.background import OpenCVInpainter, SD2Inpainter, build_inpainter, foreground_mask
-from alchemist_data.profiles import get_profile
+from alchemist_data.models.inpaint import OpenCVInpainter, SD2Inpainter, build_inpainter, foreground_mask
+from alchemist_data.profiles import curation_profile
 
 
 def _ring(shape=(64, 64), center=(32, 32), r_out=15, r_in=10) -> np.ndarray:
@@ -157,12 +157,12 @@ def test_sd2_inpainter_loads_by_path_composites_and_is_seeded(tmp_path):
 
 
 def test_build_inpainter():
-    assert isinstance(build_inpainter(get_profile("offline").background), OpenCVInpainter)
-    sd = build_inpainter(get_profile("paper").background, device="cpu")
+    assert isinstance(build_inpainter(curation_profile("offline").background), OpenCVInpainter)
+    sd = build_inpainter(curation_profile("paper").background, device="cpu")
     assert isinstance(sd, SD2Inpainter)
     assert (sd.prompt, sd.guidance_scale) == ("clean and empty background", 12.0)
     assert sd.negative_prompt == "any human or any object, complex pattern and texture"
-    cfg = get_profile("tiny").background
+    cfg = curation_profile("tiny").background
     cfg.backend = "lama"
     with pytest.raises(ValueError, match="unknown background backend"):
         build_inpainter(cfg)

@@ -24,7 +24,8 @@ from alchemist_data.entities import (
     get_lexicon,
     parse_output,
 )
-from alchemist_data.profiles import EntitiesConfig, get_profile
+from alchemist_data.profiles import curation_profile
+from alchemist_data.stages.entities import EntitiesConfig
 
 PAPER_CAPTION = "A woman in a mask and coat, with long brown hair, showing a small green-capped bottle."
 HORSE_CAPTION = "A man in a blue cap leads a horse through a cloudy, forested area."
@@ -173,7 +174,7 @@ def test_caption_without_letters_is_not_english(spacy_extractor):
 def test_wordnet_cache_is_normalised_once(tmp_path, monkeypatch):
     from alchemist_data.entities import wordnet_dir
 
-    monkeypatch.setenv("ALCHEMIST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("ALCHEMIST_CACHE", str(tmp_path))
     d = wordnet_dir()
     assert d.is_relative_to(tmp_path) and (d / ".complete").exists()
     data = (d / "data.noun").read_bytes()
@@ -228,7 +229,7 @@ def test_batch_matches_one_by_one(spacy_extractor):
 
 
 def test_max_caption_chars_comes_from_the_config():
-    prof = get_profile("tiny", {"entities.max_caption_chars": "20"})
+    prof = curation_profile("tiny", {"entities.max_caption_chars": "20"})
     ex = build_extractor(prof.entities)
     r = ex.extract(DOG_CAPTION)
     assert r.reject_reason == "caption_too_long"
@@ -420,7 +421,7 @@ def _save_tiny_llm(folder, texts, seed=0, scripted=None):
 
 
 def _llm_cfg(path, **kw):
-    return get_profile("paper", {"entities.llm_model": str(path), **kw}).entities
+    return curation_profile("paper", {"entities.llm_model": str(path), **kw}).entities
 
 
 def test_prompt_has_the_papers_parts():

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from alchemist_data.faces import (
+from alchemist_data.models.faces import (
     MTCNNFaceDetector,
     YoloFaceDetector,
     build_face_detector,
     extend_face_box,
     letterbox,
 )
-from alchemist_data.profiles import get_profile
+from alchemist_data.profiles import curation_profile
 
 
 def test_extend_face_box_by_hand():
@@ -125,8 +125,8 @@ def test_yolo_missing_or_bad_checkpoint(tmp_path):
 
 
 def test_build_face_detector():
-    assert build_face_detector(get_profile("tiny").faces) is None
-    det = build_face_detector(get_profile("offline").faces)
+    assert build_face_detector(curation_profile("tiny").faces) is None
+    det = build_face_detector(curation_profile("offline").faces)
     assert isinstance(det, MTCNNFaceDetector) and det.min_score == 0.9
-    paper = build_face_detector(get_profile("paper").faces)
+    paper = build_face_detector(curation_profile("paper").faces)
     assert isinstance(paper, YoloFaceDetector) and paper.min_score == 0.2

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from alchemist_data.grounding import (
+from alchemist_data.models.grounding import (
     Detection,
     GroundingDinoPy,
     HFGroundingDino,
@@ -15,8 +15,8 @@ from alchemist_data.grounding import (
     select_boxes,
     tag_token_positions,
 )
-from alchemist_data.profiles import get_profile
-from alchemist_data.tiny_models import random_grounding_dino, tiny_bert_dir, tiny_bert_tokenizer
+from alchemist_data.models.tiny import random_grounding_dino, tiny_bert_dir, tiny_bert_tokenizer
+from alchemist_data.profiles import curation_profile
 
 W, H = 100, 50
 
@@ -243,11 +243,11 @@ def test_hf_missing_model_fails_clearly(tmp_path):
 
 
 def test_build_grounder_from_profiles():
-    tiny = build_grounder(get_profile("tiny").grounding)
+    tiny = build_grounder(curation_profile("tiny").grounding)
     assert isinstance(tiny, HFGroundingDino) and tiny.model_id == "random-tiny"
-    paper = build_grounder(get_profile("paper").grounding)
+    paper = build_grounder(curation_profile("paper").grounding)
     assert isinstance(paper, GroundingDinoPy) and paper.box_threshold == 0.4
-    cfg = get_profile("tiny").grounding
+    cfg = curation_profile("tiny").grounding
     cfg.backend = "yolo"
     with pytest.raises(ValueError, match="unknown grounding backend"):
         build_grounder(cfg)
@@ -274,7 +274,7 @@ def test_groundingdino_py_builds_loads_checkpoint_and_detects(tmp_path):
     from groundingdino.models import build_model
     from groundingdino.util.slconfig import SLConfig
 
-    from alchemist_data.grounding import _default_gdino_config
+    from alchemist_data.models.grounding import _default_gdino_config
 
     args = SLConfig.fromfile(_default_gdino_config())
     args.device = "cpu"

@@ -7,9 +7,9 @@ import copy
 import numpy as np
 import pytest
 
-from alchemist_data.grounding import HFGroundingDino
-from alchemist_data.profiles import get_profile
-from alchemist_data.segmentation import SegmentAnything
+from alchemist_data.models.grounding import HFGroundingDino
+from alchemist_data.models.segmentation import SegmentAnything
+from alchemist_data.profiles import curation_profile
 from alchemist_data.stages import GroundingStage, SegmentationStage
 
 
@@ -77,12 +77,12 @@ def _rows() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def profile():
-    return get_profile("tiny")
+    return curation_profile("tiny")
 
 
 @pytest.fixture(scope="module")
 def grounded(profile) -> list[dict]:
-    stage = GroundingStage(profile)
+    stage = GroundingStage(profile.grounding)
     stage.grounder = CountingGrounder(batch_size=profile.grounding.batch_size)
     rows = _rows()
     stage.process_rows(rows)
@@ -92,7 +92,7 @@ def grounded(profile) -> list[dict]:
 
 
 def test_grounding_batched_across_clips_equals_clip_by_clip(profile, grounded):
-    stage = GroundingStage(profile)
+    stage = GroundingStage(profile.grounding)
     stage.grounder = CountingGrounder(batch_size=profile.grounding.batch_size)
     for row, want in zip(_rows(), grounded, strict=True):
         stage.process_row(row)
@@ -105,7 +105,7 @@ def test_grounding_batched_across_clips_equals_clip_by_clip(profile, grounded):
 
 
 def test_grounding_bad_clip_becomes_a_reject_and_the_batch_goes_on(profile, grounded):
-    stage = GroundingStage(profile)
+    stage = GroundingStage(profile.grounding)
     stage.grounder = CountingGrounder(batch_size=profile.grounding.batch_size)
     rows = _rows()
     rows[1]["frames"][0] = b"\x00" * 10  # truncated frame bytes: this clip cannot be decoded
@@ -118,7 +118,7 @@ def test_grounding_bad_clip_becomes_a_reject_and_the_batch_goes_on(profile, grou
 
 
 def test_segmentation_batched_across_clips_equals_clip_by_clip(profile, grounded):
-    stage = SegmentationStage(profile)
+    stage = SegmentationStage(profile.segmentation)
     stage.segmenter = CountingSam(batch_size=profile.segmentation.batch_size)
     rows = copy.deepcopy(grounded)
     stage.process_rows(rows)
@@ -135,7 +135,7 @@ def test_segmentation_batched_across_clips_equals_clip_by_clip(profile, grounded
 
 
 def test_segmentation_bad_clip_and_undetected_subject_become_rejects(profile, grounded):
-    stage = SegmentationStage(profile)
+    stage = SegmentationStage(profile.segmentation)
     stage.segmenter = CountingSam(batch_size=profile.segmentation.batch_size)
     rows = copy.deepcopy(grounded)
     for d in rows[1]["detections"]:  # no subject box at all: nothing to segment

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from alchemist_data.profiles import get_profile
-from alchemist_data.segmentation import (
+from alchemist_data.models.segmentation import (
     HFSam,
     MaskResult,
     SegmentAnything,
@@ -16,7 +15,8 @@ from alchemist_data.segmentation import (
     is_valid_mask_for_box,
     segment_detections,
 )
-from alchemist_data.tiny_models import random_hf_sam
+from alchemist_data.models.tiny import random_hf_sam
+from alchemist_data.profiles import curation_profile
 
 H, W = 60, 80
 
@@ -195,7 +195,7 @@ def test_hf_sam_random_and_saved_by_path(tmp_path):
 
 
 def test_segment_detections_applies_both_benchmark_filters():
-    from alchemist_data.grounding import Detection
+    from alchemist_data.models.grounding import Detection
 
     img = _frame()
     seg = SegmentAnything("random-tiny")
@@ -213,11 +213,11 @@ def test_segment_detections_applies_both_benchmark_filters():
 
 
 def test_build_segmenter_from_profiles():
-    seg = build_segmenter(get_profile("tiny").segmentation)
+    seg = build_segmenter(curation_profile("tiny").segmentation)
     assert isinstance(seg, SegmentAnything) and seg.model_type == "random-tiny"
-    paper = build_segmenter(get_profile("paper").segmentation)
+    paper = build_segmenter(curation_profile("paper").segmentation)
     assert isinstance(paper, SegmentAnything) and paper.model_type == "vit_b"
-    cfg = get_profile("tiny").segmentation
+    cfg = curation_profile("tiny").segmentation
     cfg.backend = "hf"
     assert isinstance(build_segmenter(cfg), HFSam)
     cfg.backend = "nope"

@@ -3,7 +3,7 @@
 import pyarrow as pa
 
 from alchemist_data.manifest import read_manifest
-from alchemist_data.profiles import get_profile
+from alchemist_data.profiles import curation_profile
 from alchemist_data.runner import build_work_table, fuse_stages
 from alchemist_data.sample_data import write_sample_corpus
 from alchemist_data.stages import DETECTION, EntitiesStage, FramesStage, GroundingStage, build_stages
@@ -15,13 +15,13 @@ def _work(tmp_path, n=3):
 
 
 def test_frames_then_entities_add_their_columns_and_pass_rejects_through(tmp_path):
-    profile = get_profile("tiny")
+    profile = curation_profile("tiny")
     work = _work(tmp_path)
     # Reject the second clip up front: later stages must leave it untouched.
     rows = work.to_pylist()
     rows[1].update(reject_stage="manifest", reject_reason="duplicate_clip_id", reject_detail="test")
     work = pa.Table.from_pylist(rows, schema=work.schema)
-    frames, entities = FramesStage(profile), EntitiesStage(profile)
+    frames, entities = FramesStage(profile.frames), EntitiesStage(profile.entities)
     frames.setup()
     entities.setup()
     out = entities.process_batch(frames.process_batch(work))
@@ -36,19 +36,19 @@ def test_frames_then_entities_add_their_columns_and_pass_rejects_through(tmp_pat
 
 
 def test_a_failing_clip_becomes_a_reject_not_a_crash(tmp_path):
-    profile = get_profile("tiny")
+    profile = curation_profile("tiny")
     work = _work(tmp_path, n=2)
     rows = work.to_pylist()
     rows[0]["video"] = str(tmp_path / "missing.mp4")
-    out = FramesStage(profile).process_batch(pa.Table.from_pylist(rows, schema=work.schema)).to_pylist()
+    out = FramesStage(profile.frames).process_batch(pa.Table.from_pylist(rows, schema=work.schema)).to_pylist()
     assert (out[0]["reject_stage"], out[0]["reject_reason"]) == ("frames", "missing_file")
     assert out[1]["reject_reason"] is None
 
 
 def test_grounding_marks_every_word_on_every_frame(tmp_path):
-    profile = get_profile("tiny")
+    profile = curation_profile("tiny")
     work = _work(tmp_path, n=2)
-    stages = [FramesStage(profile), EntitiesStage(profile), GroundingStage(profile)]
+    stages = [FramesStage(profile.frames), EntitiesStage(profile.entities), GroundingStage(profile.grounding)]
     for s in stages:
         s.setup()
         work = s.process_batch(work)
@@ -61,8 +61,8 @@ def test_grounding_marks_every_word_on_every_frame(tmp_path):
 
 
 def test_cpu_profiles_fuse_into_one_ray_operator_and_paper_splits_gpu_stages():
-    assert len(fuse_stages(build_stages(get_profile("tiny")))) == 1
-    groups = fuse_stages(build_stages(get_profile("paper")))
+    assert len(fuse_stages(build_stages(curation_profile("tiny")))) == 1
+    groups = fuse_stages(build_stages(curation_profile("paper")))
     names = [[s.name for s in g] for g in groups]
     assert names[0] == ["frames"] and len(groups) > 1
     assert all(g[0].resources.gpus == 1 for g in groups if g[0].name in ("grounding", "entities"))
@@ -73,11 +73,11 @@ def test_gpu_stages_on_a_cluster_without_gpus_fail_at_once():
 
     from alchemist_data.runner import _check_device, _check_gpus
 
-    paper = get_profile("paper")
+    paper = curation_profile("paper")
     with pytest.raises(ValueError, match="ask Ray for GPUs"):
         _check_gpus(build_stages(paper), cluster_gpus=0, joined=False)
     _check_gpus(build_stages(paper), cluster_gpus=0, joined=True)  # an autoscaler may add GPU nodes: only a warning
-    _check_gpus(build_stages(get_profile("tiny")), cluster_gpus=0, joined=False)
+    _check_gpus(build_stages(curation_profile("tiny")), cluster_gpus=0, joined=False)
     import torch
 
     if not torch.cuda.is_available():

@@ -170,7 +170,7 @@ def test_face_preprocess_is_cv2_resize_to_112_and_minus_one_to_one():
 
 
 def test_face_box_extension_matches_the_benchmark():
-    from alchemist_data.faces import extend_face_box
+    from alchemist_data.models.faces import extend_face_box
 
     # y0 = int(100 - 0.17 * 100) = 83 ; y1 = min(int(200 + 0.03 * (200 - 83)), H-1) = 203
     assert M.extend_face_box_eval([10, 100, 60, 200], 480) == [10, 83, 60, 203]

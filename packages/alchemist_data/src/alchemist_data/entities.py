@@ -42,9 +42,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alchemist_data.profiles import EntitiesConfig
+if TYPE_CHECKING:
+    from alchemist_data.stages.entities import EntitiesConfig
 
 CATEGORIES = ("background", "subject", "object")
 
@@ -211,10 +212,9 @@ def _reject(reason: str, detail: str, **partial: Any) -> EntityResult:
 
 
 def _cache_root() -> Path:
-    if os.environ.get("ALCHEMIST_CACHE_DIR"):
-        return Path(os.environ["ALCHEMIST_CACHE_DIR"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg) / "alchemist" if xdg else Path.home() / ".cache" / "alchemist"
+    from alchemist_data.config import cache_dir
+
+    return cache_dir()
 
 
 def wordnet_dir() -> Path:
@@ -250,7 +250,7 @@ def wordnet_dir() -> Path:
                 return dst
         except OSError:
             continue  # unwritable cache folder: fall back to the temp folder
-    raise RuntimeError("could not write a WordNet cache folder; set ALCHEMIST_CACHE_DIR to a writable folder")
+    raise RuntimeError("could not write a WordNet cache folder; set ALCHEMIST_CACHE to a writable folder")
 
 
 class Lexicon:

@@ -21,7 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from alchemist_data.profiles import Profile, Resources, get_profile
+from alchemist_data.config import Resources
+from alchemist_data.profiles import Profile, curation_profile
 from alchemist_data.stages import WORK_SCHEMA, Stage, build_stages, split_outputs
 from alchemist_data.writer import RunWriter, environment_versions, shard_name
 
@@ -99,9 +100,9 @@ def run_group(stages: list[Stage], table: pa.Table, drop_frames: bool) -> pa.Tab
 class StageGroupUDF:
     """A Ray Data callable class running a fused group of stages; models load once per actor."""
 
-    def __init__(self, profile: Profile, stage_names: list[str], drop_frames: bool) -> None:
-        by_name = {s.name: s for s in build_stages(profile)}
-        self.stages = [by_name[n] for n in stage_names]
+    def __init__(self, stages: list[Stage], drop_frames: bool) -> None:
+        # Stages arrive unset-up (config only, cheap to pickle); each actor loads its models once here.
+        self.stages = stages
         for s in self.stages:
             s.setup()
         self.drop_frames = drop_frames
@@ -152,7 +153,6 @@ def run_local(stages: list[Stage], work: pa.Table, collector: ShardCollector) ->
 
 
 def run_ray(
-    profile: Profile,
     stages: list[Stage],
     work: pa.Table,
     collector: ShardCollector,
@@ -183,7 +183,7 @@ def run_ray(
         res: Resources = group[0].resources
         ds = ds.map_batches(
             StageGroupUDF,
-            fn_constructor_args=(profile, [s.name for s in group], i == len(groups) - 1),
+            fn_constructor_args=(group, i == len(groups) - 1),
             batch_format="pyarrow",
             batch_size=min(s.batch_size for s in group),
             compute=ray.data.ActorPoolStrategy(size=min(num_workers, len(shards))),  # no idle actors on small runs
@@ -230,7 +230,7 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
     """Run (or resume) a curation job. Validates the manifest and output folder before any work."""
     from alchemist_data.manifest import read_manifest
 
-    profile = get_profile(opts.profile, opts.overrides)
+    profile = curation_profile(opts.profile, opts.overrides)
     if opts.runner not in ("ray", "local"):
         raise ValueError(f"unknown runner {opts.runner!r}; use ray or local")
     if opts.num_workers < 1:
@@ -286,7 +286,7 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
             _check_device(profile)
             run_local(stages, work, collector)
         else:
-            run_ray(profile, stages, work, collector, opts.num_workers, opts.ray_address)
+            run_ray(stages, work, collector, opts.num_workers, opts.ray_address)
     reporter.stop()
     if collector.pending:
         raise RuntimeError(f"shards not completed: {collector.pending}")

@@ -379,7 +379,7 @@ def _official_crop(frame_rgb: np.ndarray, box: list[int], mask: np.ndarray) -> t
 
 def _prepare_clip(ann: Annotation, videos_dir: Path, root: Path, inpainter: Any, bg_cfg: Any, profile: str,
                   shard: str) -> dict[str, list[dict[str, Any]]]:
-    from alchemist_data.background import foreground_mask
+    from alchemist_data.models.inpaint import foreground_mask
     from alchemist_eval.video_io import cut_clip, frame_at_time
 
     rel = f"videos/{ann.clip_id}.mp4"
@@ -461,8 +461,8 @@ def prepare_benchmark(
     Resumable: shards already committed are skipped. A clip whose source video is missing or unreadable becomes a
     ``rejects`` row (stage ``prepare``) and the run goes on. Returns the summary written to ``benchmark.json``.
     """
-    from alchemist_data.background import build_inpainter
-    from alchemist_data.profiles import get_profile
+    from alchemist_data.models.inpaint import build_inpainter
+    from alchemist_data.profiles import curation_profile
     from alchemist_data.writer import RunWriter, environment_versions, shard_name
     from alchemist_eval.models import get_eval_config
     from alchemist_eval.scorer import Scorer
@@ -477,7 +477,7 @@ def prepare_benchmark(
     for name in EXTRA_TABLES:
         (root / name).mkdir(exist_ok=True)
     (root / "videos").mkdir(exist_ok=True)
-    data_profile = get_profile(profile)
+    data_profile = curation_profile(profile)
     bg_cfg = data_profile.background
     done = writer.done_shards()
     shards = [anns[i : i + shard_size] for i in range(0, len(anns), shard_size)]

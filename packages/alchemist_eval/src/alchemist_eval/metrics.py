@@ -348,7 +348,7 @@ def face_preprocess(crop_rgb: np.ndarray) -> np.ndarray:
 def extend_face_box_eval(box_xyxy: Sequence[int], height_px: int) -> list[int]:
     """The benchmark's face-box extension (``detect_face_crops``): top -17 % of the box height, then bottom +3 % of
     the *new* height, clipped to [0, H-1]; no width change. Kept here only for documentation and tests: the scorer
-    uses the shared ``alchemist_data.faces.extend_face_box`` when it exists.
+    uses the shared ``alchemist_data.models.faces.extend_face_box`` when it exists.
     """
     x0, y0, x1, y1 = (int(v) for v in box_xyxy)
     y0 = max(int(y0 - 0.17 * (y1 - y0)), 0)

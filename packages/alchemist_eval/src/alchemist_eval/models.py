@@ -104,9 +104,10 @@ class EvalConfig:
 
 def get_eval_config(profile: str, overrides: dict[str, str] | None = None) -> EvalConfig:
     """Models of a profile; ``overrides`` are ``{"section.field": value}`` like curation's ``--set``."""
-    from alchemist_data.profiles import apply_override, get_profile
+    from alchemist_data.config import apply_override
+    from alchemist_data.profiles import curation_profile
 
-    data_profile = get_profile(profile)
+    data_profile = curation_profile(profile)
     if profile == "paper":
         cfg = EvalConfig(
             profile="paper",
@@ -313,8 +314,7 @@ class FaceFinder:
         self.cfg, self.device = cfg, device
 
     def setup(self) -> None:
-        from alchemist_data.faces import build_face_detector
-        from alchemist_data.profiles import FacesConfig
+        from alchemist_data.models.faces import FacesConfig, build_face_detector
 
         faces_cfg = FacesConfig(backend=self.cfg.detector, checkpoint=self.cfg.detector_checkpoint,
                                 min_score=self.cfg.min_score)
@@ -340,7 +340,7 @@ class FaceFinder:
         still counts as a frame with a face; only an empty crop (where ``cv2.resize`` would crash the official
         run) is treated as no face.
         """
-        from alchemist_data.faces import extend_face_box
+        from alchemist_data.models.faces import extend_face_box
 
         box = [int(v) for v in extend_face_box(list(raw_box_xyxy), width_px, height_px)]
         return box if box[2] - box[0] >= 1 and box[3] - box[1] >= 1 else None

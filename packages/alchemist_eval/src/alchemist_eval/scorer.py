@@ -76,8 +76,8 @@ class Scorer:
             return
 
         if "subject" in self.metrics:
-            from alchemist_data.grounding import build_grounder
-            from alchemist_data.segmentation import build_segmenter
+            from alchemist_data.models.grounding import build_grounder
+            from alchemist_data.models.segmentation import build_segmenter
 
             self.grounder = build_grounder(self.cfg.grounding, device=self.cfg.device)
             self.grounder.setup()
@@ -215,7 +215,7 @@ class Scorer:
                 rows[i]["video_s"] = M.video_similarity(e, frames_gt) if len(frames_gt) else float("nan")
 
     def _score_subject(self, ok, videos, rows, gts, gt_emb) -> None:
-        from alchemist_data.segmentation import is_valid_mask_for_box
+        from alchemist_data.models.segmentation import is_valid_mask_for_box
 
         seg_cfg = self.cfg.segmentation
         # 1. GroundingDINO on every frame of the chunk, each frame with its own video's caption, ``batch_size`` frames

@@ -73,7 +73,9 @@ def tiny_vocab() -> list[str]:
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("ALCHEMIST_CACHE", os.path.join(tempfile.gettempdir(), "alchemist_cache")))
+    from alchemist_data.config import cache_dir
+
+    return cache_dir()
 
 
 def write_tiny_bert(

@@ -19,8 +19,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from alchemist_data.modelbase import LazyModel, check_rgb, load_pretrained
-from alchemist_data.tiny_models import RANDOM_SIZES
+from alchemist_data.config import StageConfig, check_choice
+from alchemist_data.models.base import LazyModel, check_rgb, load_pretrained
+from alchemist_data.models.tiny import RANDOM_SIZES
+
+
+@dataclass(kw_only=True)
+class SegmentationConfig(StageConfig):
+    backend: str = "sam"  # sam (segment-anything) | hf (transformers SamModel)
+    model_type: str = "vit_b"  # sam: vit_b | vit_l | vit_h | random-small | random-tiny
+    checkpoint: str = ""  # sam: sam_vit_b_01ec64.pth ; hf: hub id or local dir
+    iou_threshold: float = 0.9  # spec §7.3: keep the mask if SAM's predicted IoU > threshold
+    box_tolerance_px: int = 3  # spec §7.3 validity check
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("segmentation.backend", self.backend, ("sam", "hf"))
 
 SAM_CHECKPOINT_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
@@ -147,7 +162,7 @@ class SegmentAnything(Segmenter):
         from segment_anything import SamPredictor, sam_model_registry
 
         if self.is_random:
-            from alchemist_data.tiny_models import random_segment_anything
+            from alchemist_data.models.tiny import random_segment_anything
 
             sam = random_segment_anything(self.model_type)
         else:
@@ -238,7 +253,7 @@ class HFSam(Segmenter):
     def _load(self) -> None:
         from transformers import SamModel, SamProcessor
 
-        from alchemist_data.tiny_models import random_hf_sam
+        from alchemist_data.models.tiny import random_hf_sam
 
         model, self.processor = load_pretrained(self.model_id, "SAM", (SamModel, SamProcessor), random_hf_sam)
         self.model = model.to(self.device).eval()

@@ -67,7 +67,7 @@ def load_pretrained(model_id: str, what: str, classes: Sequence[Any], random: Ca
 
     A path-like id that does not exist, and a hub id that cannot be fetched, fail with a message naming ``what``.
     """
-    from alchemist_data.tiny_models import RANDOM_SIZES  # torch-heavy: imported only when a model is loaded
+    from alchemist_data.models.tiny import RANDOM_SIZES  # torch-heavy: imported only when a model is loaded
 
     if model_id in RANDOM_SIZES:
         return random(model_id)

@@ -1,0 +1,57 @@
+"""The curation stages, one file each, in the order they run; :func:`build_stages` is the one place that reads a
+whole curation profile: every stage is built from its own section of it.
+
+Adding a stage: write ``stages/<name>.py`` (a ``Stage`` subclass and its ``StageConfig``), add its section to
+``profiles.Profile`` and its class to ``STAGES`` below.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from alchemist_data.stages.background import BackgroundStage
+from alchemist_data.stages.base import DETECTION, WORK_SCHEMA, RowReject, Stage, reject
+from alchemist_data.stages.crops import CropsStage
+from alchemist_data.stages.entities import EntitiesStage
+from alchemist_data.stages.faces import FacesStage
+from alchemist_data.stages.frames import FramesStage
+from alchemist_data.stages.grounding import GroundingStage
+from alchemist_data.stages.outputs import split_outputs
+from alchemist_data.stages.segmentation import SegmentationStage
+
+if TYPE_CHECKING:
+    from alchemist_data.profiles import Profile
+
+#: (profile section, stage class), in pipeline order
+STAGES: list[tuple[str, type[Stage]]] = [
+    ("frames", FramesStage),
+    ("entities", EntitiesStage),
+    ("grounding", GroundingStage),
+    ("segmentation", SegmentationStage),
+    ("faces", FacesStage),
+    ("crops", CropsStage),
+    ("background", BackgroundStage),
+]
+
+
+def build_stages(profile: Profile) -> list[Stage]:
+    return [cls(getattr(profile, section), device=profile.device) for section, cls in STAGES]
+
+
+__all__ = [
+    "DETECTION",
+    "STAGES",
+    "WORK_SCHEMA",
+    "RowReject",
+    "Stage",
+    "build_stages",
+    "reject",
+    "split_outputs",
+    "BackgroundStage",
+    "CropsStage",
+    "EntitiesStage",
+    "FacesStage",
+    "FramesStage",
+    "GroundingStage",
+    "SegmentationStage",
+]

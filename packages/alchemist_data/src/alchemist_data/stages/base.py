@@ -1,0 +1,179 @@
+"""The stage base and the work table (DESIGN.md §3): plain classes, no Ray import.
+
+A stage is built from its own config object (NeMo Curator's pattern), which carries its ``resources`` and
+``batch_size``; ``setup()`` loads models once per worker and ``process_batch(table) -> table`` does the work. Stages
+pass one Arrow *work table* along, one row per clip; each stage adds its columns. A row that fails or is filtered
+gets ``reject_stage`` / ``reject_reason`` / ``reject_detail`` and every later stage passes it through untouched, so
+one bad video never stops a job and nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from alchemist_data.config import Resources, StageConfig
+
+log = logging.getLogger(__name__)
+
+# Columns every work table starts with (built by the runner from the manifest).
+WORK_FIELDS = [
+    pa.field("clip_id", pa.string()),
+    pa.field("video", pa.string()),
+    pa.field("caption", pa.string()),
+    pa.field("start_s", pa.float64()),
+    pa.field("end_s", pa.float64()),
+    pa.field("shard", pa.string()),
+    pa.field("reject_stage", pa.string()),
+    pa.field("reject_reason", pa.string()),
+    pa.field("reject_detail", pa.string()),
+]
+WORK_SCHEMA = pa.schema(WORK_FIELDS)
+
+BOX = pa.list_(pa.int32())
+# One grounded entity word on one reference frame; later stages fill the mask, face and crop fields.
+DETECTION = pa.struct(
+    [
+        pa.field("frame_index", pa.int8()),
+        pa.field("entity_word", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("is_detected", pa.bool_()),
+        pa.field("drop_reason", pa.string()),
+        pa.field("box_xyxy_px", BOX),
+        pa.field("box_score", pa.float32()),
+        pa.field("mask_iou_score", pa.float32()),
+        pa.field("mask_area_frac", pa.float32()),
+        pa.field("mask_png", pa.binary()),
+        pa.field("crop_png", pa.binary()),
+        pa.field("has_face", pa.bool_()),
+        pa.field("face_box_xyxy_px", BOX),
+        pa.field("face_score", pa.float32()),
+        pa.field("face_crop_png", pa.binary()),
+    ]
+)
+
+
+class RowReject(Exception):
+    """Raised inside a stage to reject the current clip with a reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Stage:
+    """Base of every curation stage: ``Stage(cfg, device=...)``; ``cfg`` is the stage's own config section."""
+
+    name: ClassVar[str] = "stage"
+    #: columns this stage adds to the work table
+    adds: ClassVar[list[pa.Field]] = []
+
+    def __init__(self, cfg: StageConfig, device: str = "cpu") -> None:
+        self.cfg = cfg
+        self.device = device
+
+    @property
+    def resources(self) -> Resources:
+        return self.cfg.resources
+
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.batch_size
+
+    def setup(self) -> None:
+        """Load models; called once per worker before the first batch."""
+
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Mutate the (non-rejected) rows in place. Default: one row at a time through ``process_row``."""
+        for row in rows:
+            self._guard(row, self.process_row)
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        raise TypeError(f"{type(self).__name__} must override process_row or process_rows")
+
+    def process_batch(self, table: pa.Table) -> pa.Table:
+        rows = table.to_pylist()
+        for row in rows:
+            for f in self.adds:
+                row.setdefault(f.name, None)
+        live = [r for r in rows if r["reject_reason"] is None]
+        if live:
+            self.process_rows(live)
+        return pa.Table.from_pylist(rows, schema=output_schema(table.schema, self.adds))
+
+    def _batched(
+        self,
+        rows: list[dict[str, Any]],
+        run_batch: Callable[[list[dict[str, Any]]], list[Any]],
+        apply: Callable[[dict[str, Any], Any], None],
+    ) -> None:
+        """One model call for the whole batch (``run_batch`` gives one result per row), each result applied under
+        ``_guard``; if the batched call itself fails, retry clip by clip to isolate the bad clip."""
+        try:
+            results = run_batch(rows)
+        except Exception:
+            log.warning("stage %s: batched call failed, retrying clip by clip", self.name, exc_info=True)
+            for row in rows:
+                self._guard(row, self.process_row)
+            return
+        for row, result in zip(rows, results, strict=True):
+            self._guard(row, lambda r, result=result: apply(r, result))
+
+    def _guard(self, row: dict[str, Any], fn: Callable[[dict[str, Any]], None]) -> None:
+        """Run ``fn(row)``; turn any failure into a reject row instead of failing the batch."""
+        try:
+            fn(row)
+        except RowReject as rej:
+            reject(row, self.name, rej.reason, rej.detail)
+        except Exception as err:  # one bad clip must never stop the job; the traceback goes to the log
+            log.warning("stage %s failed on %s: %s", self.name, row.get("clip_id"), traceback.format_exc(limit=3))
+            reason = getattr(err, "reason", None) or "error"
+            detail = getattr(err, "detail", None) or f"{type(err).__name__}: {err}"
+            reject(row, self.name, reason, detail)
+
+
+def reject(row: dict[str, Any], stage: str, reason: str, detail: str) -> None:
+    row["reject_stage"], row["reject_reason"], row["reject_detail"] = stage, reason, detail
+
+
+def output_schema(schema: pa.Schema, adds: list[pa.Field]) -> pa.Schema:
+    for f in adds:
+        if schema.get_field_index(f.name) < 0:
+            schema = schema.append(f)
+    return schema
+
+
+def split_per_clip(items: list[Any], sizes: list[int]) -> list[list[Any]]:
+    """Cut a flat list of per-frame results back into per-clip lists."""
+    out, pos = [], 0
+    for n in sizes:
+        out.append(items[pos : pos + n])
+        pos += n
+    return out
+
+
+def frames_of(row: dict[str, Any]) -> list[np.ndarray]:
+    h, w = row["frame_height_px"], row["frame_width_px"]
+    return [np.frombuffer(b, dtype=np.uint8).reshape(h, w, 3) for b in row["frames"]]
+
+
+def full_mask(det: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
+    """The frame-sized boolean mask of a detection, rebuilt from its box-cropped mask PNG."""
+    from alchemist_data.crops import decode_png
+
+    x0, y0, x1, y1 = det["box_xyxy_px"]
+    crop = decode_png(det["mask_png"]).astype(bool)
+    if crop.ndim == 3:
+        crop = crop[..., 0]
+    mask = np.zeros(shape, dtype=bool)
+    h, w = mask[y0:y1, x0:x1].shape
+    mask[y0 : y0 + h, x0 : x0 + w] = crop[:h, :w]
+    return mask
+
+
