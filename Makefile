@@ -21,7 +21,9 @@ bench: setup
 	$(PY) -m bench.run --output bench/results
 
 lint: setup
-	$(PY) -m ruff check packages pipelines tests bench
+	.venv/bin/ruff check packages pipelines tests bench
+	.venv/bin/ruff format --check packages pipelines tests bench
+	.venv/bin/lint-imports
 
 clean:
 	rm -rf demo_out bench/results .pytest_cache

@@ -11,15 +11,12 @@ Every field can be overridden from the CLI with ``--set section.field=value``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from alchemist_data.config import Resources, apply_overrides, to_dict
-from alchemist_data.models.faces import FacesConfig
-from alchemist_data.models.grounding import GroundingConfig
-from alchemist_data.models.inpaint import BackgroundConfig
-from alchemist_data.models.segmentation import SegmentationConfig
+from alchemist_data.models.configs import BackgroundConfig, FacesConfig, GroundingConfig, SegmentationConfig
+from alchemist_data.models.presets import vision_models
 from alchemist_data.stages.crops import CropsConfig
 from alchemist_data.stages.entities import EntitiesConfig
 from alchemist_data.stages.frames import FramesConfig
@@ -64,60 +61,32 @@ class Profile:
         return to_dict(self)
 
 
+def _from_presets(name: str, **kw: Any) -> Profile:
+    vm = vision_models(name)
+    return Profile(
+        name=name,
+        grounding=vm.grounding,
+        segmentation=vm.segmentation,
+        faces=vm.faces,
+        background=vm.background,
+        device=vm.device,
+        **kw,
+    )
+
+
 def _paper() -> Profile:
     gpu = Resources(cpus=1, gpus=1)
-    return Profile(
-        name="paper",
-        entities=EntitiesConfig(backend="llm", batch_size=16, resources=gpu),
-        grounding=GroundingConfig(
-            backend="gdino_py",
-            checkpoint=os.environ.get("ALCHEMIST_GDINO_CHECKPOINT", "groundingdino_swint_ogc.pth"),
-            batch_size=8,
-            resources=gpu,
-        ),
-        segmentation=SegmentationConfig(
-            backend="sam",
-            model_type="vit_b",
-            checkpoint=os.environ.get("ALCHEMIST_SAM_CHECKPOINT", "sam_vit_b_01ec64.pth"),
-            batch_size=8,
-            resources=gpu,
-        ),
-        faces=FacesConfig(
-            backend="yolo",
-            checkpoint=os.environ.get("ALCHEMIST_YOLO_FACE_CHECKPOINT", "yolov9-c-face.pt"),
-            resources=gpu,
-        ),
-        background=BackgroundConfig(backend="sd2", resources=gpu),
-        device="cuda",
-        shard_size=256,
-    )
+    return _from_presets("paper", entities=EntitiesConfig(backend="llm", batch_size=16, resources=gpu), shard_size=256)
 
 
 def _offline() -> Profile:
-    return Profile(
-        name="offline",
-        grounding=GroundingConfig(backend="hf", model="random-small", box_threshold=0.0),
-        segmentation=SegmentationConfig(backend="sam", model_type="random-small", iou_threshold=0.0),
-        faces=FacesConfig(backend="mtcnn", min_score=0.9),
-        background=BackgroundConfig(backend="opencv"),
-        frames=FramesConfig(max_side_px=512),
-    )
+    return _from_presets("offline", frames=FramesConfig(max_side_px=512))
 
 
 def _tiny() -> Profile:
-    return Profile(
-        name="tiny",
-        grounding=GroundingConfig(backend="hf", model="random-tiny", box_threshold=0.0),
-        segmentation=SegmentationConfig(backend="sam", model_type="random-tiny", iou_threshold=0.0),
-        faces=FacesConfig(backend="none"),
-        background=BackgroundConfig(backend="opencv"),
-        frames=FramesConfig(max_side_px=256),
-        shard_size=8,
-    )
+    return _from_presets("tiny", frames=FramesConfig(max_side_px=256), shard_size=8)
 
 
-# Why thresholds are 0 in offline/tiny: random weights give meaningless scores, and the paper's 0.4 / 0.9 would
-# drop every box, leaving the downstream stages untested. The paper profile keeps the benchmark's values.
 PROFILES = {"paper": _paper, "offline": _offline, "tiny": _tiny}
 
 

@@ -462,7 +462,7 @@ def prepare_benchmark(
     ``rejects`` row (stage ``prepare``) and the run goes on. Returns the summary written to ``benchmark.json``.
     """
     from alchemist_data.models.inpaint import build_inpainter
-    from alchemist_data.profiles import curation_profile
+    from alchemist_data.models.presets import vision_models
     from alchemist_data.writer import RunWriter, environment_versions, shard_name
     from alchemist_eval.models import get_eval_config
     from alchemist_eval.scorer import Scorer
@@ -477,7 +477,7 @@ def prepare_benchmark(
     for name in EXTRA_TABLES:
         (root / name).mkdir(exist_ok=True)
     (root / "videos").mkdir(exist_ok=True)
-    data_profile = curation_profile(profile)
+    data_profile = vision_models(profile)
     bg_cfg = data_profile.background
     done = writer.done_shards()
     shards = [anns[i : i + shard_size] for i in range(0, len(anns), shard_size)]

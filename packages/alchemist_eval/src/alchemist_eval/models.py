@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from alchemist_data.models.configs import GroundingConfig, SegmentationConfig
 from alchemist_eval import metrics
 
 RANDOM_SEED = 0
@@ -66,8 +67,8 @@ class EvalConfig:
     raft_checkpoint: str = ""  # torchvision raft_large state dict (Raft_Large_Weights.C_T_V1 = raft-things)
     raft_iters: int = 20
     face: FaceEvalConfig = field(default_factory=FaceEvalConfig)
-    grounding: Any = None  # alchemist_data.profiles.GroundingConfig
-    segmentation: Any = None  # alchemist_data.profiles.SegmentationConfig
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)  # the benchmark's: from the profile's presets
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     encoder_batch_size: int = 64
     device: str = "cpu"
 
@@ -104,10 +105,10 @@ class EvalConfig:
 
 def get_eval_config(profile: str, overrides: dict[str, str] | None = None) -> EvalConfig:
     """Models of a profile; ``overrides`` are ``{"section.field": value}`` like curation's ``--set``."""
-    from alchemist_data.config import apply_override
-    from alchemist_data.profiles import curation_profile
+    from alchemist_data.config import apply_overrides
+    from alchemist_data.models.presets import vision_models
 
-    data_profile = curation_profile(profile)
+    data_profile = vision_models(profile)
     if profile == "paper":
         cfg = EvalConfig(
             profile="paper",
@@ -132,9 +133,7 @@ def get_eval_config(profile: str, overrides: dict[str, str] | None = None) -> Ev
                          face=FaceEvalConfig(detector="mtcnn", min_score=0.9, embedder="dlib"))
     cfg.grounding = data_profile.grounding
     cfg.segmentation = data_profile.segmentation
-    for key, raw in (overrides or {}).items():
-        apply_override(cfg, key, raw)
-    return cfg
+    return apply_overrides(cfg, overrides)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -314,7 +313,8 @@ class FaceFinder:
         self.cfg, self.device = cfg, device
 
     def setup(self) -> None:
-        from alchemist_data.models.faces import FacesConfig, build_face_detector
+        from alchemist_data.models.configs import FacesConfig
+        from alchemist_data.models.faces import build_face_detector
 
         faces_cfg = FacesConfig(backend=self.cfg.detector, checkpoint=self.cfg.detector_checkpoint,
                                 min_score=self.cfg.min_score)

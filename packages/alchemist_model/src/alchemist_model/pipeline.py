@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from alchemist_model.augment import white_fill
+from alchemist_model.checkpoint import resolve_transformer_dir
 from alchemist_model.configs import ModelProfile, TrainConfig, get_profile
 from alchemist_model.encoders import Components, encode_conditions, find_word_span, reference_to_tensor
 from alchemist_model.flow import combine_guidance, euler_step, sampling_schedule, time_shift_for
@@ -92,8 +93,6 @@ class AlchemistPipeline:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None, prefer_ema: bool = True) -> AlchemistPipeline:
         """Load a training RUN folder (offline: the run holds its encoders or their ids/paths)."""
-        from alchemist_model.train import resolve_transformer_dir
-
         run_dir = Path(run_dir)
         if not (run_dir / "config.json").exists() or not (run_dir / "encoders" / "components.json").exists():
             raise ValueError(f"--checkpoint {str(run_dir)!r} is not a training run folder (config.json and "

@@ -34,13 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from alchemist_model.checkpoint import CHECKPOINTS, latest_checkpoint, resolve_transformer_dir
 from alchemist_model.configs import ModelProfile, TrainConfig, get_profile
 from alchemist_model.data import AlchemistDataset, ResumableSampler, collate_samples
 from alchemist_model.encoders import Components, encode_conditions, load_components
 from alchemist_model.flow import add_noise, sample_timesteps, time_shift_for, velocity_target
 from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel
-
-CHECKPOINTS = "checkpoints"
 
 
 @dataclass
@@ -139,25 +138,6 @@ def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = Path(run_dir) / CHECKPOINTS / "latest"
-    if not pointer.exists():
-        return None
-    return Path(run_dir) / CHECKPOINTS / pointer.read_text().strip()
-
-
-def resolve_transformer_dir(path: str | Path, prefer_ema: bool = True) -> Path:
-    """A RUN folder, a checkpoint folder or a transformer folder -> the transformer folder to load."""
-    path = Path(path)
-    if (path / "config.json").exists() and (path / "diffusion_pytorch_model.safetensors").exists():
-        return path
-    checkpoint = latest_checkpoint(path) or path
-    for name in (("transformer_ema", "transformer") if prefer_ema else ("transformer",)):
-        if (checkpoint / name / "config.json").exists():
-            return checkpoint / name
-    raise ValueError(f"{str(path)!r} holds no trained transformer (no checkpoints/latest, no config.json)")
 
 
 def _save_checkpoint(run_dir: Path, model_state: dict[str, torch.Tensor], model: AlchemistTransformer3DModel,

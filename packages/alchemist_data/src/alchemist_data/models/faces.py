@@ -17,25 +17,12 @@ import pickle
 import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from alchemist_data.config import StageConfig, check_choice
 from alchemist_data.models.base import LazyModel, check_rgb
-
-
-@dataclass(kw_only=True)
-class FacesConfig(StageConfig):
-    backend: str = "mtcnn"  # mtcnn (facenet-pytorch, real weights in the wheel) | yolo | none
-    checkpoint: str = ""  # yolo: a YOLO face checkpoint (e.g. yolov9-c face best.pt)
-    min_score: float = 0.2  # spec §7.3 uses conf 0.2 for the YOLO face detector
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("faces.backend", self.backend, ("mtcnn", "yolo", "none"))
 
 FaceBox = tuple[list[int], float]
 

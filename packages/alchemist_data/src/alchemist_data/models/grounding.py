@@ -24,24 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from alchemist_data.config import StageConfig, check_choice
 from alchemist_data.models.base import LazyModel, check_rgb, load_pretrained, offline_hint
 from alchemist_data.models.tiny import RANDOM_SIZES
-
-
-@dataclass(kw_only=True)
-class GroundingConfig(StageConfig):
-    backend: str = "hf"  # hf (transformers GroundingDino) | gdino_py (groundingdino-py)
-    model: str = "IDEA-Research/grounding-dino-tiny"  # hf: hub id or local dir; "random-small"/"random-tiny"
-    config_file: str = ""  # gdino_py: GroundingDINO_SwinT_OGC.py (empty = the one shipped in the package)
-    checkpoint: str = ""  # gdino_py: groundingdino_swint_ogc.pth
-    text_encoder: str = "bert-base-uncased"  # gdino_py: hub id or local BERT dir
-    box_threshold: float = 0.4  # spec §7.3
-    batch_size: int = 8
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("grounding.backend", self.backend, ("hf", "gdino_py"))
 
 MAX_TEXT_LEN = 256  # GroundingDINO's text length (pred_logits has this many columns)
 

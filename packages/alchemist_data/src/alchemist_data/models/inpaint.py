@@ -11,35 +11,11 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from alchemist_data.config import StageConfig, check_choice
 from alchemist_data.models.base import LazyModel, check_local_path, check_rgb, offline_hint
-
-
-@dataclass(kw_only=True)
-class BackgroundConfig(StageConfig):
-    backend: str = "opencv"  # opencv (Telea) | sd2 (diffusers SD2 inpainting)
-    model: str = "stabilityai/stable-diffusion-2-inpainting"
-    # The paper prompts the inpainter with the background entity word; the benchmark's prep uses a fixed prompt
-    # (spec §2.4). entity_word falls back to `prompt` when the caption has no background word.
-    prompt_source: str = "entity_word"  # entity_word | fixed
-    prompt: str = "clean and empty background"
-    negative_prompt: str = "any human or any object, complex pattern and texture"
-    guidance_scale: float = 12.0
-    num_inference_steps: int = 50
-    seed: int = 0
-    dilate_kernel_px: int = 4  # 4x4 ones kernel, 3 iterations, then binary_fill_holes (spec §2.4)
-    dilate_iterations: int = 3
-    batch_size: int = 4
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("background.backend", self.backend, ("opencv", "sd2"))
-        check_choice("background.prompt_source", self.prompt_source, ("entity_word", "fixed"))
 
 
 def foreground_mask(

@@ -19,23 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from alchemist_data.config import StageConfig, check_choice
 from alchemist_data.models.base import LazyModel, check_rgb, load_pretrained
 from alchemist_data.models.tiny import RANDOM_SIZES
-
-
-@dataclass(kw_only=True)
-class SegmentationConfig(StageConfig):
-    backend: str = "sam"  # sam (segment-anything) | hf (transformers SamModel)
-    model_type: str = "vit_b"  # sam: vit_b | vit_l | vit_h | random-small | random-tiny
-    checkpoint: str = ""  # sam: sam_vit_b_01ec64.pth ; hf: hub id or local dir
-    iou_threshold: float = 0.9  # spec §7.3: keep the mask if SAM's predicted IoU > threshold
-    box_tolerance_px: int = 3  # spec §7.3 validity check
-    batch_size: int = 8
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("segmentation.backend", self.backend, ("sam", "hf"))
 
 SAM_CHECKPOINT_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",

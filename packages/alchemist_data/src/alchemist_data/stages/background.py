@@ -6,7 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from alchemist_data.models.inpaint import BackgroundConfig
+from alchemist_data.models.configs import BackgroundConfig
 from alchemist_data.stages.base import Stage, frames_of, full_mask
 
 __all__ = ["BackgroundConfig", "BackgroundStage"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from alchemist_data.models.faces import FacesConfig
+from alchemist_data.models.configs import FacesConfig
 from alchemist_data.stages.base import Stage, frames_of
 
 __all__ = ["FacesConfig", "FacesStage"]

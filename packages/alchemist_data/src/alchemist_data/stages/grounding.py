@@ -6,7 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from alchemist_data.models.grounding import GroundingConfig
+from alchemist_data.models.configs import GroundingConfig
 from alchemist_data.stages.base import DETECTION, Stage, frames_of, split_per_clip
 
 __all__ = ["GroundingConfig", "GroundingStage"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from alchemist_data.models.segmentation import SegmentationConfig
+from alchemist_data.models.configs import SegmentationConfig
 from alchemist_data.stages.base import RowReject, Stage, frames_of, split_per_clip
 
 __all__ = ["SegmentationConfig", "SegmentationStage"]
