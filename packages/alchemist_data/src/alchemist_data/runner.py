@@ -59,7 +59,8 @@ def build_work_table(manifest: pa.Table, shard_size: int) -> pa.Table:
             reason.append(None)
             detail.append(None)
     cols = {name: manifest.column(name) for name in ("clip_id", "video", "caption", "start_s", "end_s")}
-    cols |= {"shard": shards, "reject_stage": stage, "reject_reason": reason, "reject_detail": detail}
+    cols |= {"shard": shards, "source_index": list(range(n)), "num_siblings": [1] * n}
+    cols |= {"reject_stage": stage, "reject_reason": reason, "reject_detail": detail}
     return pa.table(cols, schema=WORK_SCHEMA)
 
 

@@ -22,6 +22,13 @@ from alchemist_data.config import Resources, StageConfig
 log = logging.getLogger(__name__)
 
 # Columns every work table starts with (built by the runner from the manifest).
+#
+# A stage may split one row into several (the shots stage cuts a multi-shot video into clips). Such a stage
+# overrides ``process_batch`` and emits all rows derived from one input row in the same output batch, each a copy
+# of the input row with its own ``clip_id`` / ``start_s`` / ``end_s``, and sets ``num_siblings`` on every one of
+# them to the number of rows derived from that input row (clips and rejects alike). The runner counts a manifest
+# row as finished once it has seen ``num_siblings`` rows with its ``source_index``, so splitting never breaks shard
+# accounting or resume.
 WORK_FIELDS = [
     pa.field("clip_id", pa.string()),
     pa.field("video", pa.string()),
@@ -29,6 +36,8 @@ WORK_FIELDS = [
     pa.field("start_s", pa.float64()),
     pa.field("end_s", pa.float64()),
     pa.field("shard", pa.string()),
+    pa.field("source_index", pa.int64()),  # the manifest row this work row comes from
+    pa.field("num_siblings", pa.int32()),  # work rows that manifest row has become (1 unless a stage splits it)
     pa.field("reject_stage", pa.string()),
     pa.field("reject_reason", pa.string()),
     pa.field("reject_detail", pa.string()),
