@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import typer
 
@@ -12,16 +11,23 @@ PROFILE_HELP = "Model profile: offline (embedded default, real PyPI models + ann
 
 
 def curate_cmd(
-    manifest: Path = typer.Argument(
-        ..., help="JSONL, CSV or Parquet with columns video, caption[, start_s, end_s, clip_id]."
+    manifest: str = typer.Argument(
+        ..., help="JSONL, CSV or Parquet with columns video, caption[, start_s, end_s, clip_id] (a path or a URI)."
     ),
-    output: Path = typer.Option(..., "--output", "-o", help="Run folder (created; re-running resumes)."),
+    output: str = typer.Option(
+        ..., "--output", "-o", help="Run folder: a path, s3://bucket/prefix or gs://... (created; re-running resumes)."
+    ),
     profile: str = typer.Option("offline", "--profile", "-p", help=PROFILE_HELP),
     ray_address: str = typer.Option(
-        None, "--ray-address", help="Join an existing Ray cluster (e.g. ray://host:10001 or auto)."
+        None,
+        "--ray-address",
+        help="Join a running Ray cluster: auto (the one `ray start` made here), host:port or ray://host:10001. "
+        "Without it the job starts its own local Ray instance.",
     ),
     limit: int = typer.Option(None, "--limit", help="Only the first N manifest rows."),
-    num_workers: int = typer.Option(1, "--num-workers", "-w", help="Actors per stage group (Ray runner)."),
+    num_workers: int = typer.Option(
+        1, "--num-workers", "-w", help="Largest actor pool per stage group (Ray runner; a stage's max_workers wins)."
+    ),
     runner: str = typer.Option("ray", "--runner", help="ray (default) or local (in-process, for debugging)."),
     set_: list[str] = typer.Option(
         None, "--set", help="Override a profile field, e.g. --set grounding.batch_size=16."
@@ -64,7 +70,7 @@ def curate_cmd(
 
 
 def query_cmd(
-    run_dir: Path = typer.Argument(..., help="A curated run folder."),
+    run_dir: str = typer.Argument(..., help="A curated run folder (a path or s3://..., gs://...)."),
     sql: str = typer.Argument(..., help="DuckDB SQL over the views clips, entities, backgrounds, rejects."),
     fmt: str = typer.Option("table", "--format", help="table | json | csv"),
     limit: int = typer.Option(50, "--max-rows", help="Rows to print in table format."),
@@ -90,7 +96,7 @@ def query_cmd(
         _print_table(result.column_names, rows[:limit], title=f"{result.num_rows} rows")
 
 
-def stats_cmd(run_dir: Path = typer.Argument(..., help="A curated run folder.")) -> None:
+def stats_cmd(run_dir: str = typer.Argument(..., help="A curated run folder (a path or s3://..., gs://...).")) -> None:
     """Counts per category, reject reasons, mask-area and score distributions."""
     from alchemist_data.catalog import stats
 

@@ -4,7 +4,8 @@ import pyarrow as pa
 
 from alchemist_data.manifest import read_manifest
 from alchemist_data.profiles import curation_profile
-from alchemist_data.runner import build_work_table, fuse_stages
+from alchemist_data.ray_runner import fuse_stages
+from alchemist_data.runner import build_work_table
 from alchemist_data.sample_data import write_sample_corpus
 from alchemist_data.stages import DETECTION, EntitiesStage, FramesStage, GroundingStage, build_stages
 
@@ -71,7 +72,8 @@ def test_cpu_profiles_fuse_into_one_ray_operator_and_paper_splits_gpu_stages():
 def test_gpu_stages_on_a_cluster_without_gpus_fail_at_once():
     import pytest
 
-    from alchemist_data.runner import _check_device, _check_gpus
+    from alchemist_data.ray_runner import _check_gpus
+    from alchemist_data.runner import _check_device
 
     paper = curation_profile("paper")
     with pytest.raises(ValueError, match="ask Ray for GPUs"):

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from alchemist_model.checkpoint import latest_checkpoint
 from alchemist_model.configs import TrainConfig, get_profile
 from alchemist_model.data import AlchemistDataset, collate_samples
 from alchemist_model.encoders import encode_conditions
-from alchemist_model.checkpoint import latest_checkpoint
 from alchemist_model.train import build_transformer, train, training_step
 
 GOLDEN = Path(__file__).with_name("golden_losses.json")

@@ -114,7 +114,7 @@ def test_tables_match_the_contract_and_reference_crops_decode(corpus, tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_tables_without_duplicates(corpus, tmp_path, monkeypatch):
     _run(corpus, tmp_path / "full", overrides={"shard_size": "3"})
-    original = RunWriter.commit_shard
+    original = RunWriter.commit_marker
     calls = {"n": 0}
 
     def crash_after_two(self, *a, **k):
@@ -123,10 +123,10 @@ def test_interrupted_run_resumes_to_the_same_tables_without_duplicates(corpus, t
         calls["n"] += 1
         return original(self, *a, **k)
 
-    monkeypatch.setattr(RunWriter, "commit_shard", crash_after_two)
+    monkeypatch.setattr(RunWriter, "commit_marker", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         _run(corpus, tmp_path / "resumed", overrides={"shard_size": "3"})
-    monkeypatch.setattr(RunWriter, "commit_shard", original)
+    monkeypatch.setattr(RunWriter, "commit_marker", original)
     assert len(RunWriter(tmp_path / "resumed").done_shards()) == 2
     info = _run(corpus, tmp_path / "resumed", overrides={"shard_size": "3"})
     assert info["num_shards_skipped"] == 2

@@ -1,55 +1,69 @@
-"""Query curated runs with DuckDB: one view per table over the committed shards only."""
+"""Query curated runs with DuckDB: one view per table over the committed shards only.
+
+Works on any location :mod:`alchemist_data.storage` opens (local folders, ``s3://``, ``gs://``): the files a marker
+lists are opened as one pyarrow dataset per table and registered in DuckDB, so no DuckDB extension is needed
+(DuckDB's own ``httpfs`` cannot be installed offline, and pyarrow's filesystems already read every store we write).
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
 
 from alchemist_data import schema
-from alchemist_data.writer import DONE_DIR
+from alchemist_data.storage import Location, resolve
+from alchemist_data.writer import DONE_DIR, marker_files, read_markers
 
 
 class NotARunError(ValueError):
     pass
 
 
-def committed_files(run_dir: str | os.PathLike[str], table: str) -> list[Path]:
-    """Parquet files of ``table`` that belong to committed shards (a marker exists)."""
-    run = Path(run_dir)
+def _run(run_dir: str | os.PathLike[str] | Location) -> Location:
+    run = run_dir if isinstance(run_dir, Location) else resolve(run_dir)
+    if not run.join(DONE_DIR).is_dir() and not run.join(DONE_DIR).list_files(".json"):
+        raise NotARunError(f"{run.uri!r} is not a curated run folder (no {DONE_DIR}/); run `alchemist curate` first")
+    return run
+
+
+def committed_parts(run_dir: str | os.PathLike[str] | Location, table: str) -> dict[str, list[Location]]:
+    """For each committed shard (a marker exists), the files of ``table`` it consists of."""
+    run = _run(run_dir)
+    return {shard: marker_files(run, table, shard, m) for shard, m in read_markers(run).items()}
+
+
+def committed_files(run_dir: str | os.PathLike[str] | Location, table: str) -> list[Location]:
+    """Parquet files of ``table`` that belong to committed shards, in shard order."""
     if table not in schema.TABLES:
         raise ValueError(f"unknown table {table!r}; tables are {', '.join(schema.TABLES)}")
-    if not (run / DONE_DIR).is_dir():
-        raise NotARunError(f"{str(run)!r} is not a curated run folder (no {DONE_DIR}/); run `alchemist curate` first")
-    shards = sorted(p.stem for p in (run / DONE_DIR).glob("part-*.json"))
-    return [run / table / f"{s}.parquet" for s in shards if (run / table / f"{s}.parquet").exists()]
+    return [f for files in committed_parts(run_dir, table).values() for f in files]
 
 
-def read_table(run_dir: str | os.PathLike[str], table: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a whole table of a run as Arrow, with the contract schema (empty when nothing is committed)."""
+def dataset(run_dir: str | os.PathLike[str] | Location, table: str) -> pads.Dataset:
+    """The committed rows of ``table`` as a pyarrow dataset with the contract schema (lazy: nothing is read yet)."""
     files = committed_files(run_dir, table)
     if not files:
-        out = schema.empty_table(table)
-        return out.select(columns) if columns else out
-    return pa.concat_tables([pq.read_table(f, columns=columns, schema=schema.TABLES[table]) for f in files])
+        return pads.dataset(schema.empty_table(table))
+    return pads.dataset([f.path for f in files], schema=schema.TABLES[table], format="parquet", filesystem=files[0].fs)
+
+
+def read_table(run_dir: str | os.PathLike[str] | Location, table: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a whole table of a run as Arrow, with the contract schema (empty when nothing is committed)."""
+    return dataset(run_dir, table).to_table(columns=columns)
 
 
 def connect(
-    run_dir: str | os.PathLike[str], con: duckdb.DuckDBPyConnection | None = None
+    run_dir: str | os.PathLike[str] | Location, con: duckdb.DuckDBPyConnection | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with views ``clips``, ``entities``, ``backgrounds``, ``rejects`` over the run."""
+    """A DuckDB connection with one view per table (``clips``, ``entities``, ...) over the run's committed shards."""
+    run = _run(run_dir)
     con = con or duckdb.connect()
-    for table, table_schema in schema.TABLES.items():
-        files = committed_files(run_dir, table)
-        if files:
-            listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-            con.sql(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet([{listing}], union_by_name=true)")
-        else:
-            con.register(table, table_schema.empty_table())
+    for table in schema.TABLES:
+        con.register(table, dataset(run, table))
     return con
 
 

@@ -36,11 +36,19 @@ class StageConfig:
 
     batch_size: int = 16
     resources: Resources = field(default_factory=Resources)
+    # Ray actor pool bounds: the pool grows from min_workers to max_workers while work waits (0 = --num-workers).
+    min_workers: int = 1
+    max_workers: int = 0
 
     def validate(self) -> None:
         """Fail before any work on a value the stage does not understand (subclasses check their own fields)."""
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.min_workers < 1 or self.max_workers < 0 or (self.max_workers and self.max_workers < self.min_workers):
+            raise ValueError(
+                f"min_workers={self.min_workers}, max_workers={self.max_workers}: need 1 <= min_workers <= "
+                "max_workers (max_workers 0 means --num-workers)"
+            )
 
 
 def check_choice(key: str, value: str, allowed: Iterable[str]) -> None:

@@ -1,30 +1,31 @@
-"""Runners: map the stages onto Ray Data (default) or run them in-process (tests, debugging, `--runner local`).
+"""The curation job: validate, plan shards, run the stages (in-process or on Ray), commit shards, write run.json.
 
-Both runners consume the same work table (one row per clip, tagged with its shard) and hand finished rows to a
-``ShardCollector``, which commits a shard atomically as soon as all of its rows are back. Consecutive stages that
-ask for the same resources are fused into one Ray operator (one actor pool), which keeps frames out of the object
-store between CPU stages; GPU stages (``paper`` profile) become their own actor pools with ``num_gpus``.
+Data plane: the process that finishes a batch of rows (a Ray worker, or this process with ``--runner local``)
+splits it into the contract tables and writes them as *parts* straight to the output filesystem
+(:class:`ShardPartWriter`); what comes back to the driver is a few bytes per clip: part names, row counts, and which
+manifest rows the batch finished. The driver's :class:`ShardTracker` commits a shard (writes its marker) once every
+manifest row of the shard has ended as clips or rejects. A stage may split a row into several clips (shots): each
+derived row carries its manifest row's ``source_index`` and the number of rows it became (``num_siblings``), so the
+accounting stays exact.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from alchemist_data.config import Resources
 from alchemist_data.profiles import Profile, curation_profile
 from alchemist_data.stages import WORK_SCHEMA, Stage, build_stages, split_outputs
-from alchemist_data.writer import RunWriter, environment_versions, shard_name
+from alchemist_data.writer import RunWriter, environment_versions, part_id, shard_name
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ class CurateOptions:
     profile: str = "offline"
     overrides: dict[str, str] = field(default_factory=dict)
     runner: str = "ray"  # ray | local
-    ray_address: str | None = None
-    num_workers: int = 1
+    ray_address: str | None = None  # None: a fresh local Ray instance; "auto" or host:port: join that cluster
+    num_workers: int = 1  # the largest actor pool of a stage whose config leaves max_workers at 0
     limit: int | None = None
 
 
@@ -79,136 +80,141 @@ def split_by_shard(table: pa.Table) -> list[tuple[str, pa.Table]]:
     return runs
 
 
-def fuse_stages(stages: list[Stage]) -> list[list[Stage]]:
-    """Group consecutive stages with identical resource requests (each group is one Ray operator)."""
-    groups: list[list[Stage]] = []
-    for stage in stages:
-        if groups and groups[-1][0].resources == stage.resources:
-            groups[-1].append(stage)
-        else:
-            groups.append([stage])
-    return groups
+# ----------------------------------------------------------------------------------------------------------------
+class StageStats:
+    """Rows each stage received and the seconds it spent on them (summed over workers, retries included)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = defaultdict(int)
+        self.busy_s: dict[str, float] = defaultdict(float)
+
+    def add(self, stage: str, rows: int, seconds: float) -> None:
+        self.rows[stage] += rows
+        self.busy_s[stage] += seconds
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name in self.rows:
+            busy = self.busy_s[name]
+            out[name] = {
+                "rows": self.rows[name],
+                "busy_s": round(busy, 3),
+                "rows_per_busy_s": round(self.rows[name] / busy, 3) if busy > 0 else None,
+            }
+        return out
 
 
-def run_group(stages: list[Stage], table: pa.Table, drop_frames: bool) -> pa.Table:
+def run_group(stages: list[Stage], table: pa.Table, record: Callable[[str, int, float], None]) -> pa.Table:
+    """Run consecutive stages over one batch, reporting rows and busy time of each to ``record``."""
     for stage in stages:
+        live = table.num_rows - pc.sum(pc.is_valid(table.column("reject_reason"))).as_py()
+        t0 = time.perf_counter()
         table = stage.process_batch(table)
-    if drop_frames and "frames" in table.column_names:
-        table = table.drop_columns(["frames"])
+        record(stage.name, int(live), time.perf_counter() - t0)
     return table
 
 
-class StageGroupUDF:
-    """A Ray Data callable class running a fused group of stages; models load once per actor."""
+#: what a worker sends back per shard of a finished batch: a few bytes per clip, whatever the crop sizes
+SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("shard", pa.string()),
+        pa.field("files_json", pa.string()),  # {table: part file name}
+        pa.field("counts_json", pa.string()),  # {table: rows}
+        pa.field("source_index", pa.list_(pa.int64())),
+        pa.field("num_siblings", pa.list_(pa.int32())),
+        pa.field("num_rows", pa.list_(pa.int32())),
+    ]
+)
 
-    def __init__(self, stages: list[Stage], drop_frames: bool) -> None:
-        # Stages arrive unset-up (config only, cheap to pickle); each actor loads its models once here.
-        self.stages = stages
-        for s in self.stages:
-            s.setup()
-        self.drop_frames = drop_frames
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return run_group(self.stages, batch, self.drop_frames)
+class ShardPartWriter:
+    """Worker side: finished work rows -> contract tables -> parts on the output filesystem -> a small summary."""
+
+    def __init__(self, output: str, profile: Profile) -> None:
+        self.output, self.profile = output, profile
+        self._writer: RunWriter | None = None
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        self._writer = self._writer or RunWriter(self.output)
+        if "frames" in table.column_names:
+            table = table.drop_columns(["frames"])  # raw frames never leave the worker
+        rows = []
+        for shard, part in split_by_shard(table):
+            files, counts = self._writer.write_parts(
+                shard, split_outputs(part, self.profile), part_id(part.column("clip_id").to_pylist())
+            )
+            per_source: dict[int, list[int]] = {}
+            for src, sib in zip(part.column("source_index").to_pylist(), part.column("num_siblings").to_pylist(),
+                                strict=True):
+                entry = per_source.setdefault(src, [sib, 0])
+                entry[1] += 1
+            rows.append(
+                {
+                    "shard": shard,
+                    "files_json": json.dumps(files),
+                    "counts_json": json.dumps(counts),
+                    "source_index": list(per_source),
+                    "num_siblings": [v[0] for v in per_source.values()],
+                    "num_rows": [v[1] for v in per_source.values()],
+                }
+            )
+        return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
 
 
-class ShardCollector:
-    """Accumulates finished rows per shard and commits each shard once complete."""
+class ShardTracker:
+    """Driver side: counts finished manifest rows per shard and commits a shard (its marker) once all are in."""
 
     def __init__(
-        self,
-        writer: RunWriter,
-        expected: dict[str, int],
-        profile: Profile,
-        on_commit: Callable[[str, dict[str, int]], None],
+        self, writer: RunWriter, expected: dict[str, int], on_commit: Callable[[str, dict[str, int], int], None]
     ) -> None:
-        self.writer, self.expected, self.profile, self.on_commit = writer, dict(expected), profile, on_commit
-        self.parts: dict[str, list[pa.Table]] = defaultdict(list)
-        self.received: dict[str, int] = defaultdict(int)
+        self.writer, self.expected, self.on_commit = writer, dict(expected), on_commit
+        self.files: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.partial: dict[str, dict[int, int]] = defaultdict(dict)  # shard -> source -> rows still to come
+        self.finished: dict[str, int] = defaultdict(int)  # shard -> manifest rows fully accounted for
+        self.committed: set[str] = set()
+        self.bytes_received = 0
 
-    def add(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        for shard, part in split_by_shard(table):
-            self.parts[shard].append(part)
-            self.received[shard] += part.num_rows
-            if self.received[shard] == self.expected[shard]:
+    def add(self, summary: pa.Table) -> None:
+        self.bytes_received += summary.nbytes
+        for row in summary.to_pylist():
+            shard = row["shard"]
+            for name, file_name in json.loads(row["files_json"]).items():
+                self.files[shard][name].add(file_name)
+            for name, n in json.loads(row["counts_json"]).items():
+                self.counts[shard][name] += n
+            partial = self.partial[shard]
+            for src, siblings, n in zip(row["source_index"], row["num_siblings"], row["num_rows"], strict=True):
+                left = partial.get(src, siblings) - n
+                assert left >= 0, f"manifest row {src} of {shard} came back more often than it was split"
+                if left == 0:
+                    partial.pop(src, None)
+                    self.finished[shard] += 1
+                else:
+                    partial[src] = left
+            if self.finished[shard] == self.expected[shard] and not partial:
                 self._commit(shard)
 
     def _commit(self, shard: str) -> None:
-        rows = pa.concat_tables(self.parts.pop(shard), promote_options="permissive")
-        counts = self.writer.commit_shard(shard, split_outputs(rows, self.profile), self.expected[shard])
-        self.on_commit(shard, counts)
+        files = {k: sorted(v) for k, v in self.files.pop(shard).items()}
+        counts = dict(self.counts.pop(shard))
+        self.writer.commit_marker(shard, files, counts, self.expected[shard])
+        self.committed.add(shard)
+        self.on_commit(shard, counts, self.expected[shard])
 
     @property
     def pending(self) -> list[str]:
-        return [s for s in self.expected if s not in self.parts and self.received[s] < self.expected[s]]
+        return [s for s in self.expected if s not in self.committed]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def run_local(stages: list[Stage], work: pa.Table, collector: ShardCollector) -> None:
+def run_local(
+    stages: list[Stage], work: pa.Table, part_writer: ShardPartWriter, tracker: ShardTracker, stats: StageStats
+) -> None:
     for stage in stages:
         stage.setup()
     for _, table in split_by_shard(work):
-        collector.add(run_group(stages, table, drop_frames=True))
-
-
-def run_ray(
-    stages: list[Stage],
-    work: pa.Table,
-    collector: ShardCollector,
-    num_workers: int,
-    ray_address: str | None,
-) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        init: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": True}
-        if ray_address:
-            init["address"] = ray_address
-        else:
-            init["num_cpus"] = max(num_workers, os.cpu_count() or 1)
-            store = os.environ.get("ALCHEMIST_RAY_OBJECT_STORE_MB")
-            if store:
-                init["object_store_memory"] = int(store) * 1024**2
-        ray.init(**init)
-    _check_gpus(stages, ray.cluster_resources().get("GPU", 0), joined=bool(ray_address))
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.verbose_stats_logs = False
-    # One block per shard keeps a shard's rows together and gives the pool independent units of work.
-    shards = [part for _, part in split_by_shard(work)]
-    ds = ray.data.from_arrow(shards)
-    groups = fuse_stages(stages)
-    for i, group in enumerate(groups):
-        res: Resources = group[0].resources
-        ds = ds.map_batches(
-            StageGroupUDF,
-            fn_constructor_args=(group, i == len(groups) - 1),
-            batch_format="pyarrow",
-            batch_size=min(s.batch_size for s in group),
-            compute=ray.data.ActorPoolStrategy(size=min(num_workers, len(shards))),  # no idle actors on small runs
-            num_cpus=res.cpus,
-            num_gpus=res.gpus or None,
-        )
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
-        collector.add(batch)
-
-
-def _check_gpus(stages: list[Stage], cluster_gpus: float, joined: bool) -> None:
-    """Fail at once, instead of Ray waiting forever, when GPU stages meet a cluster without GPUs."""
-    needs = [s.name for s in stages if s.resources.gpus > 0]
-    if not needs or cluster_gpus > 0:
-        return
-    hint = (
-        f"stages {', '.join(needs)} ask Ray for GPUs but the cluster has none. Run on a GPU cluster "
-        "(--ray-address), use --profile offline, or move the stages to CPU with --set device=cpu and "
-        "--set <stage>.resources.gpus=0"
-    )
-    if joined:  # an autoscaling cluster may still add GPU nodes: say so, but let Ray wait for them
-        log.warning("%s (waiting for the autoscaler)", hint)
-        return
-    raise ValueError(hint)
+        tracker.add(part_writer(run_group(stages, table, stats.add)))
 
 
 def _check_device(profile: Profile) -> None:
@@ -228,7 +234,7 @@ class RunMismatchError(ValueError):
 
 
 def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Run (or resume) a curation job. Validates the manifest and output folder before any work."""
+    """Run (or resume) a curation job. Validates the manifest and the output before any work."""
     from alchemist_data.manifest import read_manifest
 
     profile = curation_profile(opts.profile, opts.overrides)
@@ -262,8 +268,8 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
     started = time.time()
     info = {
         "status": "running",
-        "manifest": str(Path(opts.manifest)),
-        "output": str(Path(opts.output)),
+        "manifest": opts.manifest,
+        "output": opts.output,
         "profile": profile.name,
         "fingerprint": fingerprint,
         "has_random_models": profile.has_random_models,
@@ -280,17 +286,23 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
     writer.write_run_json(info)
 
     reporter.start(total=work.num_rows, skipped_shards=len(expected) - len(pending))
-    collector = ShardCollector(writer, {s: expected[s] for s in pending}, profile, reporter.shard_done)
+    tracker = ShardTracker(writer, {s: expected[s] for s in pending}, reporter.shard_done)
     stages = build_stages(profile)
+    part_writer = ShardPartWriter(opts.output, profile)
+    stats: dict[str, dict[str, float]] = {}
     if work.num_rows:
         if opts.runner == "local":
             _check_device(profile)
-            run_local(stages, work, collector)
+            local_stats = StageStats()
+            run_local(stages, work, part_writer, tracker, local_stats)
+            stats = local_stats.snapshot()
         else:
-            run_ray(stages, work, collector, opts.num_workers, opts.ray_address)
+            from alchemist_data.ray_runner import run_ray
+
+            stats = run_ray(stages, work, part_writer, tracker, opts.num_workers, opts.ray_address)
     reporter.stop()
-    if collector.pending:
-        raise RuntimeError(f"shards not completed: {collector.pending}")
+    if tracker.pending:
+        raise RuntimeError(f"shards not completed: {tracker.pending}")
 
     totals: dict[str, int] = defaultdict(int)
     for marker in writer.done_shards().values():
@@ -304,14 +316,29 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
         "elapsed_s": round(elapsed, 3),
         "counts": dict(totals),
         "clips_per_s_this_run": round(work.num_rows / elapsed, 3) if elapsed > 0 else None,
+        "stages": stats,
+        "slowest_stage": _slowest(stats),
+        "driver_bytes_received": tracker.bytes_received,
+        "driver_bytes_per_input_row": round(tracker.bytes_received / work.num_rows, 1) if work.num_rows else None,
     }
     writer.write_run_json(info)
     return info
 
 
+def _slowest(stats: dict[str, dict[str, float]]) -> str | None:
+    """The stage with the most busy time: the one that sets the pace when pools are sized alike."""
+    timed = {name: s["busy_s"] for name, s in stats.items() if s["rows"]}
+    return max(timed, key=timed.__getitem__) if timed else None
+
+
 def _fingerprint(profile: Profile) -> str:
     """Settings that change what a shard contains; resuming with different ones would mix incompatible rows."""
-    return hashlib.sha1(repr(sorted(profile.to_dict().items())).encode()).hexdigest()[:16]
+    settings = profile.to_dict()
+    for section in settings.values():  # how work is spread over Ray does not change a row
+        if isinstance(section, dict):
+            for key in ("batch_size", "resources", "min_workers", "max_workers"):
+                section.pop(key, None)
+    return hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()[:16]
 
 
 def _value_counts(col: pa.ChunkedArray) -> dict[str, int]:
@@ -353,8 +380,8 @@ class Reporter:
         self.progress.start()
         self.task = self.progress.add_task("curate", total=total, status=f"resumed: {skipped_shards} shards done")
 
-    def shard_done(self, shard: str, counts: dict[str, int]) -> None:
-        self.done += counts.get("clips", 0) + counts.get("rejects", 0)
+    def shard_done(self, shard: str, counts: dict[str, int], num_input_rows: int) -> None:
+        self.done += num_input_rows
         self.rejected += counts.get("rejects", 0)
         if self.progress is not None:
             rate = self.done / max(time.time() - self.t0, 1e-9)
