@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("COLUMNS", "200")  # rich wraps at 80 columns without a terminal; messages are asserted on
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # S3 clients never probe the non-loopback metadata service
 
 import pytest  # noqa: E402
 
@@ -23,3 +24,22 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """An authenticated S3-compatible server on 127.0.0.1, with its environment set for this process and for the
+    processes it starts (Ray workers, CLI subprocesses) while the session lasts."""
+    from tests.s3 import s3_server
+
+    with s3_server() as server:
+        saved = {k: os.environ.get(k) for k in server.env}
+        os.environ.update(server.env)
+        try:
+            yield server
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

@@ -234,7 +234,14 @@ def read_manifest(path: str | os.PathLike) -> pa.Table:
     """
     path = os.fspath(path)
     fmt = _format_of(path)
-    if "://" not in path and not Path(path).expanduser().is_file():
+    if "://" in path:
+        from alchemist_data.storage import StorageError, check_readable_file
+
+        try:
+            check_readable_file(path, "manifest")  # a missing object, bucket or credentials: say so before any work
+        except StorageError as err:
+            raise ManifestError(str(err)) from err
+    elif not Path(path).expanduser().is_file():
         raise ManifestError(f"manifest {path} does not exist (give the path of a .jsonl, .csv or .parquet file)")
     path_local = str(Path(path).expanduser()) if "://" not in path else path
     reader = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[fmt]

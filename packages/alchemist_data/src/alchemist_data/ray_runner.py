@@ -67,8 +67,8 @@ def _reachable(host_port: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
-def connect(address: str | None, num_workers: int) -> bool:
-    """Start or join Ray; returns whether an existing cluster was joined.
+def connect(address: str | None, num_workers: int) -> None:
+    """Start or join Ray (nothing to do when this process is already connected).
 
     Without an address the job always starts its own local instance (``address="local"``), even where an earlier
     ``ray start`` or a test cluster left Ray's address file behind: joining a stranger's cluster by accident is
@@ -78,7 +78,7 @@ def connect(address: str | None, num_workers: int) -> bool:
     import ray
 
     if ray.is_initialized():
-        return True
+        return
     common: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if not address:
         init = dict(address="local", num_cpus=max(num_workers, os.cpu_count() or 1), **common)
@@ -86,7 +86,7 @@ def connect(address: str | None, num_workers: int) -> bool:
         if store:
             init["object_store_memory"] = int(store) * 1024**2
         ray.init(**init)
-        return False
+        return
     target = address
     if not address.startswith("ray://"):
         from ray._private.services import canonicalize_bootstrap_address
@@ -110,7 +110,6 @@ def connect(address: str | None, num_workers: int) -> bool:
         ray.init(address=target, **common)
     except (ConnectionError, RuntimeError) as err:
         raise ValueError(f"--ray-address {address}: could not join the Ray cluster at {target}: {err}") from err
-    return True
 
 
 def run_ray(
@@ -124,17 +123,14 @@ def run_ray(
     """Run the stages over ``work`` on Ray Data; returns the per-stage statistics."""
     import ray
 
-    joined = connect(ray_address, num_workers)
-    _check_gpus(stages, ray.cluster_resources().get("GPU", 0), joined=joined)
+    connect(ray_address, num_workers)
+    _check_gpus(stages, ray.cluster_resources().get("GPU", 0), joined=bool(ray_address))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False
-    # The stats actor lives on the driver's node (no CPUs asked, so a head node with num_cpus=0 takes it).
-    stats = ray.remote(num_cpus=0)(StageStats).options(
-        scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
-            ray.get_runtime_context().get_node_id(), soft=True
-        )
-    ).remote()
+    # The stats actor lives on the head node, which a cluster cannot lose and go on (it holds the GCS); worker nodes
+    # may come and go. No CPU is asked, so a head started with --num-cpus=0 takes it.
+    stats = ray.remote(num_cpus=0, resources={"node:__internal_head__": 0.001})(StageStats).remote()
     # One block per shard keeps a shard's rows together and gives the pools independent units of work.
     shards = [part for _, part in split_by_shard(work)]
     ds = ray.data.from_arrow(shards)

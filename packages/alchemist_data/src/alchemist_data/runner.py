@@ -245,6 +245,10 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
     manifest = read_manifest(opts.manifest)
     if opts.limit is not None:
         manifest = manifest.slice(0, max(opts.limit, 0))
+    if opts.runner == "ray":  # a stale or wrong cluster address fails here, before anything is written
+        from alchemist_data.ray_runner import connect
+
+        connect(opts.ray_address, opts.num_workers)
     writer = RunWriter(opts.output)
     writer.prepare()
     previous = writer.read_run_json()

@@ -125,7 +125,7 @@ def _has_aws_credentials() -> bool:
     if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI"):
         return True
     shared = env.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.expanduser("~/.aws/credentials")
-    return os.path.exists(shared)
+    return os.path.isfile(shared)
 
 
 def explain(uri: str, err: BaseException) -> str:

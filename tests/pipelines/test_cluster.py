@@ -1,0 +1,172 @@
+"""Cluster scale: a multi-node Ray cluster on this machine, the data in an S3 store on 127.0.0.1, a worker node that
+dies mid-job, a driver killed mid-job, and the Ray address rules."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from alchemist_data import catalog
+from alchemist_data.runner import CurateOptions, Reporter, curate
+from alchemist_data.sample_data import write_sample_corpus
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+MB = 1024**2
+TABLE_KEYS = {
+    "clips": ["clip_id"],
+    "entities": ["clip_id", "entity_word", "frame_index"],
+    "backgrounds": ["clip_id"],
+    "rejects": ["clip_id"],
+}
+
+
+@pytest.fixture(scope="module")
+def store(s3, tmp_path_factory):
+    local = write_sample_corpus(tmp_path_factory.mktemp("corpus"), num_clips=8, seed=11).parent
+    for bucket in ("corpus", "runs"):
+        s3.create_bucket(bucket)
+    s3.upload_dir(local, "corpus", "sample")
+    return s3
+
+
+@pytest.fixture(scope="module")
+def reference(store):
+    """The same job on the local runner: what every cluster run must reproduce."""
+    curate(CurateOptions(manifest="s3://corpus/sample/manifest.jsonl", output="s3://runs/reference", profile="tiny",
+                         runner="local", overrides={"shard_size": "1"}), reporter=Reporter(enabled=False))
+    return "s3://runs/reference"
+
+
+def _same_tables(a: str, b: str) -> None:
+    for name, keys in TABLE_KEYS.items():
+        ta = catalog.read_table(a, name).sort_by([(k, "ascending") for k in keys])
+        tb = catalog.read_table(b, name).sort_by([(k, "ascending") for k in keys])
+        assert ta.num_rows == tb.num_rows, name
+        for col in ta.column_names:
+            ca, cb = ta.column(col), tb.column(col)
+            if pa.types.is_floating(ca.type):
+                # batching frames of other clips into a forward pass moves float32 scores in the last digits
+                assert np.allclose(ca.to_numpy(zero_copy_only=False), cb.to_numpy(zero_copy_only=False), atol=1e-4,
+                                   equal_nan=True), (name, col)
+            else:
+                assert ca.equals(cb), (name, col)
+
+
+def _each_clip_once(run: str, num_rows: int) -> None:
+    ids = catalog.read_table(run, "clips").column("clip_id").to_pylist()
+    ids += catalog.read_table(run, "rejects").column("clip_id").to_pylist()
+    assert len(ids) == len(set(ids)) == num_rows
+
+
+def test_a_worker_node_dies_mid_job_and_nothing_is_lost_or_duplicated(store, reference, tmp_path, monkeypatch):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.chdir(tmp_path)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                            "object_store_memory": 200 * MB})
+    workers = [cluster.add_node(num_cpus=1, object_store_memory=200 * MB) for _ in range(2)]
+    events: list[str] = []
+
+    class KillANodeAfterTheFirstShard(Reporter):
+        def shard_done(self, shard, counts, num_input_rows):
+            super().shard_done(shard, counts, num_input_rows)
+            if not events:
+                cluster.remove_node(workers[0], allow_graceful=False)  # its actor dies with whatever it held
+                cluster.add_node(num_cpus=1, object_store_memory=200 * MB)  # a fresh node joins
+                events.append(shard)
+
+    try:
+        ray.init(address=cluster.address, include_dashboard=False)
+        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")}
+        assert len(nodes) == 2
+        info = curate(
+            CurateOptions(manifest="s3://corpus/sample/manifest.jsonl", output="s3://runs/cluster", profile="tiny",
+                          runner="ray", ray_address=cluster.address, num_workers=2, overrides={"shard_size": "1"}),
+            reporter=KillANodeAfterTheFirstShard(enabled=False),
+        )
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert events, "the node was never removed"
+    assert info["num_shards"] == 8 and info["counts"]["clips"] + info["counts"]["rejects"] == 8
+    _each_clip_once("s3://runs/cluster", 8)
+    _same_tables(reference, "s3://runs/cluster")
+    assert set(info["stages"]) >= {"frames", "entities", "grounding", "segmentation", "crops", "background"}
+    assert info["slowest_stage"] in info["stages"]
+    assert info["driver_bytes_per_input_row"] < 2048
+    assert list(tmp_path.iterdir()) == []  # the run went to the store, not to local disk
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+
+
+def test_a_killed_driver_resumes_to_identical_tables(store, reference):
+    args = ("curate", "s3://corpus/sample/manifest.jsonl", "-o", "s3://runs/killed", "--profile", "tiny",
+            "--set", "shard_size=1", "--runner", "local")
+    proc = _cli(*args)
+    try:
+        for _ in range(1200):  # up to 120 s for the first committed shard
+            if any(k.startswith("killed/_done/") for k in store.keys("runs", "killed/")) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, f"the job ended before it could be killed:\n{proc.stdout.read()}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done_before = sum(k.startswith("killed/_done/") for k in store.keys("runs", "killed/"))
+    assert 1 <= done_before < 8
+    rerun = _cli(*args)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    assert f"({done_before} of 8 shards were already done)" in out
+    _each_clip_once("s3://runs/killed", 8)
+    _same_tables(reference, "s3://runs/killed")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_without_ray_address_a_stale_cluster_address_is_ignored(tmp_path):
+    corpus = write_sample_corpus(tmp_path / "c", num_clips=2, seed=2)
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{_closed_port()}"}  # what an earlier `ray start` leaves behind
+    proc = _cli("curate", str(corpus), "-o", str(tmp_path / "run"), "--profile", "tiny", env=env)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "done in" in out
+
+
+@pytest.mark.parametrize("address", ["auto", "127.0.0.1:{port}"])
+def test_a_stale_ray_address_is_a_clear_error(tmp_path, address):
+    port = _closed_port()
+    corpus = write_sample_corpus(tmp_path / "c", num_clips=1, seed=2)
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    proc = _cli("curate", str(corpus), "-o", str(tmp_path / "run"), "--profile", "tiny",
+                "--ray-address", address.format(port=port), env=env)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert f"--ray-address {address.format(port=port)}: nothing answers at" in out and f":{port} (a stale" in out
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_run_json_names_the_slowest_stage(tmp_path):
+    corpus = write_sample_corpus(tmp_path / "c", num_clips=3, seed=4)
+    info = curate(CurateOptions(manifest=str(corpus), output=str(tmp_path / "run"), profile="tiny", runner="local"),
+                  reporter=Reporter(enabled=False))
+    stages = info["stages"]
+    assert stages["frames"]["rows"] == 3 and stages["frames"]["busy_s"] > 0
+    assert info["slowest_stage"] == max(stages, key=lambda s: stages[s]["busy_s"])
