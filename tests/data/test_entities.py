@@ -173,13 +173,23 @@ def test_caption_without_letters_is_not_english(spacy_extractor):
 def test_wordnet_cache_is_normalised_once(tmp_path, monkeypatch):
     from alchemist_data.entities import wordnet_dir
 
-    monkeypatch.setenv("ALCHEMIST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("ALCHEMIST_CACHE", str(tmp_path))
     d = wordnet_dir()
     assert d.is_relative_to(tmp_path) and (d / ".complete").exists()
     data = (d / "data.noun").read_bytes()
     assert b"\r\n" not in data and len(data) > 10_000_000
     mtime = (d / "data.noun").stat().st_mtime_ns
     assert wordnet_dir() == d and (d / "data.noun").stat().st_mtime_ns == mtime  # reused, not rewritten
+
+
+def test_wordnet_cache_reads_the_old_variable_with_a_deprecation_warning(tmp_path, monkeypatch):
+    from alchemist_data.entities import wordnet_dir
+
+    monkeypatch.delenv("ALCHEMIST_CACHE", raising=False)
+    monkeypatch.setenv("ALCHEMIST_CACHE_DIR", str(tmp_path))
+    with pytest.warns(DeprecationWarning, match="ALCHEMIST_CACHE"):
+        d = wordnet_dir()
+    assert d.is_relative_to(tmp_path) and (d / ".complete").exists()
 
 
 @pytest.mark.parametrize(
