@@ -16,8 +16,12 @@ share one post-processing function, :func:`apply_rules`:
    background / subject / object (the paper's ``['']`` empty pattern is accepted and means "none");
 2. ``not_substring``: an entity word is not an exact substring of the caption;
    then word-level clean-up (recorded in ``dropped``): leading quantifiers/determiners removed
-   (``quantifier``), pronouns (``pronoun``), repeated words (``duplicate``);
-3. re-classification by the rule table :data:`RECLASSIFY_RULES` (recorded in ``reclassified``);
+   (``quantifier``), pronouns (``pronoun``), repeated words (``duplicate``), on-screen text and titles
+   (``text``), names of nothing visible such as a team (``named``), things inside the background
+   (``background_detail``) and second mentions of one referent, the more specific word kept
+   (``same_referent``); see :mod:`alchemist_data.entities.mentions`;
+3. re-classification by the rule table :data:`RECLASSIFY_RULES` (recorded in ``reclassified``); a name is a
+   person or animal only when spaCy's NER and WordNet agree it can be ("a red Jaguar" is a car);
 4. ``no_subject``: no subject word left;
 5. ``plural_subject``: a subject word is plural (spaCy tag NNS/NNPS of its head, a collective head such as
    "group"/"crowd"/"people", or a plural quantifier/number attached to it such as "several"/"two").
@@ -26,8 +30,10 @@ The paper's exact re-classification list is not published (spec §2.2); ours is 
 :data:`BODY_PART_WORDS`, :data:`COLLECTIVE_WORDS` plus WordNet lexnames, documented at each constant.
 
 Modules, by role: ``result`` (the result type and its codes), ``tables`` (word tables), ``lexicon`` (spaCy +
-the WordNet cache), ``captions`` (clip-level checks), ``output`` (rule 1), ``rules`` (rules 2-5),
-``extractor`` (base class), ``spacy_backend`` and ``llm`` (the two backends, the paper's prompt in ``llm``).
+the WordNet cache), ``captions`` (clip-level checks), ``output`` (rule 1), ``heads`` (an entity word's head
+noun and what WordNet/NER say of it), ``mentions`` (text, names, background details, repeated mentions),
+``rules`` (rules 2-5), ``extractor`` (base class), ``spacy_backend`` and ``llm`` (the two backends, the
+paper's prompt in ``llm``), ``evaluate`` (scores against labelled captions, docs/entities.md).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 
 def _cache_root() -> Path:
@@ -126,25 +127,49 @@ class Lexicon:
         self.wordnet_load_s = time.perf_counter() - t0
         self._lock = threading.Lock()  # NLTK's reader seeks shared file handles
 
+    def _is_animate(self, synset: Any) -> bool:
+        if synset.lexname() in ("noun.person", "noun.animal"):
+            return True
+        # 'person' and 'someone' are noun.Tops: look at the hypernym closure instead of the lexname.
+        closure = set(synset.closure(lambda s: s.hypernyms() + s.instance_hypernyms()))
+        return self._person in closure or self._animal in closure or synset in (self._person, self._animal)
+
     @functools.lru_cache(maxsize=65536)  # noqa: B019 (one Lexicon per process, lives forever)
     def noun_info(self, key: str) -> tuple[str | None, bool]:
         """(first-sense lexname, is person/animal) of a noun lemma such as 'teddy_bear'; (None, False) if unknown."""
+        senses = self.noun_senses(key)
+        return (senses[0][0], senses[0][1]) if senses else (None, False)
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019
+    def noun_senses(self, key: str) -> tuple[tuple[str, bool, bool], ...]:
+        """(lexname, is person/animal, is a named individual) of every noun sense of ``key``, in WordNet's order.
+
+        A named individual is an instance synset: 'Moon' (the Earth's moon), 'Mars' (the planet, the god).
+        """
+        with self._lock:
+            return tuple(
+                (s.lexname(), self._is_animate(s), bool(s.instance_hypernyms())) for s in self.wn.synsets(key, pos="n")
+            )
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019
+    def first_sense_hypernyms(self, key: str) -> frozenset[str]:
+        """Names of every hypernym of the first noun sense: 'jupiter' -> {'planet.n.01', 'celestial_body.n.01'}."""
         with self._lock:
             synsets = self.wn.synsets(key, pos="n")
             if not synsets:
-                return None, False
-            first = synsets[0]
-            lex = first.lexname()
-            if lex in ("noun.person", "noun.animal"):
-                return lex, True
-            # 'person' and 'someone' are noun.Tops: look at the hypernym closure instead of the lexname.
-            closure = set(first.closure(lambda s: s.hypernyms() + s.instance_hypernyms()))
-            return lex, self._person in closure or self._animal in closure or first in (self._person, self._animal)
+                return frozenset()
+            closure = synsets[0].closure(lambda s: s.hypernyms() + s.instance_hypernyms())
+            return frozenset(s.name() for s in closure)
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019
     def has_verb_sense(self, word: str) -> bool:
         with self._lock:
             return bool(self.wn.synsets(word, pos="v"))
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019
+    def has_adjective_sense(self, word: str) -> bool:
+        with self._lock:
+            return bool(self.wn.synsets(word, pos="a") or self.wn.synsets(word, pos="s"))
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019
     def is_known_word(self, word: str) -> bool:

@@ -18,8 +18,22 @@ REJECT_REASONS = (
     "plural_subject",
 )
 
-#: Word-level drop reasons (``EntityResult.dropped``).
-WORD_DROP_REASONS = ("quantifier", "pronoun", "duplicate", "abstract", "not_entity", "not_noun")
+#: Word-level drop reasons (``EntityResult.dropped``): ``text`` = on-screen text or a title ("the logo 'Chicago
+#: Bulls'"), ``named`` = a name of nothing visible (a team, an event), ``background_detail`` = a thing inside the
+#: background ("people in the background"), ``same_referent`` = a second mention of an entity already listed
+#: ("the man" after "a bearded man").
+WORD_DROP_REASONS = (
+    "quantifier",
+    "pronoun",
+    "duplicate",
+    "abstract",
+    "not_entity",
+    "not_noun",
+    "text",
+    "named",
+    "background_detail",
+    "same_referent",
+)
 
 
 @dataclass

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from alchemist_data.entities.captions import check_caption
+from alchemist_data.entities.heads import HeadInfo, head_info, head_token, is_body_part, is_scene, of_complement
 from alchemist_data.entities.lexicon import Lexicon, get_lexicon
+from alchemist_data.entities.mentions import background_reason, named_reason, same_referent, text_reason
 from alchemist_data.entities.output import parse_output
 from alchemist_data.entities.result import CATEGORIES, EntityResult, reject
 from alchemist_data.entities.tables import (
-    ANIMATE_COLLECTIVES,
-    BODY_PART_WORDS,
     COLLECTIVE_WORDS,
-    CONTAINER_COLLECTIVES,
     PLURAL_QUANTIFIERS,
     PRONOUNS,
     QUANTIFIER_WORDS,
     RECLASSIFY_RULES,
-    SCENE_WORDS,
 )
 
 _LEADING_WORD = re.compile(r"^\s*([A-Za-z]+)\s+")
@@ -37,91 +34,13 @@ def _strip_quantifiers(word: str) -> tuple[str, list[str]]:
         word = word[m.end() :]
 
 
-def _locate(word: str, caption: str) -> tuple[int, int]:
-    """Character span of ``word`` in ``caption``: a whole-word match when there is one, else the first match."""
-    m = re.search(r"(?<!\w)" + re.escape(word) + r"(?!\w)", caption)
-    if m:
-        return m.start(), m.end()
-    i = caption.find(word)
-    return i, i + len(word)
-
-
-def _head(doc: Any, word: str, caption: str) -> Any:
-    start, end = _locate(word, caption)
-    span = doc.char_span(start, end, alignment_mode="expand")
-    if span is None or len(span) == 0:
-        return None
-    nouns = [t for t in span if t.pos_ in ("NOUN", "PROPN")]
-    root = span.root
-    if root.pos_ not in ("NOUN", "PROPN") and nouns:
-        root = nouns[-1]  # e.g. an LLM phrase the parser attached oddly: take the last noun
-    return root
-
-
-def _wn_keys(tok: Any) -> list[str]:
-    """WordNet keys for a head token, longest first: 'teddy bear' -> ['teddy_bear', 'bear']."""
-    keys = []
-    compounds = [c for c in tok.lefts if c.dep_ == "compound"]
-    if compounds:
-        first = min(c.i for c in compounds)
-        keys.append("_".join([t.lower_ for t in tok.doc[first : tok.i]] + [tok.lemma_.lower()]))
-    keys += [tok.lemma_.lower(), tok.lower_]
-    return list(dict.fromkeys(k for k in keys if k))
-
-
-def of_complement(tok: Any) -> Any:
-    """'group of people' -> the 'people' token; None when the head has no 'of' complement."""
-    for child in tok.rights:
-        if child.dep_ == "prep" and child.lower_ == "of":
-            for pobj in child.children:
-                if pobj.dep_ == "pobj":
-                    return pobj
-    return None
-
-
-@dataclass
-class HeadInfo:
-    lemma: str
-    lexname: str | None
-    animate: bool  # person / animal / animate collective / PERSON named entity
-    collective: bool
-
-
-def head_info(tok: Any, lex: Lexicon) -> HeadInfo:
-    lemma = tok.lemma_.lower()
-    lexname, animate = None, False
-    for key in _wn_keys(tok):
-        lexname, animate = lex.noun_info(key)
-        if lexname is not None:
-            break
-    if tok.ent_type_ == "PERSON":
-        animate = True
-    collective = False
-    if lemma in COLLECTIVE_WORDS or tok.lower_ in COLLECTIVE_WORDS:
-        comp = of_complement(tok)
-        if comp is not None and (lemma in CONTAINER_COLLECTIVES or tok.lower_ in CONTAINER_COLLECTIVES):
-            collective = head_info(comp, lex).animate  # "group of people" yes, "couple of cups" no
-        else:
-            collective = lemma in ANIMATE_COLLECTIVES or tok.lower_ in ANIMATE_COLLECTIVES
-        animate = animate or collective
-    return HeadInfo(lemma, lexname, animate, collective)
-
-
-def is_body_part(h: HeadInfo) -> bool:
-    return h.lemma in BODY_PART_WORDS or h.lexname == "noun.body"
-
-
-def _is_scene(h: HeadInfo) -> bool:
-    return h.lemma in SCENE_WORDS or (h.lexname == "noun.location" and not h.animate)
-
-
 def _rule_matches(rule: str, h: HeadInfo) -> bool:
     if rule == "body_part":
         return is_body_part(h)
     if rule == "scene":
-        return _is_scene(h) and not is_body_part(h)
+        return is_scene(h) and not is_body_part(h)
     if rule == "animate_object":
-        return h.animate and not is_body_part(h) and not _is_scene(h)
+        return h.animate and not is_body_part(h) and not is_scene(h)
     if rule == "inanimate_subject":
         return not h.animate
     raise AssertionError(rule)
@@ -144,6 +63,35 @@ def _plural_reason(tok: Any, h: HeadInfo) -> str | None:
     if tok.dep_ == "pobj" and tok.head.lower_ == "of" and tok.head.head.lemma_.lower() in COLLECTIVE_WORDS:
         return f"{tok.text!r} in {tok.head.head.text + ' of'!r}"
     return None
+
+
+def _mention_drop(tok: Any, info: HeadInfo | None) -> str | None:
+    """The drop reason of a word that is on-screen text, a name of nothing visible, or a background detail."""
+    if text_reason(tok):
+        return "text"
+    if named_reason(tok):
+        return "named"
+    if background_reason(tok, info):
+        return "background_detail"
+    return None
+
+
+def _merge_repeated_mentions(
+    entries: list[tuple[str, str, Any, HeadInfo | None]], caption: str, dropped: list[tuple[str, str]]
+) -> list[tuple[str, str, Any, HeadInfo | None]]:
+    """One referent named twice ("bearded man", then "the man") is one entity: keep the more specific word."""
+    kept = []
+    for word, cat, tok, info in entries:
+        longer = [
+            w
+            for w, _c, t, _i in entries
+            if t is not None and tok is not None and t.lemma_.lower() == tok.lemma_.lower() and len(w) > len(word)
+        ]
+        if any(same_referent(word, w, caption) for w in longer):
+            dropped.append((word, "same_referent"))
+            continue
+        kept.append((word, cat, tok, info))
+    return kept
 
 
 def apply_rules(
@@ -180,7 +128,8 @@ def apply_rules(
     if doc is None:
         doc = lex.nlp(caption)
 
-    # Word clean-up (hard rule "a noun without any quantifier"), then rule 3 on each word's head noun.
+    # Word clean-up (hard rule "a noun without any quantifier"; mentions that are no entity of their own), then
+    # rule 3 on each word's head noun.
     seen: set[str] = set()
     entries: list[tuple[str, str, Any, HeadInfo | None]] = []
     for cat in ("subject", "object", "background"):  # subject first: a word listed twice stays a subject
@@ -196,8 +145,15 @@ def apply_rules(
                 dropped.append((word, "duplicate"))
                 continue
             seen.add(word)
-            tok = _head(doc, word, caption)
-            entries.append((word, cat, tok, head_info(tok, lex) if tok is not None else None))
+            tok = head_token(doc, word, caption)
+            info = head_info(tok, lex) if tok is not None else None
+            if tok is not None:
+                drop = _mention_drop(tok, info)
+                if drop is not None:
+                    dropped.append((word, drop))
+                    continue
+            entries.append((word, cat, tok, info))
+    entries = _merge_repeated_mentions(entries, caption, dropped)
 
     result = EntityResult(dropped=dropped)
     for word, cat, _tok, info in entries:

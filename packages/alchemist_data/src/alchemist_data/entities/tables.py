@@ -83,6 +83,29 @@ NOT_ENTITY_WORDS = frozenset(
 #: the parser reads as the noun phrase "camera pans").
 META_WORDS = frozenset("camera video footage clip shot timelapse time-lapse".split())
 
+#: Nouns that name on-screen text, not a separable thing ("the words ... appear", "a title card").
+TEXT_WORDS = frozenset("text word words title caption captions subtitle subtitles headline credits lyrics".split())
+
+#: Nouns that name a work (a show, a song): their name is a title, never a subject ("the show friends"), and the
+#: work itself is no visible entity.
+TITLE_NOUNS = frozenset("show movie film series episode song album cartoon program programme channel trailer".split())
+
+#: Verbs that introduce a quoted or named text ("a book titled The Three Musketeers", "a sign that says ...").
+TEXT_VERBS = frozenset("titled entitled called named labeled labelled says said reads reading saying".split())
+
+#: Nouns whose "of" complement is part of the background ("a blurred background of people"): the complement
+#: joins the background phrase. "scene" is left out on purpose: "a scene of a woman cooking" names the subject.
+BACKGROUND_GOVERNORS = frozenset("background backdrop setting scenery surroundings".split())
+
+#: "X in the background" / "X in the distance": X is a background detail, not a subject or object.
+BACKGROUND_PLACES = frozenset("background distance".split())
+
+#: spaCy NER labels of names that are never a person or an animal ("a red Jaguar" is an ORG, not a cat).
+NON_PERSON_ENTITY_LABELS = frozenset("ORG GPE LOC FAC PRODUCT WORK_OF_ART EVENT LAW LANGUAGE".split())
+
+#: Determiners of a mention that refers back to one already made ("a bearded man ... the man").
+DEFINITE_DETERMINERS = frozenset("the this that".split())
+
 #: Visible things whose first WordNet sense is an event/act ("fire" = the event of burning): never abstract.
 VISIBLE_EVENT_WORDS = frozenset("fire flame firework explosion splash rainbow lightning shadow smoke spark".split())
 
