@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-AREAS = ["bench.data_frames", "bench.data_curation", "bench.model", "bench.eval"]
+AREAS = ["bench.data_frames", "bench.data_curation", "bench.entities", "bench.model", "bench.eval"]
 
 
 def main() -> None:
@@ -87,9 +87,9 @@ def _run_isolated(module: str, quick: bool) -> list[dict]:
 
 
 def _speedup(r: dict) -> float:
-    """How many times better the value is than its baseline: throughputs (unit "x/s") higher is better,
-    everything else (times, memory) lower is better."""
-    if "/s" in r["unit"]:
+    """How many times better the value is than its baseline: throughputs (unit "x/s") and scores (goal
+    "higher") higher is better, everything else (times, memory) lower is better."""
+    if "/s" in r["unit"] or r.get("goal") == "higher":
         return r["value"] / r["baseline"]
     return r["baseline"] / r["value"]
 

@@ -183,6 +183,16 @@ def test_wordnet_cache_is_normalised_once(tmp_path, monkeypatch):
     assert wordnet_dir() == d and (d / "data.noun").stat().st_mtime_ns == mtime  # reused, not rewritten
 
 
+def test_wordnet_cache_reads_the_old_variable_with_a_deprecation_warning(tmp_path, monkeypatch):
+    from alchemist_data.entities import wordnet_dir
+
+    monkeypatch.delenv("ALCHEMIST_CACHE", raising=False)
+    monkeypatch.setenv("ALCHEMIST_CACHE_DIR", str(tmp_path))
+    with pytest.warns(DeprecationWarning, match="ALCHEMIST_CACHE"):
+        d = wordnet_dir()
+    assert d.is_relative_to(tmp_path) and (d / ".complete").exists()
+
+
 @pytest.mark.parametrize(
     "caption",
     [
