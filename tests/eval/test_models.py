@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from alchemist_data.benchmark_rules import face_crop
 from alchemist_eval import metrics as M
 from alchemist_eval.models import (
     ClipEncoder,
@@ -106,7 +107,7 @@ def test_real_face_detector_and_dlib_descriptor_on_a_real_face():
     assert boxes[0] is not None and boxes[1] is not None and boxes[2] is None
     emb = DlibFaceEmbedder()
     emb.setup()
-    e = emb.embed([M.face_crop(f, b) for f, b in zip(frames, boxes[:2], strict=False)])
+    e = emb.embed([face_crop(f, b) for f, b in zip(frames, boxes[:2], strict=False)])
     assert e.shape == (2, 128) and M.cosine_matrix(e[:1], e[1:])[0, 0] > 0.9
 
 

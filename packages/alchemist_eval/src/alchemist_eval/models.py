@@ -340,7 +340,7 @@ class FaceFinder:
         still counts as a frame with a face; only an empty crop (where ``cv2.resize`` would crash the official
         run) is treated as no face.
         """
-        from alchemist_data.models.faces import extend_face_box
+        from alchemist_data.benchmark_rules import extend_face_box
 
         box = [int(v) for v in extend_face_box(list(raw_box_xyxy), width_px, height_px)]
         return box if box[2] - box[0] >= 1 and box[3] - box[1] >= 1 else None
