@@ -54,8 +54,40 @@ def test_missing_hub_model_fails_fast_offline(monkeypatch):
 
     with pytest.raises(ModelLoadError, match="no-such-org/no-such-clip.*HF_HUB_OFFLINE"):
         ClipEncoder("no-such-org/no-such-clip").setup()
-    with pytest.raises(ModelLoadError, match="DINO model"):
+    with pytest.raises(ModelLoadError, match="(?s)DINO model.*--set dino_model=DIR"):
         DinoEncoder("no-such-org/no-such-dino").setup()
+
+
+def test_one_model_load_error_for_the_three_packages(tmp_path):
+    # curation's wrappers, eval's encoders and the model's encoders raise the same type, which both styles of
+    # caller catch: `except OSError` (data, eval) and `except ValueError` (the model's CLI)
+    from alchemist_data.models.base import LazyModel, ModelLoadError
+    from alchemist_data.models.segmentation import HFSam
+    from alchemist_eval.models import ModelLoadError as EvalModelLoadError
+    from alchemist_model.encoders import ImageEncoder
+
+    assert EvalModelLoadError is ModelLoadError and issubclass(ModelLoadError, OSError | ValueError)
+    assert isinstance(ClipEncoder("random-tiny"), LazyModel) and isinstance(DinoEncoder("random-tiny"), LazyModel)
+    for load in (lambda: HFSam("alchemist-test/no-such-sam").setup(),
+                 lambda: DinoEncoder("alchemist-test/no-such-dino").setup(),
+                 lambda: ImageEncoder.load("dinov2", "alchemist-test/no-such-dinov2")):
+        with pytest.raises(ModelLoadError, match="(?s)could not load .*no-such"):
+            load()
+
+
+def test_one_random_weights_notice_for_the_three_packages(capsys):
+    from alchemist_data.profiles import curation_profile
+    from alchemist_model.encoders import announce_random
+
+    phrase = "RANDOMLY INITIALISED (no real weights were loaded)"
+    assert phrase in curation_profile("tiny").random_model_notice()
+    assert phrase in get_eval_config("tiny").random_model_notice()
+    announce_random("a unit-test component")
+    assert f"a unit-test component is {phrase}" in capsys.readouterr().err
+    # only the models that really are random are named
+    notice = curation_profile("tiny", {"segmentation.model_type": "vit_b"}).random_model_notice()
+    assert notice.startswith("profile 'tiny': GroundingDINO (random-tiny) is RANDOMLY") and "SAM" not in notice
+    assert curation_profile("paper").random_model_notice() is None
 
 
 def test_arcface_iresnet_round_trip_and_missing_checkpoint(tmp_path):

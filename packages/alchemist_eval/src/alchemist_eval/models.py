@@ -26,25 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from alchemist_data.models.base import (
+    LazyModel,
+    ModelLoadError,  # noqa: F401  (re-exported: what every loader here raises)
+    load_pretrained,
+    random_weights_notice,
+)
 from alchemist_eval import metrics
 
 RANDOM_SEED = 0
-
-
-class ModelLoadError(OSError):
-    """A real checkpoint could not be loaded (not a local folder, not in the hub cache, hub unreachable)."""
-
-
-def _load_pretrained(what: str, model_id: str, fn):
-    try:
-        return fn(model_id)
-    except Exception as err:  # transformers raises OSError/ValueError/TypeError depending on what is missing
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        hint = " (HF_HUB_OFFLINE is set: only local folders and cached hub ids work)" if offline else ""
-        raise ModelLoadError(
-            f"could not load the {what} {model_id!r}{hint}: {type(err).__name__}: {err}. Pass a local folder with "
-            f"--set {'clip_model' if what == 'CLIP model' else 'dino_model'}=DIR, or use --profile offline."
-        ) from err
 
 
 @dataclass
@@ -83,11 +73,12 @@ class EvalConfig:
     def random_model_notice(self) -> str | None:
         if not self.random_models:
             return None
-        return (
-            f"profile {self.profile!r}: {', '.join(self.random_models)} are RANDOMLY INITIALISED (no real weights "
-            "can be had offline). Text-S, Vid-S and Subj-S are then NOT comparable to the paper; Face-S (MTCNN + "
-            "dlib) and Dync-D (OpenCV DIS) use real models but not the paper's. Use --profile paper with real "
-            "checkpoints for paper numbers."
+        return random_weights_notice(
+            self.random_models,
+            "Text-S, Vid-S and Subj-S are then NOT comparable to the paper (no real weights can be had offline); "
+            "Face-S (MTCNN + dlib) and Dync-D (OpenCV DIS) use real models but not the paper's.",
+            "Use --profile paper with real checkpoints for paper numbers.",
+            context=f"profile {self.profile!r}",
         )
 
     def signature(self) -> dict[str, Any]:
@@ -156,35 +147,44 @@ def _byte_level_clip_tokenizer_dir() -> str:
     return str(d)
 
 
-class ClipEncoder:
+def _random_clip(size: str) -> tuple[Any, Any]:
+    """A seeded random CLIP ("random-tiny" / "random-small") with a byte-level tokenizer."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(_byte_level_clip_tokenizer_dir())
+    vocab = len(tokenizer)
+    small = size == "random-small"
+    width = 64 if small else 32
+    config = CLIPConfig(
+        text_config=dict(vocab_size=vocab, hidden_size=width, intermediate_size=2 * width,
+                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+                         bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1),
+        vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=metrics.ENCODER_SIZE_PX, patch_size=32),
+        projection_dim=32 if small else 16,
+    )
+    torch.manual_seed(RANDOM_SEED)
+    return CLIPModel(config), tokenizer
+
+
+class ClipEncoder(LazyModel):
     """CLIP image/text embeddings (``get_image_features`` / ``get_text_features``, the projected 768-d of ViT-L/14)."""
 
-    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64):
-        self.model_id, self.device, self.batch_size = model, device, batch_size
+    name = "clip"
 
-    def setup(self) -> None:
-        import torch
-        from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64) -> None:
+        super().__init__(device=device)
+        self.model_id, self.batch_size = model, batch_size
+        self.is_random = model.startswith("random")
 
-        if self.model_id.startswith("random"):
-            small = self.model_id == "random-small"
-            tok_dir = _byte_level_clip_tokenizer_dir()
-            self.tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-            vocab = len(self.tokenizer)
-            width = 64 if small else 32
-            config = CLIPConfig(
-                text_config=dict(vocab_size=vocab, hidden_size=width, intermediate_size=2 * width,
-                                 num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                                 bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1),
-                vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                                   num_attention_heads=2, image_size=metrics.ENCODER_SIZE_PX, patch_size=32),
-                projection_dim=32 if small else 16,
-            )
-            torch.manual_seed(RANDOM_SEED)
-            self.model = CLIPModel(config)
-        else:
-            self.tokenizer = _load_pretrained("CLIP model", self.model_id, CLIPTokenizer.from_pretrained)
-            self.model = _load_pretrained("CLIP model", self.model_id, CLIPModel.from_pretrained)
+    def _load(self) -> None:
+        from transformers import CLIPModel, CLIPTokenizer
+
+        self.model, self.tokenizer = load_pretrained(
+            self.model_id, "CLIP", (CLIPModel, CLIPTokenizer), _random_clip,
+            instead="a local folder with --set clip_model=DIR, or use --profile offline",
+        )
         self.model.to(self.device).eval()
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
 
@@ -192,6 +192,7 @@ class ClipEncoder:
         """``images``: float32 [N, 3, 224, 224] already preprocessed with :func:`metrics.clip_preprocess`."""
         import torch
 
+        self.setup()
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
@@ -203,6 +204,7 @@ class ClipEncoder:
         """Captions, truncated to CLIP's 77 tokens like ``clip.tokenize(..., truncate=True)``."""
         import torch
 
+        self.setup()
         out = []
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
@@ -216,31 +218,41 @@ class ClipEncoder:
 # DINO
 
 
-class DinoEncoder:
+def _random_dino(size: str) -> tuple[Any]:
+    """A seeded random ViT ("random-tiny" / "random-small") in DINO ViT-B/16's place."""
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    width = 64 if size == "random-small" else 32
+    config = ViTConfig(hidden_size=width, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * width,
+                       image_size=metrics.ENCODER_SIZE_PX, patch_size=32)
+    torch.manual_seed(RANDOM_SEED)
+    return (ViTModel(config, add_pooling_layer=False),)
+
+
+class DinoEncoder(LazyModel):
     """DINO ViT-B/16 CLS embedding (final LayerNorm output), as ``torch.hub facebookresearch/dino dino_vitb16``."""
 
-    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64):
-        self.model_id, self.device, self.batch_size = model, device, batch_size
+    name = "dino"
 
-    def setup(self) -> None:
-        import torch
-        from transformers import ViTConfig, ViTModel
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64) -> None:
+        super().__init__(device=device)
+        self.model_id, self.batch_size = model, batch_size
+        self.is_random = model.startswith("random")
 
-        if self.model_id.startswith("random"):
-            width = 64 if self.model_id == "random-small" else 32
-            config = ViTConfig(hidden_size=width, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=2 * width, image_size=metrics.ENCODER_SIZE_PX, patch_size=32)
-            torch.manual_seed(RANDOM_SEED)
-            self.model = ViTModel(config, add_pooling_layer=False)
-        else:
-            self.model = _load_pretrained(
-                "DINO model", self.model_id, lambda m: ViTModel.from_pretrained(m, add_pooling_layer=False)
-            )
+    def _load(self) -> None:
+        from transformers import ViTModel
+
+        (self.model,) = load_pretrained(
+            self.model_id, "DINO", (ViTModel,), _random_dino,
+            instead="a local folder with --set dino_model=DIR, or use --profile offline", add_pooling_layer=False,
+        )
         self.model.to(self.device).eval()
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         import torch
 
+        self.setup()
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
@@ -253,13 +265,16 @@ class DinoEncoder:
 # faces
 
 
-class ArcFaceEmbedder:
+class ArcFaceEmbedder(LazyModel):
     """ArcFace IResNet on 112x112 crops scaled to [-1, 1] (``extract_arcface_embeddings``), 512-d."""
 
-    def __init__(self, checkpoint: str, network: str = "r100", device: str = "cpu", batch_size: int = 64):
-        self.checkpoint, self.network, self.device, self.batch_size = checkpoint, network, device, batch_size
+    name = "arcface"
 
-    def setup(self) -> None:
+    def __init__(self, checkpoint: str, network: str = "r100", device: str = "cpu", batch_size: int = 64):
+        super().__init__(device=device)
+        self.checkpoint, self.network, self.batch_size = checkpoint, network, batch_size
+
+    def _load(self) -> None:
         from alchemist_eval.iresnet import load_arcface
 
         self.model = load_arcface(self.checkpoint, self.network, self.device)
@@ -267,6 +282,7 @@ class ArcFaceEmbedder:
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         import torch
 
+        self.setup()
         if not crops:
             return np.zeros((0, 512), np.float32)
         x = np.stack([metrics.face_preprocess(c) for c in crops])
@@ -277,16 +293,17 @@ class ArcFaceEmbedder:
         return np.concatenate(out)
 
 
-class DlibFaceEmbedder:
+class DlibFaceEmbedder(LazyModel):
     """dlib's ResNet face descriptor (128-d, real weights from ``face-recognition-models``).
 
     The crop is ``cv2.resize``d to dlib's 150x150 chip without alignment, mirroring the benchmark's unaligned
     112x112 ArcFace crops (so the offline Face-S measures the same thing with another network).
     """
 
+    name = "dlib"
     size_px = 150
 
-    def setup(self) -> None:
+    def _load(self) -> None:
         import importlib.util
 
         import dlib
@@ -300,6 +317,7 @@ class DlibFaceEmbedder:
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         import cv2
 
+        self.setup()
         if not crops:
             return np.zeros((0, 128), np.float32)
         chips = [np.ascontiguousarray(cv2.resize(np.ascontiguousarray(c[:, :, :3]), (self.size_px, self.size_px)))

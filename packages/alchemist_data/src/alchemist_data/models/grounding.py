@@ -26,7 +26,7 @@ import torch
 
 from alchemist_data.benchmark_rules import select_boxes, tag_token_positions
 from alchemist_data.config import StageConfig, check_choice
-from alchemist_data.models.base import LazyModel, check_rgb, load_pretrained, offline_hint
+from alchemist_data.models.base import LazyModel, ModelLoadError, check_rgb, load_pretrained, offline_hint
 from alchemist_data.models.tiny import RANDOM_SIZES
 
 
@@ -241,7 +241,7 @@ class GroundingDinoPy(Grounder):
         try:
             model = build_model(args)
         except OSError as exc:
-            raise OSError(offline_hint(f"the GroundingDINO text encoder {self.text_encoder!r}", exc)) from exc
+            raise ModelLoadError(offline_hint(f"the GroundingDINO text encoder {self.text_encoder!r}", exc)) from exc
         ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
         model.load_state_dict(clean_state_dict(state), strict=False)

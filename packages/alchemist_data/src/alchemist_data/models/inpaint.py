@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from alchemist_data.config import StageConfig, check_choice
-from alchemist_data.models.base import LazyModel, check_local_path, check_rgb, offline_hint
+from alchemist_data.models.base import LazyModel, ModelLoadError, check_local_path, check_rgb, offline_hint
 
 
 @dataclass(kw_only=True)
@@ -130,7 +130,7 @@ class SD2Inpainter(Inpainter):
             )
         except (OSError, ValueError) as exc:
             what = f"the inpainting pipeline {self.model_id!r}"
-            raise OSError(offline_hint(what, exc, instead="a local directory or a cached hub id")) from exc
+            raise ModelLoadError(offline_hint(what, exc, instead="a local directory or a cached hub id")) from exc
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
 
