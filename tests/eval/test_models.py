@@ -90,6 +90,39 @@ def test_one_random_weights_notice_for_the_three_packages(capsys):
     assert curation_profile("paper").random_model_notice() is None
 
 
+def test_clip_runs_in_fp16_on_cuda_only_like_the_official_clip_load():
+    from alchemist_eval.models import clip_dtype
+
+    assert clip_dtype("cuda") == clip_dtype("cuda:1", "fp16") == "float16"
+    assert clip_dtype("cuda", "fp32") == clip_dtype("cpu", "fp16") == clip_dtype("cpu", "fp32") == "float32"
+    with pytest.raises(ValueError, match="clip_precision='bf16'"):
+        clip_dtype("cuda", "bf16")
+    with pytest.raises(ValueError, match="clip_precision"):
+        get_eval_config("tiny", {"clip_precision": "fp8"})
+    paper = get_eval_config("paper")
+    assert paper.clip_precision == "fp16" and paper.device == "cuda"
+    # what CLIP really ran in is part of the scores' signature: fp16 GT embeddings are never reused for fp32 runs
+    assert paper.signature()["clip_precision"] == "float16"
+    assert get_eval_config("paper", {"clip_precision": "fp32"}).signature()["clip_precision"] == "float32"
+    enc = ClipEncoder("random-tiny", device="cpu", precision="fp16")
+    enc.setup()
+    assert enc.model.dtype == torch.float32  # the official clip package casts to float32 on CPU
+
+
+@pytest.mark.gpu
+def test_clip_fp16_on_cuda_is_close_to_fp32():
+    frames = np.stack([M.clip_preprocess(f) for f in moving_frames(3)])
+    half, full = ClipEncoder("random-small", "cuda"), ClipEncoder("random-small", "cuda", precision="fp32")
+    half.setup()
+    full.setup()
+    assert half.model.dtype == torch.float16 and full.model.dtype == torch.float32
+    got, want = half.encode_images(frames), full.encode_images(frames)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=2e-2, rtol=2e-2)
+    assert M.cosine_matrix(got, want).diagonal().min() > 0.999
+    np.testing.assert_allclose(half.encode_texts(["a dog runs"]), full.encode_texts(["a dog runs"]), atol=2e-2)
+
+
 def test_arcface_iresnet_round_trip_and_missing_checkpoint(tmp_path):
     from alchemist_eval.iresnet import iresnet, load_arcface
     from alchemist_eval.models import ArcFaceEmbedder

@@ -35,6 +35,18 @@ from alchemist_data.models.base import (
 from alchemist_eval import metrics
 
 RANDOM_SEED = 0
+CLIP_PRECISIONS = ("fp16", "fp32")
+
+
+def clip_dtype(device: str, precision: str = "fp16") -> str:
+    """The dtype CLIP runs in: ``float16`` on CUDA with ``precision="fp16"``, ``float32`` otherwise.
+
+    The official ``clip.load("ViT-L/14")`` keeps the OpenAI checkpoint's fp16 weights on a GPU and casts to float32
+    only on CPU; the benchmark's GT embeddings were made that way too. ``fp32`` is the switch for full precision.
+    """
+    if precision not in CLIP_PRECISIONS:
+        raise ValueError(f"clip_precision={precision!r} is not one of {', '.join(CLIP_PRECISIONS)}")
+    return "float16" if precision == "fp16" and str(device).startswith("cuda") else "float32"
 
 
 @dataclass
@@ -51,6 +63,7 @@ class FaceEvalConfig:
 class EvalConfig:
     profile: str
     clip_model: str = "openai/clip-vit-large-patch14"  # hub id | local dir | random-small | random-tiny
+    clip_precision: str = "fp16"  # fp16 (official: fp16 on CUDA, fp32 on CPU) | fp32 (see clip_dtype)
     dino_model: str = "facebook/dino-vitb16"  # hub id | local dir | random-small | random-tiny
     flow: str = "dis"  # raft | dis
     raft_checkpoint: str = ""  # torchvision raft_large state dict (Raft_Large_Weights.C_T_V1 = raft-things)
@@ -85,6 +98,7 @@ class EvalConfig:
         """What makes two runs' scores comparable (used to refuse resuming with other models)."""
         d = dataclasses.asdict(self)
         d.pop("encoder_batch_size", None)
+        d["clip_precision"] = clip_dtype(self.device, self.clip_precision)  # what CLIP really ran in
         d.pop("device", None)
         for section in ("grounding", "segmentation"):  # frames per forward and Ray resources do not change scores
             if isinstance(d.get(section), dict):
@@ -125,6 +139,7 @@ def get_eval_config(profile: str, overrides: dict[str, str] | None = None) -> Ev
     cfg.segmentation = data_profile.segmentation
     for key, raw in (overrides or {}).items():
         apply_override(cfg, key, raw)
+    clip_dtype(cfg.device, cfg.clip_precision)  # a bad --set clip_precision fails here, before any work
     return cfg
 
 
@@ -169,23 +184,26 @@ def _random_clip(size: str) -> tuple[Any, Any]:
 
 
 class ClipEncoder(LazyModel):
-    """CLIP image/text embeddings (``get_image_features`` / ``get_text_features``, the projected 768-d of ViT-L/14)."""
+    """CLIP image/text embeddings (``get_image_features`` / ``get_text_features``, the projected 768-d of ViT-L/14),
+    in float16 on CUDA like the official ``clip.load`` unless ``precision="fp32"`` (see :func:`clip_dtype`)."""
 
     name = "clip"
 
-    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64, precision: str = "fp16") -> None:
         super().__init__(device=device)
         self.model_id, self.batch_size = model, batch_size
+        self.dtype = clip_dtype(device, precision)
         self.is_random = model.startswith("random")
 
     def _load(self) -> None:
+        import torch
         from transformers import CLIPModel, CLIPTokenizer
 
         self.model, self.tokenizer = load_pretrained(
             self.model_id, "CLIP", (CLIPModel, CLIPTokenizer), _random_clip,
             instead="a local folder with --set clip_model=DIR, or use --profile offline",
         )
-        self.model.to(self.device).eval()
+        self.model.to(self.device, dtype=getattr(torch, self.dtype)).eval()
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
@@ -196,7 +214,8 @@ class ClipEncoder(LazyModel):
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size])).to(self.device)
+                x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size]))
+                x = x.to(self.device, dtype=self.model.dtype)  # the official encode_image casts to the model's dtype
                 out.append(self.model.get_image_features(pixel_values=x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.config.projection_dim), np.float32)
 

@@ -97,7 +97,7 @@ class Scorer:
 
         bs = self.cfg.encoder_batch_size
         if {"text", "video"} & set(self.metrics):
-            self.clip = ClipEncoder(self.cfg.clip_model, self.cfg.device, bs)
+            self.clip = ClipEncoder(self.cfg.clip_model, self.cfg.device, bs, precision=self.cfg.clip_precision)
             self.clip.setup()
         if "subject" in self.metrics:
             self.dino = DinoEncoder(self.cfg.dino_model, self.cfg.device, bs)
