@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from alchemist_data.models.inpaint import OpenCVInpainter, SD2Inpainter, build_inpainter, foreground_mask
+from alchemist_data.benchmark_rules import foreground_mask
+from alchemist_data.models.inpaint import OpenCVInpainter, SD2Inpainter, build_inpainter
 from alchemist_data.profiles import curation_profile
 
 

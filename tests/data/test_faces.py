@@ -1,4 +1,4 @@
-"""Face boxes: the benchmark's extension rule by hand, MTCNN on a real photo, YOLO pre/post-processing."""
+"""Face boxes: MTCNN on a real photo, YOLO pre/post-processing (the extension rule: test_benchmark_rules.py)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,9 @@ from alchemist_data.models.faces import (
     MTCNNFaceDetector,
     YoloFaceDetector,
     build_face_detector,
-    extend_face_box,
     letterbox,
 )
 from alchemist_data.profiles import curation_profile
-
-
-def test_extend_face_box_by_hand():
-    # h = 100: top 100 - 17 = 83; new height 203 - 83... bottom = int(200 + 0.03 * (200 - 83)) = int(203.51) = 203
-    assert extend_face_box([100, 100, 200, 200], 640, 1000) == [100, 83, 200, 203]
-    # truncation: y0 = int(31 - 0.17 * 20) = int(27.6) = 27; y1 = int(51 + 0.03 * 24) = int(51.72) = 51
-    assert extend_face_box([10, 31, 30, 51], 640, 480) == [10, 27, 30, 51]
-
-
-def test_extend_face_box_clips_to_image():
-    # top: int(5 - 6.8) = int(-1.8) = -1 -> 0; bottom: int(45 + 0.03 * 45) = 46 -> clipped to H - 1 = 45
-    assert extend_face_box([10, 5, 50, 45], 60, 46) == [10, 0, 50, 45]
-    assert extend_face_box([-3, 10, 70, 20], 60, 100)[::2] == [0, 60]
 
 
 def test_mtcnn_finds_the_astronaut_face_and_not_noise():

@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from alchemist_data.models.grounding import (
-    Detection,
-    GroundingDinoPy,
-    HFGroundingDino,
-    build_grounder,
-    grounding_caption,
-    select_boxes,
-    tag_token_positions,
-)
+from alchemist_data.benchmark_rules import grounding_caption, select_boxes, tag_token_positions
+from alchemist_data.models.grounding import Detection, GroundingDinoPy, HFGroundingDino, build_grounder
 from alchemist_data.models.tiny import random_grounding_dino, tiny_bert_dir, tiny_bert_tokenizer
 from alchemist_data.profiles import curation_profile
 

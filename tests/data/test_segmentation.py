@@ -1,4 +1,4 @@
-"""SAM backends (full-frame masks, scores, batched boxes) and the benchmark's box/mask validity check."""
+"""SAM backends (full-frame masks, scores, batched boxes) and their masks through the benchmark's filters."""
 
 from __future__ import annotations
 
@@ -6,57 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from alchemist_data.models.segmentation import (
-    HFSam,
-    MaskResult,
-    SegmentAnything,
-    accept_mask,
-    build_segmenter,
-    is_valid_mask_for_box,
-    segment_detections,
-)
+from alchemist_data.benchmark_rules import mask_drop_reason
+from alchemist_data.models.segmentation import HFSam, MaskResult, SegmentAnything, build_segmenter
 from alchemist_data.models.tiny import random_hf_sam
 from alchemist_data.profiles import curation_profile
-
-H, W = 60, 80
 
 
 def _frame(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
     return (np.random.RandomState(seed).rand(h, w, 3) * 255).astype(np.uint8)
-
-
-def test_validity_box_inside_image():
-    mask = np.zeros((H, W), bool)
-    assert is_valid_mask_for_box(mask, [10, 10, 50, 40])
-    assert is_valid_mask_for_box(mask, [0, 0, W, H])
-
-
-@pytest.mark.parametrize(
-    "box, valid",
-    [
-        ([50, 10, W + 3, 40], True),  # 3 px off the right edge: mask 3 px narrower -> within tolerance
-        ([50, 10, W + 4, 40], False),  # 4 px off -> rejected
-        ([10, 30, 50, H + 3], True),  # 3 px off the bottom
-        ([10, 30, 50, H + 4], False),
-        ([50, 30, W + 1, H + 1], False),  # short on BOTH sides -> rejected even by 1 px
-        ([-2, 10, 50, 40], False),  # negative start: numpy slice wraps around -> wrong size -> rejected
-        ([10, 10, 10, 40], False),  # no area: rejected (the benchmark passes it, then crashes on the empty crop)
-        ([10, 40, 50, 30], False),
-    ],
-)
-def test_validity_tolerance_edges(box, valid):
-    assert is_valid_mask_for_box(np.ones((H, W), bool), box) is valid
-
-
-def test_validity_custom_tolerance_and_accept_mask():
-    mask = np.zeros((H, W), bool)
-    box = [50, 10, W + 5, 40]
-    assert not is_valid_mask_for_box(mask, box)
-    assert is_valid_mask_for_box(mask, box, tolerance_px=5)
-    res = MaskResult(mask=mask, iou_score=0.95)
-    assert accept_mask(res, [10, 10, 50, 40], iou_threshold=0.9)
-    assert not accept_mask(MaskResult(mask=mask, iou_score=0.9), [10, 10, 50, 40], iou_threshold=0.9)  # strict >
-    assert not accept_mask(res, box, iou_threshold=0.9)
 
 
 @pytest.mark.parametrize("size", ["random-tiny", "random-small"])
@@ -194,22 +151,19 @@ def test_hf_sam_random_and_saved_by_path(tmp_path):
         HFSam(str(tmp_path / "missing")).setup()
 
 
-def test_segment_detections_applies_both_benchmark_filters():
-    from alchemist_data.models.grounding import Detection
-
+def test_sam_masks_of_one_frame_go_through_both_benchmark_filters():
+    # the benchmark's detection -> mask step: every tag's box in ONE SAM call, then the IoU and validity checks
     img = _frame()
     seg = SegmentAnything("random-tiny")
-    dets = {
-        "man": Detection(box_xyxy=[10, 10, 60, 80], score=0.9),
-        "dog": Detection(box_xyxy=[120, 40, 170, 100], score=0.8),  # 10 px off the right edge -> invalid box
-    }
-    kept = segment_detections(seg, img, dets, iou_threshold=0.0)
-    raw = seg.segment(img, [d.box_xyxy for d in dets.values()])
-    assert "dog" not in kept
-    assert ("man" in kept) == (raw[0].iou_score > 0.0)
-    # plain boxes work too, and a threshold no score can pass keeps nothing
-    assert segment_detections(seg, img, {"man": [10, 10, 60, 80]}, iou_threshold=1.0) == {}
-    assert segment_detections(seg, img, {}) == {}
+    boxes = {"man": [10, 10, 60, 80], "dog": [120, 40, 170, 100]}  # dog: 10 px off the right edge -> invalid box
+    raw = dict(zip(boxes, seg.segment(img, list(boxes.values())), strict=True))
+    reasons = {tag: mask_drop_reason(raw[tag].iou_score, raw[tag].mask, box, iou_threshold=0.0)
+               for tag, box in boxes.items()}
+    assert reasons["dog"] == ("invalid_box" if raw["dog"].iou_score > 0.0 else "low_mask_iou")
+    assert (reasons["man"] is None) == (raw["man"].iou_score > 0.0)
+    # a threshold no score can pass keeps nothing
+    assert all(mask_drop_reason(r.iou_score, r.mask, boxes[t], iou_threshold=1.0) == "low_mask_iou"
+               for t, r in raw.items())
 
 
 def test_build_segmenter_from_profiles():

@@ -7,7 +7,15 @@ from alchemist_data.profiles import curation_profile
 from alchemist_data.ray_runner import fuse_stages
 from alchemist_data.runner import build_work_table
 from alchemist_data.sample_data import write_sample_corpus
-from alchemist_data.stages import DETECTION, EntitiesStage, FramesStage, GroundingStage, build_stages
+from alchemist_data.stages import (
+    DETECTION,
+    CropsStage,
+    EntitiesStage,
+    FramesStage,
+    GroundingStage,
+    SegmentationStage,
+    build_stages,
+)
 
 
 def _work(tmp_path, n=3):
@@ -59,6 +67,30 @@ def test_grounding_marks_every_word_on_every_frame(tmp_path):
         assert len(row["detections"]) == 3 * len(words)
         for d in row["detections"]:
             assert (d["box_xyxy_px"] is None) == (d["drop_reason"] == "no_box")
+
+
+def test_segmentation_drops_boxes_without_area_that_the_benchmark_keeps(tmp_path):
+    # A sub-pixel box truncates to x0 == x1. The benchmark scores it (an all-white subject); curation drops it with
+    # its own reason, since an empty reference crop cannot be stored. The IoU threshold is -1: any mask passes it.
+    profile = curation_profile("tiny", {"segmentation.iou_threshold": "-1"})
+    work = _work(tmp_path, n=1)
+    for s in (FramesStage(profile.frames), EntitiesStage(profile.entities), GroundingStage(profile.grounding)):
+        s.setup()
+        work = s.process_batch(work)
+    rows = work.to_pylist()
+    subject = [d for d in rows[0]["detections"] if d["category"] == "subject" and d["frame_index"] == 0]
+    subject[0].update(box_xyxy_px=[10, 5, 10, 40], drop_reason=None)
+    for d in subject[1:] + [d for d in rows[0]["detections"] if d["frame_index"] == 1 and d["category"] == "subject"]:
+        d.update(box_xyxy_px=[10, 5, 50, 40], drop_reason=None)
+    seg, crops = SegmentationStage(profile.segmentation), CropsStage(profile.crops)
+    seg.setup()
+    out = crops.process_batch(seg.process_batch(pa.Table.from_pylist(rows, schema=work.schema))).to_pylist()[0]
+    assert out["reject_reason"] is None
+    by_box = {(d["frame_index"], tuple(d["box_xyxy_px"] or ())): d for d in out["detections"]}
+    empty = by_box[(0, (10, 5, 10, 40))]
+    assert not empty["is_detected"] and empty["drop_reason"] == "empty_box" and empty["crop_png"] is None
+    kept = by_box[(1, (10, 5, 50, 40))]
+    assert kept["is_detected"] and kept["drop_reason"] is None and kept["crop_png"] is not None
 
 
 def test_cpu_profiles_fuse_into_one_ray_operator_and_paper_splits_gpu_stages():

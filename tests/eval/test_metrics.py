@@ -146,44 +146,54 @@ def test_dino_reference_preprocess_matches_the_official_transform(size):
                                atol=1e-5)
 
 
-def test_white_background_pad_and_masked_crop():
-    rgba = np.zeros((2, 4, 4), np.uint8)
-    rgba[0, 0] = (10, 20, 30, 0)
-    rgba[1, 1] = (10, 20, 30, 1)
-    rgb = M.white_background(rgba)
-    assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[1, 1].tolist() == [10, 20, 30]
-    sq = M.pad_to_white_square(np.zeros((2, 4, 3), np.uint8))
-    assert sq.shape == (4, 4, 3)
-    assert (sq[1:3] == 0).all() and (sq[0] == 255).all() and (sq[3] == 255).all()  # pasted at y = (4-2)//2
-    frame = np.full((10, 10, 3), 7, np.uint8)
-    mask = np.zeros((4, 4), bool)
-    mask[1:3, 1:3] = True
-    crop = M.masked_subject_crop(frame, [2, 2, 6, 6], mask)
-    assert crop.shape == (4, 4, 3) and (crop[1:3, 1:3] == 7).all() and crop[0, 0].tolist() == [255, 255, 255]
+def _official_subject_dino(image: np.ndarray, box_xyxy: list[int], mask: np.ndarray):
+    """``load_subject_image_dino`` written out literally, as the oracle."""
+    import torchvision.transforms as T
+
+    cropped = image[box_xyxy[1] : box_xyxy[3], box_xyxy[0] : box_xyxy[2]]
+    mask = mask[..., None]
+    masked = Image.fromarray((mask * cropped + (1 - mask) * np.ones_like(cropped, dtype=np.uint8) * 255).astype(
+        np.uint8))
+    width, height = masked.size
+    if width == height:
+        padded = masked
+    elif width > height:
+        padded = Image.new(masked.mode, (width, width), color=(255, 255, 255))
+        padded.paste(masked, (0, (width - height) // 2))
+    else:
+        padded = Image.new(masked.mode, (height, height), color=(255, 255, 255))
+        padded.paste(masked, ((height - width) // 2, 0))
+    t = T.Compose([T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
+                   T.Normalize(M.IMAGENET_MEAN, M.IMAGENET_STD)])
+    return t(padded).numpy()
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        [10, 5, 50, 30],  # inside the frame
+        [40, 20, 66, 46],  # 2 px off the right edge (within the validity tolerance)
+        [20, 5, 20, 30],  # zero width after truncation: valid for the benchmark, an all-white subject
+        [10, 12, 50, 12],  # zero height
+        [20, 12, 20, 12],  # no side at all: PIL resizes the 0x0 image to black
+    ],
+)
+def test_generated_subject_preprocess_matches_the_official_transform(box):
+    from alchemist_data.benchmark_rules import crop_to_box, is_valid_mask_for_box
+
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 255, size=(46, 64, 3), dtype=np.uint8)
+    full_mask = rng.random((46, 64)) > 0.4  # SAM's mask is full-frame; the benchmark crops it to the box
+    box_mask = crop_to_box(full_mask, box)
+    assert is_valid_mask_for_box(full_mask, box)
+    np.testing.assert_allclose(M.dino_preprocess_masked(frame, box, box_mask),
+                               _official_subject_dino(frame, box, box_mask), atol=1e-5)
 
 
 def test_face_preprocess_is_cv2_resize_to_112_and_minus_one_to_one():
     out = M.face_preprocess(np.full((40, 25, 3), 255, np.uint8))
     assert out.shape == (3, 112, 112) and np.allclose(out, 1.0)
     assert np.allclose(M.face_preprocess(np.zeros((5, 9, 3), np.uint8)), -1.0)
-    assert M.face_crop(np.zeros((20, 30, 3), np.uint8), [5, 2, 15, 12]).shape == (10, 10, 3)
-
-
-def test_face_box_extension_matches_the_benchmark():
-    from alchemist_data.models.faces import extend_face_box
-
-    # y0 = int(100 - 0.17 * 100) = 83 ; y1 = min(int(200 + 0.03 * (200 - 83)), H-1) = 203
-    assert M.extend_face_box_eval([10, 100, 60, 200], 480) == [10, 83, 60, 203]
-    assert extend_face_box([10, 100, 60, 200], 640, 480) == [10, 83, 60, 203]
-    assert M.extend_face_box_eval([0, 0, 10, 470], 480)[1::2] == [0, 479]
-
-
-def test_mask_validity_check_allows_three_pixels_on_one_side():
-    box = [10, 10, 30, 20]  # 20 wide, 10 high
-    assert M.mask_fits_box(np.zeros((10, 20)), box)
-    assert M.mask_fits_box(np.zeros((10, 17)), box)
-    assert not M.mask_fits_box(np.zeros((10, 16)), box)
-    assert not M.mask_fits_box(np.zeros((9, 19)), box)
 
 
 def test_nanmean_ignores_not_applicable_values():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from alchemist_data.benchmark_rules import face_crop
 from alchemist_eval import metrics as M
 from alchemist_eval.models import (
     ClipEncoder,
@@ -53,8 +54,73 @@ def test_missing_hub_model_fails_fast_offline(monkeypatch):
 
     with pytest.raises(ModelLoadError, match="no-such-org/no-such-clip.*HF_HUB_OFFLINE"):
         ClipEncoder("no-such-org/no-such-clip").setup()
-    with pytest.raises(ModelLoadError, match="DINO model"):
+    with pytest.raises(ModelLoadError, match="(?s)DINO model.*--set dino_model=DIR"):
         DinoEncoder("no-such-org/no-such-dino").setup()
+
+
+def test_one_model_load_error_for_the_three_packages(tmp_path):
+    # curation's wrappers, eval's encoders and the model's encoders raise the same type, which both styles of
+    # caller catch: `except OSError` (data, eval) and `except ValueError` (the model's CLI)
+    from alchemist_data.models.base import LazyModel, ModelLoadError
+    from alchemist_data.models.segmentation import HFSam
+    from alchemist_eval.models import ModelLoadError as EvalModelLoadError
+    from alchemist_model.encoders import ImageEncoder
+
+    assert EvalModelLoadError is ModelLoadError and issubclass(ModelLoadError, OSError | ValueError)
+    assert isinstance(ClipEncoder("random-tiny"), LazyModel) and isinstance(DinoEncoder("random-tiny"), LazyModel)
+    for load in (lambda: HFSam("alchemist-test/no-such-sam").setup(),
+                 lambda: DinoEncoder("alchemist-test/no-such-dino").setup(),
+                 lambda: ImageEncoder.load("dinov2", "alchemist-test/no-such-dinov2")):
+        with pytest.raises(ModelLoadError, match="(?s)could not load .*no-such"):
+            load()
+
+
+def test_one_random_weights_notice_for_the_three_packages(capsys):
+    from alchemist_data.profiles import curation_profile
+    from alchemist_model.encoders import announce_random
+
+    phrase = "RANDOMLY INITIALISED (no real weights were loaded)"
+    assert phrase in curation_profile("tiny").random_model_notice()
+    assert phrase in get_eval_config("tiny").random_model_notice()
+    announce_random("a unit-test component")
+    assert f"a unit-test component is {phrase}" in capsys.readouterr().err
+    # only the models that really are random are named
+    notice = curation_profile("tiny", {"segmentation.model_type": "vit_b"}).random_model_notice()
+    assert notice.startswith("profile 'tiny': GroundingDINO (random-tiny) is RANDOMLY") and "SAM" not in notice
+    assert curation_profile("paper").random_model_notice() is None
+
+
+def test_clip_runs_in_fp16_on_cuda_only_like_the_official_clip_load():
+    from alchemist_eval.models import clip_dtype
+
+    assert clip_dtype("cuda") == clip_dtype("cuda:1", "fp16") == "float16"
+    assert clip_dtype("cuda", "fp32") == clip_dtype("cpu", "fp16") == clip_dtype("cpu", "fp32") == "float32"
+    with pytest.raises(ValueError, match="clip_precision='bf16'"):
+        clip_dtype("cuda", "bf16")
+    with pytest.raises(ValueError, match="clip_precision"):
+        get_eval_config("tiny", {"clip_precision": "fp8"})
+    paper = get_eval_config("paper")
+    assert paper.clip_precision == "fp16" and paper.device == "cuda"
+    # what CLIP really ran in is part of the scores' signature: fp16 GT embeddings are never reused for fp32 runs
+    assert paper.signature()["clip_precision"] == "float16"
+    assert get_eval_config("paper", {"clip_precision": "fp32"}).signature()["clip_precision"] == "float32"
+    enc = ClipEncoder("random-tiny", device="cpu", precision="fp16")
+    enc.setup()
+    assert enc.model.dtype == torch.float32  # the official clip package casts to float32 on CPU
+
+
+@pytest.mark.gpu
+def test_clip_fp16_on_cuda_is_close_to_fp32():
+    frames = np.stack([M.clip_preprocess(f) for f in moving_frames(3)])
+    half, full = ClipEncoder("random-small", "cuda"), ClipEncoder("random-small", "cuda", precision="fp32")
+    half.setup()
+    full.setup()
+    assert half.model.dtype == torch.float16 and full.model.dtype == torch.float32
+    got, want = half.encode_images(frames), full.encode_images(frames)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=2e-2, rtol=2e-2)
+    assert M.cosine_matrix(got, want).diagonal().min() > 0.999
+    np.testing.assert_allclose(half.encode_texts(["a dog runs"]), full.encode_texts(["a dog runs"]), atol=2e-2)
 
 
 def test_arcface_iresnet_round_trip_and_missing_checkpoint(tmp_path):
@@ -106,7 +172,7 @@ def test_real_face_detector_and_dlib_descriptor_on_a_real_face():
     assert boxes[0] is not None and boxes[1] is not None and boxes[2] is None
     emb = DlibFaceEmbedder()
     emb.setup()
-    e = emb.embed([M.face_crop(f, b) for f, b in zip(frames, boxes[:2], strict=False)])
+    e = emb.embed([face_crop(f, b) for f, b in zip(frames, boxes[:2], strict=False)])
     assert e.shape == (2, 128) and M.cosine_matrix(e[:1], e[1:])[0, 0] > 0.9
 
 

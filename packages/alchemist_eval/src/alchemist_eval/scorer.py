@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from alchemist_data import benchmark_rules as R
 from alchemist_eval import metrics as M
 from alchemist_eval.models import EvalConfig, build_face_embedder, build_flow
 from alchemist_eval.video_io import VideoReadError, read_first_frames
@@ -96,7 +97,7 @@ class Scorer:
 
         bs = self.cfg.encoder_batch_size
         if {"text", "video"} & set(self.metrics):
-            self.clip = ClipEncoder(self.cfg.clip_model, self.cfg.device, bs)
+            self.clip = ClipEncoder(self.cfg.clip_model, self.cfg.device, bs, precision=self.cfg.clip_precision)
             self.clip.setup()
         if "subject" in self.metrics:
             self.dino = DinoEncoder(self.cfg.dino_model, self.cfg.device, bs)
@@ -127,7 +128,7 @@ class Scorer:
                 for tag, crops in g.subject_refs.items():
                     for crop in crops:
                         owners.append((i, tag))
-                        inputs.append(M.dino_resize(M.white_background(crop)))
+                        inputs.append(M.dino_resize(R.white_where_alpha_zero(crop)))
             inputs = M.normalize_batch(inputs, M.IMAGENET_MEAN, M.IMAGENET_STD)
             emb = self.dino.encode(inputs) if len(inputs) else np.zeros((0, 1), np.float32)
             for i in range(len(gts)):
@@ -215,8 +216,6 @@ class Scorer:
                 rows[i]["video_s"] = M.video_similarity(e, frames_gt) if len(frames_gt) else float("nan")
 
     def _score_subject(self, ok, videos, rows, gts, gt_emb) -> None:
-        from alchemist_data.models.segmentation import is_valid_mask_for_box
-
         seg_cfg = self.cfg.segmentation
         # 1. GroundingDINO on every frame of the chunk, each frame with its own video's caption, ``batch_size`` frames
         # per forward whichever video they come from
@@ -238,16 +237,16 @@ class Scorer:
                 found_of.append((k, f, frame, found))
                 seg_requests.append((frame, [list(d.box_xyxy) for _, d in found]))
         masks = self.segmenter.segment_many(seg_requests)
-        # 3. the benchmark's checks, then every kept subject of the chunk through DINO together
+        # 3. the benchmark's checks (a box without area is kept, as the benchmark keeps it: its subject image is all
+        # white), then every kept subject of the chunk through DINO together
         crops, owners = [], []  # (row k, frame f, tag)
         for (k, f, frame, found), results in zip(found_of, masks, strict=True):
             for (tag, det), res in zip(found, results, strict=True):
-                if not res.iou_score > seg_cfg.iou_threshold:
+                box = det.box_xyxy
+                if R.mask_drop_reason(res.iou_score, res.mask, box, seg_cfg.iou_threshold,
+                                      seg_cfg.box_tolerance_px) is not None:
                     continue
-                if not is_valid_mask_for_box(res.mask, list(det.box_xyxy), seg_cfg.box_tolerance_px):
-                    continue
-                x0, y0, x1, y1 = (int(v) for v in det.box_xyxy)
-                crops.append(M.dino_resize(M.masked_subject_crop(frame, det.box_xyxy, res.mask[y0:y1, x0:x1])))
+                crops.append(M.dino_resize(R.masked_subject_crop(frame, box, R.crop_to_box(res.mask, box))))
                 owners.append((k, f, tag))
         bs = max(1, self.dino.batch_size)
         emb = (np.concatenate([self.dino.encode(M.normalize_batch(crops[j : j + bs], M.IMAGENET_MEAN, M.IMAGENET_STD))
@@ -268,7 +267,7 @@ class Scorer:
             frames = list(videos[i])
             for frame, box in zip(frames, self.face_finder.find_batch(frames), strict=True):
                 if box is not None:
-                    crops.append(M.face_crop(frame, box))
+                    crops.append(R.face_crop(frame, box))
                     owners.append(k)
         emb = self.face_embedder.embed(crops)
         by_video: dict[int, list[np.ndarray]] = {}

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alchemist_data.models.base import ModelLoadError, offline_hint, random_weights_notice
 from alchemist_model.configs import RANDOM_TINY
 
 RANDOM_MARKER = "RANDOM_WEIGHTS"
@@ -52,12 +53,12 @@ def announce_random(component: str) -> None:
     if component in _ANNOUNCED:
         return
     _ANNOUNCED.add(component)
-    print(
-        f"[alchemist] WARNING: {component} uses RANDOM weights (tiny test model); outputs are meaningless noise. "
+    notice = random_weights_notice(
+        [component],
+        "It is a tiny test model: its outputs are meaningless noise.",
         "Pass a hub id or local checkpoint directory for real results.",
-        file=sys.stderr,
-        flush=True,
     )
+    print(f"[alchemist] WARNING: {notice}", file=sys.stderr, flush=True)
 
 
 def _is_random_dir(source: str) -> bool:
@@ -68,11 +69,10 @@ def _mark_random(path: Path, component: str) -> None:
     (path / RANDOM_MARKER).write_text(f"{component} was built with random weights (alchemist_model random-tiny)\n")
 
 
-def _hub_error(kind: str, source: str, err: Exception) -> ValueError:
-    return ValueError(
-        f"could not load the {kind} from {source!r}: {err}. Pass a local directory with the checkpoint, or a hub "
-        f"id with network access (HF_HUB_OFFLINE=1 forbids downloads), or '{RANDOM_TINY}' for a tiny random model."
-    )
+def _hub_error(kind: str, source: str, err: Exception) -> ModelLoadError:
+    instead = (f"a local directory with the checkpoint, or a hub id with network access (HF_HUB_OFFLINE=1 forbids "
+               f"downloads), or '{RANDOM_TINY}' for a tiny random model")
+    return ModelLoadError(offline_hint(f"the {kind} from {source!r}", err, instead))
 
 
 def find_word_span(caption: str, word: str) -> tuple[int, int]:

@@ -1,8 +1,10 @@
-"""What every curation model wrapper shares: load once on first use, and clear errors when a model cannot be found.
+"""What every model wrapper shares: load once on first use, one error when a model cannot be loaded, one notice when
+a model runs with random weights.
 
-:class:`LazyModel` is the base of the Grounder, Segmenter, FaceDetector and Inpainter backends. Building one is
-cheap (profiles build them to validate settings); the weights load in :meth:`LazyModel.setup`, once per process, so
-a Ray actor pays for loading in its own ``setup`` and never inside a batch.
+:class:`LazyModel` is the base of the Grounder, Segmenter, FaceDetector and Inpainter backends and of the benchmark's
+encoders. Building one is cheap (profiles build them to validate settings); the weights load in
+:meth:`LazyModel.setup`, once per process, so a Ray actor pays for loading in its own ``setup`` and never inside a
+batch. :class:`ModelLoadError` and :func:`random_weights_notice` are used by all three packages.
 """
 
 from __future__ import annotations
@@ -13,6 +15,24 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+
+class ModelLoadError(OSError, ValueError):
+    """A model that was asked for could not be loaded: not a local folder, not in the hub cache, hub unreachable, or
+    not the expected format. The message says what failed and what to pass instead.
+
+    It is an ``OSError`` (what loading a file or a hub id raises) and a ``ValueError`` (a model id is user input), so
+    callers that catch either keep working.
+    """
+
+
+def random_weights_notice(components: Sequence[str], consequence: str, remedy: str, context: str = "") -> str:
+    """The one wording of the loud "random weights" announcement: which models are random, what that means for the
+    results, and how to get real ones. ``context`` (e.g. "profile 'offline'") opens the sentence."""
+    names = ", ".join(components)
+    verb = "is" if len(components) == 1 else "are"
+    opening = f"{context}: " if context else ""
+    return f"{opening}{names} {verb} RANDOMLY INITIALISED (no real weights were loaded). {consequence} {remedy}"
 
 
 class LazyModel(ABC):
@@ -61,11 +81,19 @@ def offline_hint(
     return f"could not load {what}{extra}: {exc}. Pass {instead}."
 
 
-def load_pretrained(model_id: str, what: str, classes: Sequence[Any], random: Callable[[str], Any]) -> Any:
+def load_pretrained(
+    model_id: str,
+    what: str,
+    classes: Sequence[Any],
+    random: Callable[[str], Any],
+    instead: str = "a local directory, a cached hub id, or 'random-small'",
+    **kwargs: Any,
+) -> Any:
     """``random(model_id)`` for a random stand-in ("random-tiny" / "random-small"), else ``cls.from_pretrained`` of
     the hub id or local directory for each class (e.g. ``(model class, processor class)``), as a tuple.
 
-    A path-like id that does not exist, and a hub id that cannot be fetched, fail with a message naming ``what``.
+    ``kwargs`` go to every ``from_pretrained``. A path-like id that does not exist fails with FileNotFoundError, and
+    a model that cannot be loaded with :class:`ModelLoadError`, both naming ``what``; ``instead`` says what to pass.
     """
     from alchemist_data.models.tiny import RANDOM_SIZES  # torch-heavy: imported only when a model is loaded
 
@@ -73,6 +101,6 @@ def load_pretrained(model_id: str, what: str, classes: Sequence[Any], random: Ca
         return random(model_id)
     check_local_path(model_id, f"{what} model directory")
     try:
-        return tuple(cls.from_pretrained(model_id) for cls in classes)
-    except (OSError, ValueError) as exc:
-        raise OSError(offline_hint(f"{what} {model_id!r}", exc)) from exc
+        return tuple(cls.from_pretrained(model_id, **kwargs) for cls in classes)
+    except (OSError, ValueError, TypeError) as exc:  # transformers raises any of them, depending on what is missing
+        raise ModelLoadError(offline_hint(f"{what} model {model_id!r}", exc, instead)) from exc

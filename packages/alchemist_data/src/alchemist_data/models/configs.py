@@ -32,7 +32,7 @@ class SegmentationConfig(StageConfig):
     model_type: str = "vit_b"  # sam: vit_b | vit_l | vit_h | random-small | random-tiny
     checkpoint: str = ""  # sam: sam_vit_b_01ec64.pth ; hf: hub id or local dir
     iou_threshold: float = 0.9  # spec §7.3: keep the mask if SAM's predicted IoU > threshold
-    box_tolerance_px: int = 3  # spec §7.3 validity check
+    box_tolerance_px: int = 3  # spec §7.3 validity check (benchmark_rules.is_valid_mask_for_box)
     batch_size: int = 8
 
     def validate(self) -> None:

@@ -1,12 +1,13 @@
 """Face boxes: MTCNN (facenet-pytorch, real weights in the wheel) offline, a YOLO face checkpoint in ``paper``.
 
-:func:`extend_face_box` and the YOLO pre/post-processing mirror the benchmark's Face-S code
+The YOLO pre/post-processing mirrors the benchmark's Face-S code
 (``evaluation_protocol/evaluation/metrics/distributed_arcface_similarity.py``, ``detect_face_crops``, in
 tsaishien-chen/VideoAlchemy): letterbox to 640 with stride padding, conf 0.2 / IoU 0.4 NMS, boxes scaled back and
-rounded, then extended upward by 17 % and downward by 3 % of the new height.
+rounded.
 
-``detect()`` returns the raw (not extended) face boxes sorted by score; callers apply :func:`extend_face_box` to the
-box they keep (the benchmark keeps the first, i.e. highest-confidence, one).
+``detect()`` returns the raw (not extended) face boxes sorted by score; callers apply the benchmark's extension,
+:func:`alchemist_data.benchmark_rules.extend_face_box`, to the box they keep (the benchmark keeps the first, i.e.
+highest-confidence, one).
 """
 
 from __future__ import annotations
@@ -25,19 +26,6 @@ import torch
 from alchemist_data.models.base import LazyModel, check_rgb
 
 FaceBox = tuple[list[int], float]
-
-
-def extend_face_box(box_xyxy: Sequence[float], W: int, H: int) -> list[int]:
-    """Benchmark face-box extension: top up by 17 % of the box height, then bottom down by 3 % of the NEW height.
-
-    Exactly ``y0' = max(int(y0 - 0.17 * (y1 - y0)), 0)`` and ``y1' = min(int(y1 + 0.03 * (y1 - y0')), H - 1)``
-    (``int`` truncates; the bottom clip is ``H - 1`` as in the benchmark). The width is unchanged; x is only
-    clamped to ``[0, W]``, a no-op for the benchmark's boxes, which YOLO's ``scale_boxes`` already clipped.
-    """
-    x0, y0, x1, y1 = (int(v) for v in box_xyxy)
-    new_y0 = max(int(y0 - 0.17 * (y1 - y0)), 0)
-    new_y1 = min(int(y1 + 0.03 * (y1 - new_y0)), H - 1)
-    return [min(max(x0, 0), W), new_y0, min(max(x1, 0), W), new_y1]
 
 
 class FaceDetector(LazyModel):

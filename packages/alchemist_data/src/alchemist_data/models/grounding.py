@@ -1,9 +1,9 @@
 """GroundingDINO: one box per entity word per frame, with the MSRVTT-Personalization selection rule (spec §7.3).
 
-The selection (:func:`select_boxes`) and the caption/token mapping (:func:`tag_token_positions`) mirror the benchmark's
-``get_grounding_output`` in ``evaluation_protocol/evaluation/metrics/distributed_subject_dino_similarity.py``
-(tsaishien-chen/VideoAlchemy, byte-identical in snap-research/MSRVTT-Personalization). Curation and the Subj-S
-metric both call them, so a box found here is the box the benchmark would find.
+The caption/token mapping and the box selection are the benchmark's ``get_grounding_output``, in
+:mod:`alchemist_data.benchmark_rules` (:func:`~alchemist_data.benchmark_rules.tag_token_positions`,
+:func:`~alchemist_data.benchmark_rules.select_boxes`). Curation and the Subj-S metric both ground through
+:meth:`Grounder.detect_many`, so a box found here is the box the benchmark would find.
 
 Two backends produce the raw ``sigmoid(logits)`` / ``pred_boxes``:
 
@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from alchemist_data.models.base import LazyModel, check_rgb, load_pretrained, offline_hint
+from alchemist_data.benchmark_rules import select_boxes, tag_token_positions
+from alchemist_data.models.base import LazyModel, ModelLoadError, check_rgb, load_pretrained, offline_hint
 from alchemist_data.models.tiny import RANDOM_SIZES
 
 MAX_TEXT_LEN = 256  # GroundingDINO's text length (pred_logits has this many columns)
@@ -34,121 +35,6 @@ MAX_TEXT_LEN = 256  # GroundingDINO's text length (pred_logits has this many col
 class Detection:
     box_xyxy: list[int]
     score: float
-
-
-def grounding_caption(tags: Sequence[str]) -> str:
-    """The benchmark's text prompt: ``" . ".join(tags).lower().strip()`` plus a final "." if missing.
-
-    The benchmark appends "." without a space ("man . dog."); BERT tokenises "dog." and "dog ." identically.
-    """
-    prompt = " . ".join(tags).lower().strip()
-    if not prompt.endswith("."):
-        prompt += "."
-    return prompt
-
-
-def _find_sublist_mask(main: list[int], sub: list[int]) -> list[bool]:
-    # Benchmark's find_sublist_indices: EVERY occurrence of the tag's token ids is marked, including one inside
-    # another tag (tags "man" and "old man" both claim the "man" token of "old man").
-    mask = [False] * len(main)
-    n = len(sub)
-    if n == 0:
-        return mask
-    for i in range(len(main) - n + 1):
-        if main[i : i + n] == sub:
-            mask[i : i + n] = [True] * n
-    return mask
-
-
-def tag_token_positions(tokenizer: Any, tags: Sequence[str]) -> tuple[str, list[list[int]]]:
-    """Caption text and, per tag, the positions of its BERT tokens in the tokenised caption.
-
-    As in the benchmark, each tag is tokenised on its own (``[CLS]``/``[SEP]`` removed) and matched as a sub-list of
-    the caption's token ids (which start with ``[CLS]`` at position 0). The tokenizer lower-cases (uncased BERT).
-    """
-    if not tags:
-        raise ValueError("tags is empty: give at least one entity word to ground")
-    for tag in tags:
-        if not isinstance(tag, str) or not tag.strip():
-            raise ValueError(f"tag {tag!r} is empty: every entity word must contain text")
-    caption = grounding_caption(tags)
-    caption_ids = list(tokenizer(caption)["input_ids"])
-    positions = []
-    for tag in tags:
-        tag_ids = list(tokenizer(tag)["input_ids"])[1:-1]  # drop [CLS] / [SEP]
-        mask = _find_sublist_mask(caption_ids, tag_ids)
-        positions.append([i for i, m in enumerate(mask) if m])
-    return caption, positions
-
-
-def select_boxes(
-    probs: np.ndarray | torch.Tensor,
-    boxes_cxcywh: np.ndarray | torch.Tensor,
-    tag_token_positions: Sequence[Sequence[int]],
-    image_wh: tuple[int, int],
-    box_threshold: float = 0.4,
-) -> dict[int, tuple[list[int], float]]:
-    """The benchmark's per-tag box selection (spec §7.3) for one image.
-
-    ``probs``: ``[Q, L]`` sigmoid of GroundingDINO's ``pred_logits``; ``boxes_cxcywh``: ``[Q, 4]`` normalised
-    ``pred_boxes``. Returns ``{tag_index: (xyxy ints, score)}`` for the tags that pass, in tag order.
-
-    Exactly as in the benchmark code (which differs in one detail from the paper-level description):
-
-    * score(query, tag) = ``(max + mean) / 2`` over the tag's token positions (the code divides by 2; the max is
-      taken over the whole row with the other positions zeroed, which is the same since sigmoid > 0);
-    * each query goes to its argmax tag (first tag on ties); each tag keeps its highest-scoring query (first query
-      on ties; it starts from score 0, so a tag needs a score > 0 to get a box at all);
-    * the tag is kept if score > ``box_threshold``;
-    * box = cxcywh * (W, H, W, H) in float32, converted to xyxy, then ``.int()`` (truncation toward zero, not
-      rounding; boxes are not clipped to the image).
-
-    Token positions beyond ``L`` (captions longer than GroundingDINO's 256 tokens) are ignored.
-    """
-    logits = torch.as_tensor(probs, dtype=torch.float32).cpu()
-    boxes = torch.as_tensor(boxes_cxcywh, dtype=torch.float32).cpu()
-    if logits.ndim != 2 or boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] != logits.shape[0]:
-        raise ValueError(
-            f"probs must be [Q, L] and boxes_cxcywh [Q, 4] with the same Q; got {tuple(logits.shape)} and "
-            f"{tuple(boxes.shape)}"
-        )
-    num_query, seq_len = logits.shape
-    num_tags = len(tag_token_positions)
-    if num_tags == 0 or num_query == 0:
-        return {}
-    W, H = image_wh
-
-    scores = []
-    for t, positions in enumerate(tag_token_positions):
-        token_mask = torch.zeros(seq_len, dtype=torch.bool)
-        pos = [p for p in positions if 0 <= p < seq_len]
-        if not pos:
-            raise ValueError(
-                f"tag #{t} has no token positions inside the first {seq_len} text tokens; the caption is too long "
-                "or the tag did not tokenise (see tag_token_positions)"
-            )
-        token_mask[pos] = True
-        masked = logits * token_mask
-        score_max = torch.max(masked, dim=1).values
-        score_avg = torch.sum(masked, dim=1) / torch.sum(token_mask)
-        scores.append((score_max + score_avg) / 2)
-    score_query_tag = torch.stack(scores).T  # (Q, T)
-    query_tag = torch.max(score_query_tag, dim=1).indices  # (Q,)
-
-    out: dict[int, tuple[list[int], float]] = {}
-    for t in range(num_tags):
-        # Vectorised form of the benchmark's loop: `if best_score < score: best = (query, score)` starting at
-        # (None, 0) -> the first query with the maximum score, and only if that score is > 0.
-        cand = torch.where(query_tag == t, score_query_tag[:, t], torch.full_like(score_query_tag[:, t], -1.0))
-        best = int(torch.argmax(cand))
-        score = cand[best]
-        if not bool(score > 0) or not bool(score > box_threshold):
-            continue
-        box = boxes[best] * torch.tensor([W, H, W, H], dtype=torch.float32)
-        box[:2] -= box[2:] / 2
-        box[2:] += box[:2]
-        out[t] = (box.int().tolist(), float(score))
-    return out
 
 
 Request = tuple[np.ndarray, Sequence[str]]  # one RGB frame and the entity words to ground in it
@@ -339,7 +225,7 @@ class GroundingDinoPy(Grounder):
         try:
             model = build_model(args)
         except OSError as exc:
-            raise OSError(offline_hint(f"the GroundingDINO text encoder {self.text_encoder!r}", exc)) from exc
+            raise ModelLoadError(offline_hint(f"the GroundingDINO text encoder {self.text_encoder!r}", exc)) from exc
         ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
         model.load_state_dict(clean_state_dict(state), strict=False)

@@ -1,59 +1,20 @@
 """Background plate: remove the foreground from the middle frame (spec §2.4).
 
-The mask rule and the SD2 settings mirror the benchmark's ``prepare_msrvtt_personalization_data.py``
-(tsaishien-chen/VideoAlchemy): union of the frame's masks, ``cv2.dilate`` with a 4x4 ones kernel for 3 iterations,
-``scipy.ndimage.binary_fill_holes``; ``stabilityai/stable-diffusion-2-inpainting`` at 512x512 with prompt
-"clean and empty background", the negative prompt, guidance 12.0; output resized back and composited (inpainted
-inside the mask, original outside). Unlike the benchmark, the generator is seeded so plates are reproducible.
+The SD2 settings mirror the benchmark's ``prepare_msrvtt_personalization_data.py`` (tsaishien-chen/VideoAlchemy):
+``stabilityai/stable-diffusion-2-inpainting`` at 512x512 with prompt "clean and empty background", the negative
+prompt, guidance 12.0; output resized back and composited (inpainted inside the mask, original outside). Unlike the
+benchmark, the generator is seeded so plates are reproducible. The mask to fill is the benchmark's foreground rule,
+:func:`alchemist_data.benchmark_rules.foreground_mask`.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from alchemist_data.models.base import LazyModel, check_local_path, check_rgb, offline_hint
-
-
-def foreground_mask(
-    masks: Sequence[np.ndarray],
-    shape: tuple[int, ...],
-    kernel_px: int = 4,
-    iterations: int = 3,
-    boxes: Sequence[Sequence[int]] | None = None,
-) -> np.ndarray:
-    """Union of the masks, dilated (``kernel_px`` x ``kernel_px`` ones, ``iterations`` times), holes filled -> bool.
-
-    ``shape``: the frame's (H, W[, C]). With ``boxes``, each mask only counts inside its box, like the benchmark,
-    whose stored masks are cropped to their boxes.
-    """
-    import cv2
-    from scipy.ndimage import binary_fill_holes
-
-    H, W = int(shape[0]), int(shape[1])
-    union = np.zeros((H, W), dtype=bool)
-    if boxes is not None and len(boxes) != len(masks):
-        raise ValueError(f"got {len(masks)} masks but {len(boxes)} boxes; give one box per mask or none")
-    for i, m in enumerate(masks):
-        m = np.asarray(m).astype(bool)
-        if m.shape != (H, W):
-            raise ValueError(f"mask #{i} has shape {m.shape}, expected the frame's {(H, W)}")
-        if boxes is not None:
-            x0, y0, x1, y1 = (int(v) for v in boxes[i])
-            x0, x1, y0, y1 = max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)
-            inside = np.zeros_like(m)
-            inside[y0:y1, x0:x1] = True
-            m = m & inside
-        union |= m
-    if kernel_px > 0 and iterations > 0 and union.any():
-        # cv2.dilate with an even kernel anchors at (k//2, k//2), i.e. grows slightly more up/left: kept as is to
-        # match the benchmark pixel for pixel.
-        kernel = np.ones((kernel_px, kernel_px), np.uint8)
-        union = cv2.dilate(union.astype(np.uint8), kernel, iterations=iterations) > 0
-    return binary_fill_holes(union)
+from alchemist_data.models.base import LazyModel, ModelLoadError, check_local_path, check_rgb, offline_hint
 
 
 def _check(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +106,7 @@ class SD2Inpainter(Inpainter):
             )
         except (OSError, ValueError) as exc:
             what = f"the inpainting pipeline {self.model_id!r}"
-            raise OSError(offline_hint(what, exc, instead="a local directory or a cached hub id")) from exc
+            raise ModelLoadError(offline_hint(what, exc, instead="a local directory or a cached hub id")) from exc
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
 

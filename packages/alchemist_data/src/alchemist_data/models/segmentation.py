@@ -1,8 +1,9 @@
-"""SAM masks for GroundingDINO boxes, with the MSRVTT-Personalization thresholds and validity check (spec §7.3).
+"""SAM masks for GroundingDINO boxes, run as the MSRVTT-Personalization benchmark runs SAM (spec §7.3).
 
 Mirrors the benchmark's ``get_sam_output`` (box prompts of one image in one ``predict_torch`` call,
-``multimask_output=False``, keep if the predicted IoU > 0.9) and its box/mask validity check, both in
-``evaluation_protocol/evaluation/metrics/distributed_subject_dino_similarity.py`` (tsaishien-chen/VideoAlchemy).
+``multimask_output=False``) in ``evaluation_protocol/evaluation/metrics/distributed_subject_dino_similarity.py``
+(tsaishien-chen/VideoAlchemy). Which masks are kept (predicted IoU > 0.9, then the box/mask validity check) is
+:func:`alchemist_data.benchmark_rules.mask_drop_reason`, called by the segmentation stage and the Subj-S scorer.
 
 Backends: :class:`SegmentAnything` (segment-anything, the benchmark's; real checkpoint or a small random model)
 and :class:`HFSam` (transformers ``SamModel``).
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,37 +34,6 @@ SAM_CHECKPOINT_URLS = {
 class MaskResult:
     mask: np.ndarray  # bool HxW, full frame
     iou_score: float  # SAM's predicted IoU, clamped to [0, 1]
-
-
-def is_valid_mask_for_box(mask: np.ndarray, box_xyxy: Sequence[int], tolerance_px: int = 3) -> bool:
-    """The benchmark's check that the mask cropped to the box has the box's size (≤ ``tolerance_px`` short on ONE
-    side).
-
-    Verbatim semantics of the benchmark: ``m = mask[y0:y1, x0:x1]`` (plain numpy slicing, so negative coordinates
-    wrap around and coordinates past the image are cut), then valid iff
-    ``(m.h == box_h and box_w - 3 <= m.w <= box_w) or (m.w == box_w and box_h - 3 <= m.h <= box_h)``.
-    This rejects boxes that run off the image by more than the tolerance.
-
-    One deliberate addition: a box without area (``x1 <= x0`` or ``y1 <= y0``, possible after int truncation of a
-    sub-pixel box) is invalid. The benchmark's check would pass it (0 == 0) and then crash on the empty crop.
-    """
-    x0, y0, x1, y1 = (int(v) for v in box_xyxy)
-    box_h = y1 - y0
-    box_w = x1 - x0
-    if box_h <= 0 or box_w <= 0:
-        return False
-    mask_h, mask_w = np.asarray(mask)[y0:y1, x0:x1].shape[:2]
-    t = int(tolerance_px)
-    return bool(
-        (mask_h == box_h and box_w - t <= mask_w <= box_w) or (mask_w == box_w and box_h - t <= mask_h <= box_h)
-    )
-
-
-def accept_mask(
-    result: MaskResult, box_xyxy: Sequence[int], iou_threshold: float = 0.9, tolerance_px: int = 3
-) -> bool:
-    """Both benchmark filters: predicted IoU > ``iou_threshold`` and :func:`is_valid_mask_for_box`."""
-    return result.iou_score > iou_threshold and is_valid_mask_for_box(result.mask, box_xyxy, tolerance_px)
 
 
 def _check_inputs(image: np.ndarray, boxes: Sequence[Sequence[int]], what: str = "image") -> np.ndarray:
@@ -261,31 +231,6 @@ class HFSam(Segmenter):
             )[0]  # (N, 1, H, W) bool
             out.append(_mask_results(masks[:, 0].numpy(), res.iou_scores[0, :, 0].float().cpu().numpy()))
         return out
-
-
-def segment_detections(
-    segmenter: Segmenter,
-    image: np.ndarray,
-    detections: Mapping[str, Any],
-    iou_threshold: float = 0.9,
-    tolerance_px: int = 3,
-) -> dict[str, MaskResult]:
-    """The benchmark's detection -> mask step for one frame: every tag's box in ONE SAM call, then keep a tag's mask
-    if the predicted IoU > ``iou_threshold`` and it passes :func:`is_valid_mask_for_box`.
-
-    ``detections``: ``{tag: Detection}`` from ``Grounder.detect`` (anything with ``.box_xyxy``) or
-    ``{tag: box_xyxy}``. Tags that fail either check are absent from the result (Subj-S scores them 0).
-    """
-    if not detections:
-        return {}
-    tags = list(detections)
-    boxes = [list(getattr(d, "box_xyxy", d)) for d in detections.values()]
-    results = segmenter.segment(image, boxes)
-    return {
-        tag: res
-        for tag, box, res in zip(tags, boxes, results, strict=True)
-        if accept_mask(res, box, iou_threshold=iou_threshold, tolerance_px=tolerance_px)
-    }
 
 
 def build_segmenter(cfg: Any, device: str = "cpu") -> Segmenter:

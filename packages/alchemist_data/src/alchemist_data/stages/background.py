@@ -30,8 +30,8 @@ class BackgroundStage(Stage):
         self.inpainter.setup()
 
     def process_row(self, row: dict[str, Any]) -> None:
+        from alchemist_data.benchmark_rules import foreground_mask
         from alchemist_data.crops import encode_jpg, encode_png
-        from alchemist_data.models.inpaint import foreground_mask
 
         cfg = self.cfg
         middle = frames_of(row)[1]

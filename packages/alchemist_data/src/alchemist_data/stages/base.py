@@ -174,15 +174,9 @@ def frames_of(row: dict[str, Any]) -> list[np.ndarray]:
 
 def full_mask(det: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
     """The frame-sized boolean mask of a detection, rebuilt from its box-cropped mask PNG."""
+    from alchemist_data.benchmark_rules import paste_box_mask
     from alchemist_data.crops import decode_png
 
-    x0, y0, x1, y1 = det["box_xyxy_px"]
-    crop = decode_png(det["mask_png"]).astype(bool)
-    if crop.ndim == 3:
-        crop = crop[..., 0]
-    mask = np.zeros(shape, dtype=bool)
-    h, w = mask[y0:y1, x0:x1].shape
-    mask[y0 : y0 + h, x0 : x0 + w] = crop[:h, :w]
-    return mask
+    return paste_box_mask(decode_png(det["mask_png"]), det["box_xyxy_px"], shape)
 
 

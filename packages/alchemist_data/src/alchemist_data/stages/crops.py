@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alchemist_data.config import StageConfig
-from alchemist_data.stages.base import Stage, frames_of, full_mask
+from alchemist_data.stages.base import Stage, frames_of
 
 
 @dataclass(kw_only=True)
@@ -20,11 +20,11 @@ class CropsStage(Stage):
     name = "crops"
 
     def process_row(self, row: dict[str, Any]) -> None:
-        from alchemist_data.crops import encode_png, rgba_crop
+        from alchemist_data.benchmark_rules import rgba_crop
+        from alchemist_data.crops import decode_png, encode_png
 
         frames = frames_of(row)
         for det in row["detections"]:
             if det["is_detected"]:
-                frame = frames[det["frame_index"]]
-                mask = full_mask(det, frame.shape[:2])
-                det["crop_png"] = encode_png(rgba_crop(frame, mask, det["box_xyxy_px"]))
+                box_mask = decode_png(det["mask_png"]).astype(bool)  # stored cropped to the box, as rgba_crop takes it
+                det["crop_png"] = encode_png(rgba_crop(frames[det["frame_index"]], box_mask, det["box_xyxy_px"]))

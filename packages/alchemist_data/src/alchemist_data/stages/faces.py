@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from alchemist_data.models.configs import FacesConfig
 from alchemist_data.stages.base import Stage, frames_of
 
@@ -25,8 +23,8 @@ class FacesStage(Stage):
             self.detector.setup()
 
     def process_row(self, row: dict[str, Any]) -> None:
+        from alchemist_data.benchmark_rules import extend_face_box, face_crop
         from alchemist_data.crops import encode_png
-        from alchemist_data.models.faces import extend_face_box
 
         frames = frames_of(row)
         for det in row["detections"]:
@@ -48,5 +46,5 @@ class FacesStage(Stage):
                 has_face=True,
                 face_box_xyxy_px=[int(v) for v in box],
                 face_score=float(score),
-                face_crop_png=encode_png(np.ascontiguousarray(frame[box[1] : box[3], box[0] : box[2]])),
+                face_crop_png=encode_png(face_crop(frame, box)),
             )

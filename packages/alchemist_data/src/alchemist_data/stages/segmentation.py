@@ -13,7 +13,7 @@ __all__ = ["SegmentationConfig", "SegmentationStage"]
 
 
 class SegmentationStage(Stage):
-    """SAM mask per grounded box, kept when SAM's IoU score passes and the mask fits its box (spec §7.3).
+    """SAM mask per grounded box, kept by the benchmark's rule (``benchmark_rules.mask_drop_reason``, spec §7.3).
 
     All boxed frames of the batch's clips go through one ``segment_many`` call (``segmentation.batch_size`` frames
     per image-encoder forward); each frame's boxes are decoded together, as in the benchmark.
@@ -50,22 +50,23 @@ class SegmentationStage(Stage):
         return jobs
 
     def _apply(self, row: dict[str, Any], jobs: list[Any], results: list[list[Any]]) -> None:
-        from alchemist_data.crops import encode_png, mask_crop
-        from alchemist_data.models.segmentation import is_valid_mask_for_box
+        from alchemist_data.benchmark_rules import crop_to_box, mask_drop_reason
+        from alchemist_data.crops import encode_png
 
         cfg = self.cfg
         for (boxed, _, _), frame_results in zip(jobs, results, strict=True):
             for det, res in zip(boxed, frame_results, strict=True):
                 det["mask_iou_score"] = float(res.iou_score)
-                if not res.iou_score > cfg.iou_threshold:
-                    det["drop_reason"] = "low_mask_iou"
-                    continue
-                if not is_valid_mask_for_box(res.mask, det["box_xyxy_px"], cfg.box_tolerance_px):
-                    det["drop_reason"] = "invalid_box"
+                # The benchmark keeps a box without area (scored as an all-white subject); curation drops it, since
+                # an empty reference crop can neither be stored nor teach the model anything.
+                reason = mask_drop_reason(res.iou_score, res.mask, det["box_xyxy_px"], cfg.iou_threshold,
+                                          cfg.box_tolerance_px, allow_empty_box=False)
+                if reason is not None:
+                    det["drop_reason"] = reason
                     continue
                 det["is_detected"] = True
                 det["mask_area_frac"] = float(res.mask.mean())
-                det["mask_png"] = encode_png(mask_crop(res.mask, det["box_xyxy_px"]))
+                det["mask_png"] = encode_png(crop_to_box(res.mask, det["box_xyxy_px"]).astype(bool))
         if not any(d["is_detected"] and d["category"] == "subject" for d in row["detections"]):
             words = ", ".join(row["subject_words"])
             raise RowReject("subject_not_detected", f"no subject word ({words}) was grounded and segmented")
