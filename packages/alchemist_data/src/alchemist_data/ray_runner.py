@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from typing import Any
 
 import pyarrow as pa
 
+from alchemist_data.raycluster import connect
 from alchemist_data.runner import ShardPartWriter, ShardTracker, StageStats, run_group, split_by_shard
 from alchemist_data.stages import Stage
 
@@ -58,60 +58,6 @@ class StageGroupUDF:
         return self.part_writer(out) if self.part_writer is not None else out
 
 
-def _reachable(host_port: str, timeout_s: float = 3.0) -> bool:
-    host, _, port = host_port.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
-def connect(address: str | None, num_workers: int) -> None:
-    """Start or join Ray (nothing to do when this process is already connected).
-
-    Without an address the job always starts its own local instance (``address="local"``), even where an earlier
-    ``ray start`` or a test cluster left Ray's address file behind: joining a stranger's cluster by accident is
-    worse than starting a new one. ``auto`` joins the cluster of that file (or ``RAY_ADDRESS``); ``host:port`` or
-    ``ray://host:port`` joins that one. A stale address is an error that says so, instead of a long hang.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    common: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-    if not address:
-        init = dict(address="local", num_cpus=max(num_workers, os.cpu_count() or 1), **common)
-        store = os.environ.get("ALCHEMIST_RAY_OBJECT_STORE_MB")
-        if store:
-            init["object_store_memory"] = int(store) * 1024**2
-        ray.init(**init)
-        return
-    target = address
-    if not address.startswith("ray://"):
-        from ray._private.services import canonicalize_bootstrap_address
-
-        try:
-            target = canonicalize_bootstrap_address(address) or ""
-        except ConnectionError as err:
-            raise ValueError(f"--ray-address {address}: {err}. Start one with `ray start --head`.") from err
-        if not target:
-            raise ValueError(
-                f"--ray-address {address}: no running Ray cluster was found on this machine; start one with "
-                "`ray start --head`, pass its host:port, or drop --ray-address to run on a fresh local instance"
-            )
-    probe = target.removeprefix("ray://")
-    if not _reachable(probe):
-        raise ValueError(
-            f"--ray-address {address}: nothing answers at {probe} (a stale address: the cluster that wrote it is "
-            "gone). Start the cluster with `ray start --head`, pass the right host:port, or drop --ray-address"
-        )
-    try:
-        ray.init(address=target, **common)
-    except (ConnectionError, RuntimeError) as err:
-        raise ValueError(f"--ray-address {address}: could not join the Ray cluster at {target}: {err}") from err
-
-
 def run_ray(
     stages: list[Stage],
     work: pa.Table,
@@ -123,7 +69,7 @@ def run_ray(
     """Run the stages over ``work`` on Ray Data; returns the per-stage statistics."""
     import ray
 
-    connect(ray_address, num_workers)
+    connect(ray_address, max(num_workers, os.cpu_count() or 1))
     _check_gpus(stages, ray.cluster_resources().get("GPU", 0), joined=bool(ray_address))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

@@ -246,9 +246,11 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
     if opts.limit is not None:
         manifest = manifest.slice(0, max(opts.limit, 0))
     if opts.runner == "ray":  # a stale or wrong cluster address fails here, before anything is written
-        from alchemist_data.ray_runner import connect
+        import os
 
-        connect(opts.ray_address, opts.num_workers)
+        from alchemist_data.raycluster import connect
+
+        connect(opts.ray_address, max(opts.num_workers, os.cpu_count() or 1))
     writer = RunWriter(opts.output)
     writer.prepare()
     previous = writer.read_run_json()

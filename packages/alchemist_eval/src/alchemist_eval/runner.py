@@ -194,14 +194,9 @@ def _run_ray(cfg, metrics, num_frames, pending, jobs_of, chunks, out, num_worker
     import ray
     from ray.util import ActorPool
 
-    started = False
-    if not ray.is_initialized():
-        if ray_address:
-            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_workers, include_dashboard=False, log_to_driver=False,
-                     object_store_memory=200 * 1024**2)
-        started = True
+    from alchemist_data.raycluster import connect
+
+    started = connect(ray_address, num_workers, object_store_mb=200, log_to_driver=False)
     try:
         actor_cls = ray.remote(num_cpus=1)(_Worker)
         actors = [actor_cls.remote(cfg, metrics, num_frames, 1) for _ in range(min(num_workers, len(pending)))]
