@@ -139,3 +139,93 @@ def test_defaults_follow_spec_section_4_and_dropped_conditions_are_zeroed(curate
         expected = torch.zeros_like(text) if drop else cond["encoder_hidden_states"]
         torch.testing.assert_close(text, expected)  # zeroed embeddings, not an empty prompt
         assert seen["kwargs"]["reference_keep"].float().tolist() == [keep, keep]
+
+
+def _train_cli():
+    import typer
+
+    from pipelines import train as train_cmds
+
+    app = typer.Typer()
+    train_cmds.register(app)
+
+    @app.command("noop")
+    def _noop() -> None:  # a second command keeps typer's subcommand syntax (`app train ...`)
+        pass
+
+    return app
+
+
+@pytest.mark.parametrize("profile", ["small", "base", "paper"])
+def test_stage2_without_a_backbone_stops_before_any_model_loads(curated_run, tmp_path, profile):
+    from typer.testing import CliRunner
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(_train_cli(), ["train", "--data", str(curated_run), "--output", str(out),
+                                               "--profile", profile, "--steps", "1"])
+    assert result.exit_code == 2, result.output
+    assert "init_from" in result.output and "--stage 1" in result.output
+    assert not out.exists()  # stopped before the run folder, let alone the encoders, was made
+
+
+def test_stage2_random_backbone_only_when_asked_or_tiny(curated_run, tmp_path, capsys):
+    from typer.testing import CliRunner
+
+    # Asked for explicitly: the check passes and the (offline) encoder download is what fails next.
+    result = CliRunner().invoke(_train_cli(), ["train", "--data", str(curated_run), "--output", str(tmp_path / "r"),
+                                               "--profile", "small", "--steps", "1", "--set", "init_from=random"])
+    assert result.exit_code == 2 and "could not load" in result.output, result.output
+    train(_cfg(steps=1, checkpoint_every=1), curated_run, tmp_path / "tiny", progress=False)
+    assert "RANDOM backbone" in capsys.readouterr().err  # tiny keeps it, loudly
+
+
+def test_warmup_is_per_stage_as_in_table_6(curated_run, tmp_path):
+    assert TrainConfig(stage=1).resolved().warmup_steps == 0
+    assert TrainConfig(stage=2).resolved().warmup_steps == 1_000
+    from pipelines.train import train_job
+
+    assert train_job("tiny", steps=100, stage=1).warmup_steps == 0
+    assert train_job("tiny", steps=100, stage=2).warmup_steps == 5
+    train(_cfg(steps=1, stage=1, warmup_steps=None, checkpoint_every=1), curated_run, tmp_path / "run",
+          progress=False)
+    line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert line["lr"] == pytest.approx(1e-3)  # the full rate from the first stage-I step
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["warmup_steps"] == 0  # resolved, saved
+
+
+def test_resume_after_a_kill_logs_each_step_once(curated_run, tmp_path):
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_5(record: dict) -> None:
+        if record["step"] == 5:
+            raise Killed
+
+    cfg = _cfg(steps=6, checkpoint_every=3)
+    with pytest.raises(Killed):
+        train(cfg, curated_run, tmp_path / "run", progress=False, on_step=kill_at_step_5)
+    logged = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]  # step 4 came after the last checkpoint (3)
+    train(cfg, curated_run, tmp_path / "run", resume=True, progress=False)
+    logged = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_more_steps_keeps_the_saved_schedule(curated_run, tmp_path):
+    from typer.testing import CliRunner
+
+    runner, app, out = CliRunner(), _train_cli(), tmp_path / "run"
+    args = ["train", "--data", str(curated_run), "--output", str(out)]
+    assert runner.invoke(app, [*args, "--steps", "10"]).exit_code == 0
+    saved = TrainConfig.load(out / "config.json")
+    assert (saved.stage2_cross_attn_only_steps, saved.warmup_steps, saved.checkpoint_every) == (2, 1, 5)
+    result = runner.invoke(app, [*args, "--steps", "12", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "personalization-only until step 2" in result.output
+    resumed = TrainConfig.load(out / "config.json")
+    assert (resumed.stage2_cross_attn_only_steps, resumed.warmup_steps, resumed.checkpoint_every) == (2, 1, 5)
+    phases = [json.loads(x)["phase"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert phases == ["personalization_only"] * 2 + ["full"] * 10
+    for extra in (["--set", "lr=0.1"], ["--profile", "small"], ["--stage", "1"]):
+        refused = runner.invoke(app, [*args, "--steps", "13", "--resume", *extra])
+        assert refused.exit_code == 2 and "--resume" in refused.output, refused.output

@@ -24,6 +24,12 @@ from typing import Any, Literal
 #: Spec §4, Table 5: at most six conditioning images per sample.
 MAX_REFERENCE_IMAGES = 6
 
+#: Spec §4 (Table 6): a 1k-step linear warm-up in stage II; Table 6 lists none for stage I.
+STAGE_WARMUP_STEPS = {1: 0, 2: 1_000}
+
+#: ``TrainConfig.init_from`` value that asks for a random stage-II backbone on purpose (debugging only).
+RANDOM_INIT = "random"
+
 # Real checkpoints (hub ids; a local directory with the same layout works everywhere a hub id does).
 DINOV2_L14 = "facebook/dinov2-large"  # ViT-L/14, 24 blocks, 1024 channels: 256 patch tokens at 224 px
 CLIP_L14 = "openai/clip-vit-large-patch14"  # ViT-L/14 vision tower; we take block 23 (penultimate)
@@ -145,7 +151,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.01
     grad_clip: float = 0.05
-    warmup_steps: int = 1_000
+    #: Linear LR warm-up; None: the stage's value of spec §4 (stage I none, stage II 1k steps). Resolved and saved
+    #: in RUN/config.json at the first start, like every schedule length, so a resume never recomputes it.
+    warmup_steps: int | None = None
     batch_size: int | None = None  # None: the profile's
     seed: int = 0
     #: [choice] "logit_normal" (SD3's default, mean 0 std 1) or "uniform".
@@ -169,7 +177,8 @@ class TrainConfig:
     log_every: int = 1
     num_data_workers: int = 0  # torch DataLoader workers
     data: DataConfig = field(default_factory=DataConfig)
-    #: Stage II starting point: a stage-I RUN directory or transformer folder (empty: random init).
+    #: Stage II starting point: a stage-I RUN directory or transformer folder. Required for stage II outside the
+    #: tiny profile; ``random`` asks for a random backbone explicitly (the tiny profile allows empty, with a warning).
     init_from: str = ""
     #: Ray Train input: "loader" (each rank reads its share of the seeded order with a DataLoader; exact resume)
     #: or "ray_data" (a Ray Data stream of the same samples split across workers; decoding scales with the
@@ -178,6 +187,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every derived schedule length filled in (what RUN/config.json stores at the first start)."""
+        out = TrainConfig.from_dict(self.to_dict())
+        if out.warmup_steps is None:
+            out.warmup_steps = STAGE_WARMUP_STEPS[int(out.stage)]
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:

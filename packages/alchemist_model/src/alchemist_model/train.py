@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alchemist_model.configs import ModelProfile, TrainConfig, get_profile
+from alchemist_model.configs import RANDOM_INIT, ModelProfile, TrainConfig, get_profile
 from alchemist_model.data import AlchemistDataset, ResumableSampler, collate_samples
 from alchemist_model.encoders import Components, encode_conditions, load_components
 from alchemist_model.flow import add_noise, sample_timesteps, time_shift_for, velocity_target
@@ -201,25 +202,71 @@ def _init_from(model: AlchemistTransformer3DModel, source: str) -> list[str]:
     return missing
 
 
-def prepare_run(cfg: TrainConfig, output_dir: Path, resume: bool) -> tuple[ModelProfile, Components]:
-    """Create or reopen RUN: resolved config + profile + frozen components saved next to the checkpoints."""
+def check_stage2_start(cfg: TrainConfig) -> None:
+    """Stage II starts from a stage-I backbone: refuse a silent random one (called before any model is loaded).
+
+    Stage II first trains only the new personalization branch with the backbone frozen; on random weights those
+    steps learn nothing useful. Outside the tiny profile a random backbone must be asked for (``init_from=random``).
+    """
+    if int(cfg.stage) != 2 or (cfg.init_from and cfg.init_from != RANDOM_INIT):
+        return
+    if not cfg.init_from and cfg.profile != "tiny":
+        raise ValueError(
+            f"stage 2 (personalization) of profile {cfg.profile!r} needs a stage-I backbone, and init_from is empty: "
+            "pass --set init_from=RUN (a stage-I run folder or transformer folder), train stage I first with "
+            "--stage 1, or ask for a random frozen backbone explicitly with --set init_from=random (debugging only)"
+        )
+    why = "init_from=random was asked for" if cfg.init_from else "init_from is empty (allowed for the tiny profile)"
+    print(
+        f"[alchemist] WARNING: stage 2 starts from a RANDOM backbone ({why}); the first "
+        f"{cfg.stage2_cross_attn_only_steps} steps train only the personalization branch on it. "
+        "Pass --set init_from=RUN with a stage-I run for a real start.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def prepare_run(cfg: TrainConfig, output_dir: Path, resume: bool) -> tuple[TrainConfig, ModelProfile, Components]:
+    """Create or reopen RUN: resolved config + profile + frozen components saved next to the checkpoints.
+
+    Returns the run's config: at the first start ``cfg`` with its schedule resolved (and saved); on resume the saved
+    config with this call's ``steps`` (the schedule stays as saved, only the end point moves).
+    """
     output_dir = Path(output_dir)
     profile = get_profile(cfg.profile)
+    cfg = cfg.resolved()
     if resume and (output_dir / "config.json").exists():
-        saved = TrainConfig.load(output_dir / "config.json")
-        if {**saved.to_dict(), "steps": cfg.steps} != {**cfg.to_dict(), "steps": cfg.steps}:
+        saved = TrainConfig.load(output_dir / "config.json").resolved()
+        if {**saved.to_dict(), "steps": cfg.steps} != cfg.to_dict():
             raise ValueError(f"--resume: {output_dir}/config.json differs from this run's config (only --steps may "
                              "change); use a new --output or the same options")
         components = Components.load_saved(output_dir / "encoders")
-        return profile, components
+        return cfg, profile, components
     if not resume and latest_checkpoint(output_dir) is not None:
         raise ValueError(f"{output_dir} already holds checkpoints: pass --resume to continue, or a new --output")
+    check_stage2_start(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(output_dir / "config.json")
     (output_dir / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
     components = load_components(profile, cfg.image_encoder, seed=cfg.seed)
     components.save(output_dir / "encoders")
-    return profile, components
+    return cfg, profile, components
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the metrics rows a killed run logged after its last checkpoint: the resumed run logs them again."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line torn by the kill
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(x + "\n" for x in kept))
+    os.replace(tmp, path)
 
 
 def run_training_loop(
@@ -247,7 +294,7 @@ def run_training_loop(
     components.to(device)
 
     model = build_transformer(profile, cfg, components)
-    if cfg.init_from and not resume:
+    if cfg.init_from and cfg.init_from != RANDOM_INIT and not resume:
         _init_from(model, cfg.init_from)
     if cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else profile.gradient_checkpointing:
         model.enable_gradient_checkpointing()
@@ -255,7 +302,7 @@ def run_training_loop(
     model.train()
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    warmup = max(1, cfg.warmup_steps)
+    warmup = max(1, cfg.resolved().warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     step = 0
@@ -296,6 +343,8 @@ def run_training_loop(
 
     phase = set_trainable(model, stage, step, cfg)
     wrapped = wrap_model(model) if wrap_model else model
+    if resume and is_main:
+        _truncate_metrics(output_dir / "metrics.jsonl", step)
     metrics_file = open(output_dir / "metrics.jsonl", "a") if is_main else None  # noqa: SIM115
     bar = None
     if progress and is_main:
@@ -411,7 +460,7 @@ def train(
 ) -> TrainResult:
     """Single-process training (CPU or one GPU)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    profile, components = prepare_run(cfg, Path(output_dir), resume)
+    cfg, profile, components = prepare_run(cfg, Path(output_dir), resume)
     return run_training_loop(cfg, Path(data_dir), Path(output_dir), profile, components, resume, dev,
                              progress=progress, on_step=on_step)
 
@@ -477,7 +526,7 @@ def train_ray(
     from ray.train.torch import TorchTrainer
 
     output_dir = Path(output_dir).resolve()
-    prepare_run(cfg, output_dir, resume)  # config + encoders written once, before the workers start
+    cfg, _, _ = prepare_run(cfg, output_dir, resume)  # config + encoders written once, before the workers start
     if use_gpu is None:
         use_gpu = torch.cuda.is_available()
     datasets = {}
