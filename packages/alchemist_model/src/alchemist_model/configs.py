@@ -132,6 +132,9 @@ class DataConfig:
     include_objects: bool = True
     #: Spec §5.2 augmentations; off = the "No augmentation" ablation of Table 3.
     augment: bool = True
+    #: [choice] augmentations of the background plate (spec §5.2 lists them for references): "all", "frame_safe"
+    #: (all but rotation and shear, whose white corners a clean background never has) or "none".
+    background_augment: Literal["all", "frame_safe", "none"] = "frame_safe"
     #: [choice] target clip start: "random" offset inside the clip, or "start".
     clip_start: Literal["random", "start"] = "random"
 

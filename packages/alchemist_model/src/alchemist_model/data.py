@@ -32,7 +32,13 @@ import torch
 from PIL import Image
 
 from alchemist_data.catalog import read_table
-from alchemist_model.augment import apply_augment, sample_augment_params, white_fill
+from alchemist_model.augment import (
+    BACKGROUND_AUGMENT,
+    apply_augment,
+    background_params,
+    sample_augment_params,
+    white_fill,
+)
 from alchemist_model.configs import DataConfig
 from alchemist_model.encoders import find_word_span, reference_to_tensor
 
@@ -161,6 +167,9 @@ class AlchemistDataset(torch.utils.data.Dataset):
         self.width_px, self.height_px, self.num_frames = width_px, height_px, num_frames
         self.image_size_px = image_size_px
         self.cfg = data or DataConfig()
+        if self.cfg.background_augment not in BACKGROUND_AUGMENT:
+            raise ValueError(f"data.background_augment={self.cfg.background_augment!r}: choose one of "
+                             f"{', '.join(BACKGROUND_AUGMENT)}")
         self.seed = seed
         self.with_references = with_references
 
@@ -226,8 +235,11 @@ class AlchemistDataset(torch.utils.data.Dataset):
             data = background[1] if slot.kind == BACKGROUND else per_clip[slot.word][1][slot.image_index]
             image = _decode_png(data)
             if self.cfg.augment:
-                image = apply_augment(image if image.shape[-1] == 4 else _opaque(image),
-                                      sample_augment_params(rng, *image.shape[:2]))
+                params = sample_augment_params(rng, *image.shape[:2])
+                if slot.kind == BACKGROUND:
+                    params = background_params(params, self.cfg.background_augment)
+                if params is not None:
+                    image = apply_augment(image if image.shape[-1] == 4 else _opaque(image), params)
             tensors.append(reference_to_tensor(white_fill(image), self.image_size_px))
         return torch.stack(tensors), [s.word for s in slots], [s.kind for s in slots]
 
