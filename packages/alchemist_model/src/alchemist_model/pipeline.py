@@ -3,7 +3,9 @@
 Inputs: a prompt, references ``{entity word: [images]}`` (segmented RGBA crops or RGB; transparent pixels become
 white), an optional background image, frames / size / steps. Each denoising step runs three evaluations in one
 batch, full / text dropped / images dropped, combined with the two-term CFG of spec §6 (sT = 8, sI = 3), and
-takes an Euler step of the rectified-flow ODE on the same shifted time grid as training.
+takes an Euler step of the rectified-flow ODE on the same shifted time grid as training. Every input takes a path
+training took: without references a stage-II model runs its personalization cross-attention on zeroed embeddings,
+as for a dropped image condition in training.
 """
 
 from __future__ import annotations
@@ -179,6 +181,10 @@ class AlchemistPipeline:
         ref_images, words = self.prepare_references(prompt, references, background, background_word)
         device = self.device
         cfg = self.train_config
+        stage = int(cfg.stage)
+        if ref_images is not None and stage == 1:
+            raise ValueError("this run is stage I (text-to-video): it never learned reference images; generate "
+                             "without --ref/--background, or use a stage-II run")
         conditions = encode_conditions(
             self.components, [prompt], ref_images, None if ref_images is None else torch.ones(1, len(words),
                                                                                                 dtype=torch.bool),
@@ -197,6 +203,17 @@ class AlchemistPipeline:
                 reference_word_tokens=conditions["reference_word_tokens"].repeat(3, 1, 1, 1),
                 reference_mask=conditions["reference_mask"].repeat(3, 1),
                 reference_keep=torch.tensor([1.0, 1.0, 0.0], device=device),
+            )
+        elif stage == 2:
+            # Stage-II training never skips the personalization cross-attention: a dropped image condition runs it
+            # on zeroed embeddings. Without references take that same path: one slot, zeroed in all three branches
+            # (zero keys give the same attention output whatever the slot count or token count).
+            config = self.transformer.config
+            kwargs.update(
+                reference_image_tokens=torch.zeros(3, 1, 1, config.cond_dim, device=device),
+                reference_word_tokens=torch.zeros(3, 1, config.word_token_len, config.text_dim, device=device),
+                reference_mask=torch.ones(3, 1, dtype=torch.bool, device=device),
+                reference_keep=torch.zeros(3, device=device),
             )
         latent_shape = (1, vae.latent_channels, (num_frames - 1) // vae.temporal_compression + 1,
                         height // vae.spatial_compression, width // vae.spatial_compression)
