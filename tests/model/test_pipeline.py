@@ -189,3 +189,17 @@ def test_stage1_run_generates_text_to_video_only(curated_run, ref_png, tmp_path,
     calls, _ = _spy_forward(pipe, monkeypatch)
     pipe("A dog runs.", num_inference_steps=1, progress=False)
     assert "reference_image_tokens" not in calls[0][1]  # the path stage-I training took
+
+
+def test_sampling_feeds_each_branch_its_previous_estimate(trained_run, ref_png, monkeypatch):
+    """Inference self-conditions like training: zeros first, then each branch's own x_t - t v of the last step."""
+    pipe = AlchemistPipeline.from_run(trained_run, device="cpu")
+    assert pipe.transformer.config.self_conditioning
+    calls, _ = _spy_forward(pipe, monkeypatch)
+    pipe("A dog runs.", references={"dog": [ref_png]}, num_inference_steps=3, progress=False)
+    assert len(calls) == 3
+    assert torch.count_nonzero(calls[0][1]["self_conditioning_latents"]) == 0
+    for (prev_args, _, prev_pred), (_, kwargs, _) in zip(calls, calls[1:], strict=False):
+        latents, t = prev_args
+        expected = latents - t.view(-1, 1, 1, 1, 1) * prev_pred
+        torch.testing.assert_close(kwargs["self_conditioning_latents"], expected)

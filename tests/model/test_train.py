@@ -229,3 +229,46 @@ def test_resume_with_more_steps_keeps_the_saved_schedule(curated_run, tmp_path):
     for extra in (["--set", "lr=0.1"], ["--profile", "small"], ["--stage", "1"]):
         refused = runner.invoke(app, [*args, "--steps", "13", "--resume", *extra])
         assert refused.exit_code == 2 and "--resume" in refused.output, refused.output
+
+
+def _forward_calls(model: torch.nn.Module) -> list[dict]:
+    calls: list[dict] = []
+
+    def hook(_module, args, kwargs, output):
+        calls.append({"args": args, "kwargs": dict(kwargs), "out": output.sample.detach().clone(),
+                      "grad": torch.is_grad_enabled()})
+
+    model.register_forward_hook(hook, with_kwargs=True)
+    return calls
+
+
+def test_self_conditioning_second_pass_sees_the_first_pass_estimate(curated_run, tiny_components):
+    profile = get_profile("tiny")
+    ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
+    batch = collate_samples([ds[0], ds[1]])
+    latents = tiny_components.vae.encode(batch["video"])
+    cond = encode_conditions(tiny_components, batch["captions"], batch["ref_images"], batch["ref_mask"],
+                             batch["ref_words"])
+    cfg = _cfg(self_conditioning_prob=1.0)
+    model = build_transformer(profile, cfg, tiny_components)
+    with torch.no_grad():  # a non-trivial network, so the estimate is not zero
+        for name, param in model.named_parameters():
+            if "proj_out" in name or "modulation" in name or "self_conditioning" in name:
+                param.normal_(0, 0.1)
+    calls = _forward_calls(model)
+    training_step(model, cond, latents, cfg, 1.0, torch.Generator().manual_seed(0), contextlib.nullcontext())
+    assert len(calls) == 2 and not calls[0]["grad"] and calls[1]["grad"]
+    first, second = calls
+    assert torch.count_nonzero(first["kwargs"]["self_conditioning_latents"]) == 0
+    noisy, t = first["args"][:2]
+    expected = noisy - t.view(-1, 1, 1, 1, 1) * first["out"]  # x0 = x_t - t v
+    torch.testing.assert_close(second["kwargs"]["self_conditioning_latents"], expected)
+    assert torch.equal(second["args"][0], noisy)
+    # probability 0 is the ablation: one pass, and the model has no self-conditioning input at all
+    off = build_transformer(profile, _cfg(self_conditioning_prob=0.0), tiny_components)
+    assert not off.config.self_conditioning
+    calls = _forward_calls(off)
+    training_step(off, cond, latents, _cfg(self_conditioning_prob=0.0), 1.0, torch.Generator().manual_seed(0),
+                  contextlib.nullcontext())
+    assert len(calls) == 1 and "self_conditioning_latents" not in calls[0]["kwargs"]
+    assert TrainConfig().self_conditioning_prob == 0.9

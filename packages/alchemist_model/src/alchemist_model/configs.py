@@ -169,6 +169,10 @@ class TrainConfig:
     image_drop_prob: float = 0.1
     #: [choice] EMA is off by default (the paper does not say); 0.9999 is a usual value for long runs.
     ema_decay: float | None = None
+    #: Self-conditioning (spec §3.1, Analog Bits): with this probability per sample a first pass without gradients
+    #: estimates the clean latents and the trained pass sees that estimate; [S] 0.9 as in Set-and-Sequence (same
+    #: backbone family). 0 = off (ablation): the model is then built without the self-conditioning input.
+    self_conditioning_prob: float = 0.9
     #: Ablations of spec §8.4 (Table 3).
     image_encoder: Literal["dinov2", "clip"] = "dinov2"
     use_word_tokens: bool = True
@@ -194,6 +198,8 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with every derived schedule length filled in (what RUN/config.json stores at the first start)."""
         out = TrainConfig.from_dict(self.to_dict())
+        if not 0.0 <= out.self_conditioning_prob <= 1.0:
+            raise ValueError(f"self_conditioning_prob={out.self_conditioning_prob}: use a probability in [0, 1]")
         if out.warmup_steps is None:
             out.warmup_steps = STAGE_WARMUP_STEPS[int(out.stage)]
         return out

@@ -3,9 +3,9 @@
 Inputs: a prompt, references ``{entity word: [images]}`` (segmented RGBA crops or RGB; transparent pixels become
 white), an optional background image, frames / size / steps. Each denoising step runs three evaluations in one
 batch, full / text dropped / images dropped, combined with the two-term CFG of spec §6 (sT = 8, sI = 3), and
-takes an Euler step of the rectified-flow ODE on the same shifted time grid as training. Every input takes a path
-training took: without references a stage-II model runs its personalization cross-attention on zeroed embeddings,
-as for a dropped image condition in training.
+takes an Euler step of the rectified-flow ODE on the same shifted time grid as training; a self-conditioning model
+gets each branch's previous clean-latent estimate. Every input takes a path training took: without references a
+stage-II model runs its personalization cross-attention on zeroed embeddings, as for a dropped image condition.
 """
 
 from __future__ import annotations
@@ -229,12 +229,17 @@ class AlchemistPipeline:
             from tqdm.auto import tqdm
 
             iterator = tqdm(iterator, desc="generate", unit="step")
+        # Self-conditioning as in training: each branch sees its own previous clean-latent estimate x_t - t v
+        # (zeros at the first step, like a training pass without an estimate).
+        if self.transformer.config.self_conditioning:
+            kwargs["self_conditioning_latents"] = torch.zeros((3, *latent_shape[1:]), device=device)
         for i in iterator:
             t, t_next = float(times[i]), float(times[i + 1])
+            branches = latents.repeat(3, 1, 1, 1, 1)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                prediction = self.transformer(
-                    latents.repeat(3, 1, 1, 1, 1), torch.full((3,), t, device=device), **kwargs
-                ).sample.float()
+                prediction = self.transformer(branches, torch.full((3,), t, device=device), **kwargs).sample.float()
+            if "self_conditioning_latents" in kwargs:
+                kwargs["self_conditioning_latents"] = branches - t * prediction
             full, no_text, no_image = prediction.chunk(3)
             image_scale = image_guidance_scale if ref_images is not None else 0.0
             velocity = combine_guidance(full, no_text, no_image, text_guidance_scale, image_scale)

@@ -62,6 +62,7 @@ def build_transformer(profile: ModelProfile, cfg: TrainConfig, components: Compo
         word_token_len=cfg.word_token_len,
         max_images=cfg.data.max_reference_images,
         use_word_tokens=cfg.use_word_tokens,
+        self_conditioning=cfg.self_conditioning_prob > 0,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -99,7 +100,9 @@ def training_step(
     generator: torch.Generator,
     autocast: contextlib.AbstractContextManager,
 ) -> torch.Tensor:
-    """One rectified-flow loss with 10 % text / 10 % image condition dropout (zeroed), as in spec §4."""
+    """One rectified-flow loss with 10 % text / 10 % image condition dropout (zeroed), as in spec §4, and
+    self-conditioning: with ``cfg.self_conditioning_prob`` per sample the trained pass sees the clean-latent estimate
+    ``x_t - t v`` of a first pass without gradients (zeros otherwise, which is also what sampling starts from)."""
     batch_size = latents.shape[0]
     device = latents.device
     # All draws come from the CPU generator in a fixed order: resume restores it exactly.
@@ -109,17 +112,24 @@ def training_step(
     image_keep = (torch.rand(batch_size, generator=generator) >= cfg.image_drop_prob).to(device)
     noisy = add_noise(latents, noise, t)
     encoder_hidden_states = conditions["encoder_hidden_states"] * text_keep[:, None, None].to(latents.dtype)
+    inputs = {
+        "reference_image_tokens": conditions.get("reference_image_tokens"),
+        "reference_word_tokens": conditions.get("reference_word_tokens"),
+        "reference_mask": conditions.get("reference_mask"),
+        "reference_keep": image_keep if "reference_image_tokens" in conditions else None,
+    }
+    if cfg.self_conditioning_prob > 0:
+        use_estimate = (torch.rand(batch_size, generator=generator) < cfg.self_conditioning_prob).to(device)
+        estimate = torch.zeros_like(latents)
+        if bool(use_estimate.any()):
+            with torch.no_grad(), autocast:
+                first = model(noisy, t, encoder_hidden_states, conditions["encoder_attention_mask"], **inputs,
+                              self_conditioning_latents=estimate).sample
+            clean = noisy - t.view(-1, *([1] * (latents.ndim - 1))) * first.float()
+            estimate = torch.where(use_estimate.view(-1, *([1] * (latents.ndim - 1))), clean, estimate)
+        inputs["self_conditioning_latents"] = estimate
     with autocast:
-        prediction = model(
-            noisy,
-            t,
-            encoder_hidden_states,
-            conditions["encoder_attention_mask"],
-            reference_image_tokens=conditions.get("reference_image_tokens"),
-            reference_word_tokens=conditions.get("reference_word_tokens"),
-            reference_mask=conditions.get("reference_mask"),
-            reference_keep=image_keep if "reference_image_tokens" in conditions else None,
-        ).sample
+        prediction = model(noisy, t, encoder_hidden_states, conditions["encoder_attention_mask"], **inputs).sample
     return F.mse_loss(prediction.float(), velocity_target(latents, noise))
 
 
@@ -216,7 +226,7 @@ def check_stage2_start(cfg: TrainConfig) -> None:
             "pass --set init_from=RUN (a stage-I run folder or transformer folder), train stage I first with "
             "--stage 1, or ask for a random frozen backbone explicitly with --set init_from=random (debugging only)"
         )
-    why = "init_from=random was asked for" if cfg.init_from else "init_from is empty (allowed for the tiny profile)"
+    why = "init_from=random was asked for" if cfg.init_from else "init_from is empty, as only tiny allows"
     print(
         f"[alchemist] WARNING: stage 2 starts from a RANDOM backbone ({why}); the first "
         f"{cfg.stage2_cross_attn_only_steps} steps train only the personalization branch on it. "
