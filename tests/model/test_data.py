@@ -20,6 +20,7 @@ from alchemist_model.augment import (
 from alchemist_model.configs import DataConfig, get_profile
 from alchemist_model.data import (
     BACKGROUND,
+    FACE,
     AlchemistDataset,
     ResumableSampler,
     collate_samples,
@@ -229,3 +230,31 @@ def test_stage1_dataset_and_empty_run(curated_run, tmp_path):
     with pytest.raises(ValueError, match="no clips"):
         _dataset(empty, with_references=False)
     assert math.isfinite(float(ds[1]["video"].mean()))
+
+
+def test_face_crops_stand_in_for_subject_images_with_their_probability(tmp_path):
+    cfg = DataConfig(background_prob=0.0)
+    counts = {"man": ("subject", 3), "ball": ("object", 1)}
+    kinds = Counter()
+    for seed in range(2000):
+        for slot in sample_references(np.random.default_rng(seed), counts, False, "", cfg, {"man": 2}):
+            kinds[(slot.word, slot.kind)] += 1
+            if slot.kind == FACE:
+                assert slot.word == "man" and 0 <= slot.image_index < 2  # bound to the subject's word
+    assert kinds[("ball", FACE)] == 0
+    share = kinds[("man", FACE)] / (kinds[("man", FACE)] + kinds[("man", "subject")])
+    assert share == pytest.approx(cfg.face_crop_prob, abs=0.03) and cfg.face_crop_prob == 0.5
+    off = DataConfig(face_crop_prob=0.0)
+    assert all(s.kind != FACE for seed in range(200)
+               for s in sample_references(np.random.default_rng(seed), counts, False, "", off, {"man": 2}))
+    # through the dataset: face slots decode the curated RGB face crops
+    from alchemist_model.testing import write_tiny_curated_run
+
+    run = write_tiny_curated_run(tmp_path / "faces", num_clips=2, faces=True)
+    ds = _dataset(run, data=DataConfig(face_crop_prob=1.0, augment=False, background_prob=0.0))
+    sample = ds[0]
+    subjects = {"man", "dog", "woman", "horse"}
+    for word, kind, image in zip(sample["ref_words"], sample["ref_kinds"], sample["ref_images"], strict=True):
+        assert kind == (FACE if word in subjects else "object")
+        if kind == FACE:  # the skin-tone patch fills the square's middle
+            assert torch.allclose(image[:, 28, 28], torch.tensor([224, 172, 140]) / 255.0, atol=0.02)

@@ -130,6 +130,10 @@ class DataConfig:
     max_reference_images: int = MAX_REFERENCE_IMAGES
     #: [choice] object words are sampled as "subjects" too (they have segmented crops like subjects).
     include_objects: bool = True
+    #: [choice] spec §2.3 extracts face crops of human subjects but leaves their use open: each drawn image of a
+    #: subject with face crops is one of them with this probability (its word binding unchanged), so the model
+    #: learns both conditionings the benchmark tests (subject mode and face mode). 0 = segmented crops only.
+    face_crop_prob: float = 0.5
     #: Spec §5.2 augmentations; off = the "No augmentation" ablation of Table 3.
     augment: bool = True
     #: [choice] augmentations of the background plate (spec §5.2 lists them for references): "all", "frame_safe"

@@ -10,6 +10,9 @@ Reference sampling (spec §5.3), per sample:
 2. for each, number of images ~ U{1, 2, 3}, drawn with replacement from that word's crops (the 5/50/95 % frames);
 3. the background plate with probability 0.5 (when the clip has one).
 
+Face crops [choice] (spec §2.3 leaves their use open): an image drawn for a subject that has face crops is one of
+them with probability ``DataConfig.face_crop_prob``, bound to the same word (slot kind ``face``).
+
 Cap policy [choice] (spec §10: up to 3 x 3 + 1 = 10 images, but the model takes 6): entity images are kept in
 draw order and truncated so that, with the background, at most ``max_reference_images`` remain; a drawn
 background is never dropped and comes last. Slot order = index-embedding order.
@@ -43,11 +46,12 @@ from alchemist_model.configs import DataConfig
 from alchemist_model.encoders import find_word_span, reference_to_tensor
 
 BACKGROUND = "background"
+FACE = "face"
 
 
 @dataclass(frozen=True)
 class ReferenceSlot:
-    kind: str  # subject | object | background
+    kind: str  # subject | object | face | background
     word: str  # entity word ("" for a background without a background word in the caption)
     image_index: int  # which crop of that word (or 0 for the background)
 
@@ -58,8 +62,10 @@ def sample_references(
     has_background: bool,
     background_word: str,
     cfg: DataConfig,
+    face_counts: dict[str, int] | None = None,
 ) -> list[ReferenceSlot]:
-    """Spec §5.3 sampling; ``entity_image_counts``: word -> (category, number of crops)."""
+    """Spec §5.3 sampling; ``entity_image_counts``: word -> (category, number of crops); ``face_counts``: subject
+    word -> number of face crops (words without any draw exactly as before)."""
     words = sorted(entity_image_counts)
     slots: list[ReferenceSlot] = []
     if words:
@@ -68,8 +74,12 @@ def sample_references(
             word = words[int(rng.integers(len(words)))]
             category, count = entity_image_counts[word]
             num_images = int(rng.integers(1, cfg.max_images_per_subject + 1))
+            faces = (face_counts or {}).get(word, 0)
             for _ in range(num_images):
-                slots.append(ReferenceSlot(category, word, int(rng.integers(count))))
+                if faces and rng.uniform() < cfg.face_crop_prob:
+                    slots.append(ReferenceSlot(FACE, word, int(rng.integers(faces))))
+                else:
+                    slots.append(ReferenceSlot(category, word, int(rng.integers(count))))
     use_background = has_background and bool(rng.uniform() < cfg.background_prob)
     cap = cfg.max_reference_images - (1 if use_background else 0)
     slots = slots[:cap]
@@ -175,6 +185,7 @@ class AlchemistDataset(torch.utils.data.Dataset):
 
         clips = read_table(self.run_dir, "clips").to_pylist()
         entities: dict[str, dict[str, tuple[str, list[bytes]]]] = {}
+        faces: dict[str, dict[str, list[bytes]]] = {}
         captions = {c["clip_id"]: c["caption"] for c in clips}
         allowed = ("subject", "object") if self.cfg.include_objects else ("subject",)
         for row in read_table(self.run_dir, "entities").to_pylist():
@@ -185,6 +196,8 @@ class AlchemistDataset(torch.utils.data.Dataset):
                 continue
             per_clip = entities.setdefault(row["clip_id"], {})
             per_clip.setdefault(row["entity_word"], (row["category"], []))[1].append(row["crop_png"])
+            if row["category"] == "subject" and row["has_face"] and row["face_crop_png"]:
+                faces.setdefault(row["clip_id"], {}).setdefault(row["entity_word"], []).append(row["face_crop_png"])
         backgrounds = {}
         for row in read_table(self.run_dir, "backgrounds").to_pylist():
             if row["image_jpg"]:
@@ -199,6 +212,7 @@ class AlchemistDataset(torch.utils.data.Dataset):
             raise ValueError(f"{self.run_dir}: no {what} in the curated tables; curate more data or check the run")
         self.clips = sorted(clips, key=lambda c: c["clip_id"])
         self.entities = entities
+        self.faces = faces
         self.backgrounds = backgrounds
 
     def __len__(self) -> int:
@@ -227,12 +241,18 @@ class AlchemistDataset(torch.utils.data.Dataset):
     def _references(self, rng: np.random.Generator, clip_id: str) -> tuple[torch.Tensor, list[str], list[str]]:
         per_clip = self.entities[clip_id]
         counts = {word: (category, len(crops)) for word, (category, crops) in per_clip.items()}
+        faces = self.faces.get(clip_id, {})
         background = self.backgrounds.get(clip_id)
         slots = sample_references(rng, counts, background is not None, background[0] if background else "",
-                                  self.cfg)
+                                  self.cfg, {word: len(crops) for word, crops in faces.items()})
         tensors = []
         for slot in slots:
-            data = background[1] if slot.kind == BACKGROUND else per_clip[slot.word][1][slot.image_index]
+            if slot.kind == BACKGROUND:
+                data = background[1]
+            elif slot.kind == FACE:
+                data = faces[slot.word][slot.image_index]
+            else:
+                data = per_clip[slot.word][1][slot.image_index]
             image = _decode_png(data)
             if self.cfg.augment:
                 params = sample_augment_params(rng, *image.shape[:2])
