@@ -35,6 +35,18 @@ def _apply_overrides(cfg: Any, overrides: list[str] | None) -> Any:
     return cfg
 
 
+def resolve_data(data: Path | None, latents: Path | None) -> Path:
+    """--data, or the curated run the --latents folder was encoded from."""
+    if data is not None:
+        return data
+    if latents is None:
+        raise ValueError("--data CURATED_RUN is required (or --latents LATENTS, whose run.json names its curated run)")
+    run = latents / "run.json"
+    if not run.exists():
+        raise ValueError(f"--latents {latents}: no run.json; pass an `alchemist encode` output folder")
+    return Path(json.loads(run.read_text())["curated"])
+
+
 def resume_config(output: Path, steps: int, profile: str | None, stage: int | None, seed: int | None,
                   overrides: list[str] | None) -> tuple[Any, str | None]:
     """RUN's saved config with the new end point; the schedule (warm-up, phases, checkpoints) stays as saved.
@@ -66,7 +78,10 @@ def resume_config(output: Path, steps: int, profile: str | None, stage: int | No
 
 
 def train_cmd(
-    data: Path = typer.Option(..., "--data", "-d", help="A curated run folder (output of `alchemist curate`)."),
+    data: Path = typer.Option(None, "--data", "-d", help="A curated run folder (output of `alchemist curate`); "
+                              "with --latents it defaults to the curated run they were encoded from."),
+    latents: Path = typer.Option(None, "--latents", help="Precomputed VAE latents and text embeddings of --data "
+                                 "(`alchemist encode`): no video decode, VAE or text encoder per step."),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder: config, encoders, checkpoints, metrics."),
     profile: str = typer.Option(None, "--profile", "-p", help="Model size: tiny (CPU) | small | base | paper "
                                 "[default: tiny]."),
@@ -82,6 +97,7 @@ def train_cmd(
 ) -> None:
     """Train the personalization video model (rectified flow) on curated clips; logs to RUN/metrics.jsonl."""
     try:
+        data = resolve_data(data, latents)
         if resume and (output / "config.json").exists():
             cfg, note = resume_config(output, steps, profile, stage, seed, set_)
             if note:
@@ -92,14 +108,14 @@ def train_cmd(
         if num_workers > 0:
             from alchemist_model.train import ray_fit, train_ray
 
-            result = ray_fit(train_ray(cfg, data, output, num_workers, resume=resume))
+            result = ray_fit(train_ray(cfg, data, output, num_workers, resume=resume, latents=latents))
             if result.error is not None:
                 raise ValueError(f"Ray Train failed: {result.error}")
             typer.echo(f"ray train finished: checkpoints in {output}/checkpoints")
         else:
             from alchemist_model.train import train
 
-            result = train(cfg, data, output, resume=resume)
+            result = train(cfg, data, output, resume=resume, latents=latents)
             last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
             typer.echo(f"trained to step {result.step} (last loss {last}); checkpoint {result.checkpoint}")
     except (ValueError, FileNotFoundError) as err:

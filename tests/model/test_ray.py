@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from alchemist_model.checkpoint import latest_checkpoint
 from alchemist_model.configs import TrainConfig, get_profile
 from alchemist_model.data import AlchemistDataset, ResumableSampler
-from alchemist_model.train import latest_checkpoint, ray_fit, train_ray
+from alchemist_model.train import ray_fit, train_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

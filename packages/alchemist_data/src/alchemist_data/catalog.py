@@ -21,8 +21,7 @@ class NotARunError(ValueError):
 def committed_files(run_dir: str | os.PathLike[str], table: str) -> list[Path]:
     """Parquet files of ``table`` that belong to committed shards (a marker exists)."""
     run = Path(run_dir)
-    if table not in schema.TABLES:
-        raise ValueError(f"unknown table {table!r}; tables are {', '.join(schema.TABLES)}")
+    schema.table_schema(table)  # a clear error for an unknown table
     if not (run / DONE_DIR).is_dir():
         raise NotARunError(f"{str(run)!r} is not a curated run folder (no {DONE_DIR}/); run `alchemist curate` first")
     shards = sorted(p.stem for p in (run / DONE_DIR).glob("part-*.json"))
@@ -35,7 +34,7 @@ def read_table(run_dir: str | os.PathLike[str], table: str, columns: list[str] |
     if not files:
         out = schema.empty_table(table)
         return out.select(columns) if columns else out
-    return pa.concat_tables([pq.read_table(f, columns=columns, schema=schema.TABLES[table]) for f in files])
+    return pa.concat_tables([pq.read_table(f, columns=columns, schema=schema.table_schema(table)) for f in files])
 
 
 def connect(

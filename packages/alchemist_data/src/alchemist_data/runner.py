@@ -111,16 +111,24 @@ class StageGroupUDF:
 
 
 class ShardCollector:
-    """Accumulates finished rows per shard and commits each shard once complete."""
+    """Accumulates finished rows per shard and commits each shard once complete.
+
+    ``split`` turns a shard's rows into its output tables (default: the curation tables of ``profile``); other jobs
+    that shard like curation (``alchemist encode``) pass their own, plus ``commit_options`` for the writer.
+    """
 
     def __init__(
         self,
         writer: RunWriter,
         expected: dict[str, int],
-        profile: Profile,
+        profile: Profile | None,
         on_commit: Callable[[str, dict[str, int]], None],
+        split: Callable[[pa.Table], dict[str, pa.Table]] | None = None,
+        commit_options: dict[str, Any] | None = None,
     ) -> None:
         self.writer, self.expected, self.profile, self.on_commit = writer, dict(expected), profile, on_commit
+        self.split = split or (lambda rows: split_outputs(rows, self.profile))
+        self.commit_options = commit_options or {}
         self.parts: dict[str, list[pa.Table]] = defaultdict(list)
         self.received: dict[str, int] = defaultdict(int)
 
@@ -135,7 +143,7 @@ class ShardCollector:
 
     def _commit(self, shard: str) -> None:
         rows = pa.concat_tables(self.parts.pop(shard), promote_options="permissive")
-        counts = self.writer.commit_shard(shard, split_outputs(rows, self.profile), self.expected[shard])
+        counts = self.writer.commit_shard(shard, self.split(rows), self.expected[shard], **self.commit_options)
         self.on_commit(shard, counts)
 
     @property
@@ -151,6 +159,23 @@ def run_local(stages: list[Stage], work: pa.Table, collector: ShardCollector) ->
         collector.add(run_group(stages, table, drop_frames=True))
 
 
+def init_ray(ray_address: str | None, num_workers: int) -> None:
+    """Join ``ray_address`` or start a local Ray with at least ``num_workers`` CPUs (no-op when already up)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    init: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": True}
+    if ray_address:
+        init["address"] = ray_address
+    else:
+        init["num_cpus"] = max(num_workers, os.cpu_count() or 1)
+        store = os.environ.get("ALCHEMIST_RAY_OBJECT_STORE_MB")
+        if store:
+            init["object_store_memory"] = int(store) * 1024**2
+    ray.init(**init)
+
+
 def run_ray(
     profile: Profile,
     stages: list[Stage],
@@ -161,16 +186,7 @@ def run_ray(
 ) -> None:
     import ray
 
-    if not ray.is_initialized():
-        init: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": True}
-        if ray_address:
-            init["address"] = ray_address
-        else:
-            init["num_cpus"] = max(num_workers, os.cpu_count() or 1)
-            store = os.environ.get("ALCHEMIST_RAY_OBJECT_STORE_MB")
-            if store:
-                init["object_store_memory"] = int(store) * 1024**2
-        ray.init(**init)
+    init_ray(ray_address, num_workers)
     _check_gpus(stages, ray.cluster_resources().get("GPU", 0), joined=bool(ray_address))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

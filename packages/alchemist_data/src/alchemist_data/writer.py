@@ -38,14 +38,17 @@ class OutputNotWritableError(ValueError):
 
 
 class RunWriter:
-    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+    """``tables``: the table folders of this kind of run (the curated tables, or ``schema.LATENT_TABLES``)."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], tables: dict[str, pa.Schema] = schema.TABLES) -> None:
         self.out_dir = Path(out_dir)
+        self.tables = tables
 
     def prepare(self) -> None:
         """Create the folder layout, failing at once (before any work) when the folder is not writable."""
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            for name in (*schema.TABLES, DONE_DIR):
+            for name in (*self.tables, DONE_DIR):
                 (self.out_dir / name).mkdir(exist_ok=True)
             probe = self.out_dir / f".write-test-{os.getpid()}"
             probe.write_bytes(b"ok")
@@ -68,13 +71,15 @@ class RunWriter:
                     continue  # a torn marker means the shard is not committed; it will be redone
         return out
 
-    def commit_shard(self, shard: str, tables: dict[str, pa.Table], num_input_rows: int) -> dict[str, int]:
+    def commit_shard(self, shard: str, tables: dict[str, pa.Table], num_input_rows: int,
+                     row_group_size: int | None = None) -> dict[str, int]:
+        """``row_group_size``: rows per Parquet row group (small groups let readers fetch single large rows)."""
         counts = {}
         for name, table in tables.items():
             table = schema.conform(table, name)
             final = self.out_dir / name / f"{shard}.parquet"
             tmp = final.with_name(f".{shard}.parquet.tmp-{os.getpid()}")
-            pq.write_table(table, tmp, compression="zstd")
+            pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
             os.replace(tmp, final)
             counts[name] = table.num_rows
         marker = {"shard": shard, "num_input_rows": num_input_rows, "counts": counts, "committed_at": time.time()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -58,7 +59,7 @@ class ModelProfile:
     max_text_tokens: int = 128
     parallelism: Literal["ddp", "fsdp"] = "ddp"
     gradient_checkpointing: bool = False
-    #: Spec §6: 256 steps at 256x144, 128 at 512x288, 64 at 1024x576.
+    #: Sampling steps when the requested size is none of spec §6's classes (see ``sample_steps_for``).
     sample_steps: int = 256
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +113,18 @@ PROFILES: dict[str, ModelProfile] = {
 }
 
 
+#: Spec §6: sampling steps per output resolution (time shifting aligns their SNR).
+SAMPLE_STEPS_BY_RESOLUTION: dict[tuple[int, int], int] = {(256, 144): 256, (512, 288): 128, (1024, 576): 64}
+
+
+def sample_steps_for(width: int, height: int, profile: ModelProfile) -> int:
+    """Sampling steps for the requested size: spec §6's count for the resolution class with the nearest pixel count
+    (any aspect: 144x256 counts as 256x144) when within a factor of 2 of it, else the profile's own (tiny)."""
+    area = width * height
+    (w, h), steps = min(SAMPLE_STEPS_BY_RESOLUTION.items(), key=lambda kv: abs(math.log(area / (kv[0][0] * kv[0][1]))))
+    return steps if abs(math.log(area / (w * h))) <= math.log(2.0) else profile.sample_steps
+
+
 def get_profile(name: str) -> ModelProfile:
     if name not in PROFILES:
         raise ValueError(f"unknown model profile {name!r}: choose one of {sorted(PROFILES)}")
@@ -141,6 +154,11 @@ class DataConfig:
     background_augment: Literal["all", "frame_safe", "none"] = "frame_safe"
     #: [choice] target clip start: "random" offset inside the clip, or "start".
     clip_start: Literal["random", "start"] = "random"
+    #: Multi-resolution / multi-duration buckets (spec §4, Table 6; alchemist_model/buckets.py): "" = one bucket,
+    #: the profile's size and length; "table6", a Table 6 column ("table6-256x144", ...) or "WxHxF[:weight],...".
+    buckets: str = ""
+    #: [choice] aspect classes (width / height) the buckets group clips by; Table 6 itself is 16:9 only.
+    bucket_aspect_ratios: tuple[float, ...] = (16 / 9, 4 / 3, 1.0, 3 / 4, 9 / 16)
 
 
 @dataclass(kw_only=True)
@@ -211,7 +229,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         raw = dict(raw)
-        data = DataConfig(**raw.pop("data", {}))
+        data = dict(raw.pop("data", {}))
+        if "bucket_aspect_ratios" in data:  # JSON has no tuples
+            data["bucket_aspect_ratios"] = tuple(data["bucket_aspect_ratios"])
+        data = DataConfig(**data)
         if "betas" in raw:
             raw["betas"] = tuple(raw["betas"])
         known = {f.name for f in dataclasses.fields(cls)}

@@ -42,6 +42,7 @@ from alchemist_model.augment import (
     sample_augment_params,
     white_fill,
 )
+from alchemist_model.buckets import BucketPlan, SampleKey, parse_cells
 from alchemist_model.configs import DataConfig
 from alchemist_model.encoders import find_word_span, reference_to_tensor
 
@@ -158,7 +159,13 @@ def resize_cover_crop(frames: np.ndarray, width: int, height: int) -> torch.Tens
 
 
 class AlchemistDataset(torch.utils.data.Dataset):
-    """Map-style dataset; item keys are ``epoch * len(self) + index`` (see ``ResumableSampler``)."""
+    """Map-style dataset; item keys are ``epoch * len(self) + index`` (see ``ResumableSampler``), or bucketed
+    ``SampleKey``s (``buckets.BucketBatchSampler``).
+
+    ``latents`` (a ``latents.LatentStore``): samples carry the stored VAE latents and text embeddings instead of
+    the decoded video (``alchemist encode``); clips without stored rows are left out, counted in
+    ``num_missing_latents``.
+    """
 
     def __init__(
         self,
@@ -170,6 +177,7 @@ class AlchemistDataset(torch.utils.data.Dataset):
         data: DataConfig | None = None,
         seed: int = 0,
         with_references: bool = True,
+        latents: Any = None,
     ) -> None:
         if (num_frames - 1) % 4 != 0:
             raise ValueError(f"num_frames={num_frames}: the VAE needs 4k+1 frames (e.g. 9, 17, 49)")
@@ -182,6 +190,9 @@ class AlchemistDataset(torch.utils.data.Dataset):
                              f"{', '.join(BACKGROUND_AUGMENT)}")
         self.seed = seed
         self.with_references = with_references
+        self.latents = latents
+        if latents is not None and self.cfg.clip_start != "start":
+            raise ValueError("precomputed latents hold the window at each clip's start: use data.clip_start=start")
 
         clips = read_table(self.run_dir, "clips").to_pylist()
         entities: dict[str, dict[str, tuple[str, list[bytes]]]] = {}
@@ -192,7 +203,7 @@ class AlchemistDataset(torch.utils.data.Dataset):
             if not row["is_detected"] or not row["crop_png"] or row["category"] not in allowed:
                 continue
             caption = captions.get(row["clip_id"])
-            if caption is None or not _occurs(caption, row["entity_word"]):
+            if caption is None or not word_occurs(caption, row["entity_word"]):
                 continue
             per_clip = entities.setdefault(row["clip_id"], {})
             per_clip.setdefault(row["entity_word"], (row["category"], []))[1].append(row["crop_png"])
@@ -203,7 +214,7 @@ class AlchemistDataset(torch.utils.data.Dataset):
             if row["image_jpg"]:
                 word = row["background_word"] or ""
                 caption = captions.get(row["clip_id"], "")
-                backgrounds[row["clip_id"]] = (word if word and _occurs(caption, word) else "", row["image_jpg"])
+                backgrounds[row["clip_id"]] = (word if word and word_occurs(caption, word) else "", row["image_jpg"])
         if with_references:
             # Stage II needs at least one entity reference per clip.
             clips = [c for c in clips if c["clip_id"] in entities]
@@ -211,31 +222,69 @@ class AlchemistDataset(torch.utils.data.Dataset):
             what = "clips with a detected entity" if with_references else "clips"
             raise ValueError(f"{self.run_dir}: no {what} in the curated tables; curate more data or check the run")
         self.clips = sorted(clips, key=lambda c: c["clip_id"])
+        # Buckets (spec §4, Table 6): groups of clips by aspect and length; None = the profile's size only.
+        self.buckets = self._plan()
+        self.num_missing_latents = 0
+        if latents is not None:
+            sizes = {c["clip_id"]: [(width_px, height_px, num_frames)] for c in self.clips}
+            for group in self.buckets.groups if self.buckets else []:
+                for index in group.members:
+                    sizes[self.clips[index]["clip_id"]].append((group.width_px, group.height_px, group.num_frames))
+            kept = [c for c in self.clips if all(latents.has(c["clip_id"], *size) for size in
+                                                 sizes[c["clip_id"]][1 if self.buckets else 0:])]
+            self.num_missing_latents = len(self.clips) - len(kept)
+            if not kept:
+                raise ValueError(f"{latents.root}: no stored latents for the clips of {self.run_dir} at this run's "
+                                 "sizes; encode this curated run with this profile (and buckets)")
+            self.clips = kept
+            self.buckets = self._plan()
         self.entities = entities
         self.faces = faces
         self.backgrounds = backgrounds
 
+    def _plan(self) -> BucketPlan | None:
+        if not self.cfg.buckets:
+            return None
+        return BucketPlan(self.clips, parse_cells(self.cfg.buckets), self.cfg.bucket_aspect_ratios, self.cfg.fps,
+                          self.seed)
+
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, key: int) -> dict[str, Any]:
-        epoch, index = divmod(int(key), len(self.clips))
-        rng = np.random.default_rng([self.seed, epoch, index])
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        """``key``: ``epoch * len(self) + index`` at the profile's size, or a bucketed ``SampleKey``."""
+        width, height, num_frames = self.width_px, self.height_px, self.num_frames
+        if isinstance(key, SampleKey):
+            group = self.buckets.groups[key.group]
+            width, height, num_frames = group.width_px, group.height_px, group.num_frames
+            epoch, index = divmod(key.key, len(self.clips))
+            rng = np.random.default_rng([self.seed, epoch, index, key.group + 1])
+        else:
+            epoch, index = divmod(int(key), len(self.clips))
+            rng = np.random.default_rng([self.seed, epoch, index])
         clip = self.clips[index]
-        needed_s = self.num_frames / self.cfg.fps
+        needed_s = num_frames / self.cfg.fps
         free_s = max(0.0, clip["end_s"] - clip["start_s"] - needed_s)
         start_s = clip["start_s"] + (float(rng.uniform(0.0, free_s)) if self.cfg.clip_start == "random" else 0.0)
-        frames = decode_target_clip(clip["video"], start_s, clip["end_s"], self.num_frames, self.cfg.fps,
-                                    (self.width_px, self.height_px))
         sample: dict[str, Any] = {
-            "key": int(key),
+            "key": int(key.key if isinstance(key, SampleKey) else key),
             "clip_id": clip["clip_id"],
             "caption": clip["caption"],
-            "video": resize_cover_crop(frames, self.width_px, self.height_px),
         }
+        if self.latents is not None:
+            sample.update(self.latents.read(clip["clip_id"], width, height, num_frames, start_s),
+                          text_length=self.latents.max_text_tokens)
+        else:
+            frames = decode_target_clip(clip["video"], start_s, clip["end_s"], num_frames, self.cfg.fps,
+                                        (width, height))
+            sample["video"] = resize_cover_crop(frames, width, height)
         if self.with_references:
             images, words, kinds = self._references(rng, clip["clip_id"])
             sample.update(ref_images=images, ref_words=words, ref_kinds=kinds)
+            missing = set(words) - set(sample.get("word_tokens", words)) - {""}
+            if missing:
+                raise ValueError(f"{self.latents.root}: no word tokens for {sorted(missing)} of {clip['clip_id']}; "
+                                 "the curated tables changed after `alchemist encode`: encode them again")
         return sample
 
     def _references(self, rng: np.random.Generator, clip_id: str) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -268,7 +317,7 @@ def _opaque(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)], axis=-1)
 
 
-def _occurs(caption: str, word: str) -> bool:
+def word_occurs(caption: str, word: str) -> bool:
     try:
         find_word_span(caption, word)
     except ValueError:
@@ -282,8 +331,18 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "keys": [s["key"] for s in samples],
         "clip_ids": [s["clip_id"] for s in samples],
         "captions": [s["caption"] for s in samples],
-        "video": torch.stack([s["video"] for s in samples]),
     }
+    if "latents" in samples[0]:  # precomputed: latents, and the text embeddings padded like the text encoder pads
+        batch["latents"] = torch.stack([s["latents"] for s in samples])
+        length, dim = samples[0]["text_length"], samples[0]["text_embeddings"].shape[-1]
+        batch["text_embeddings"] = torch.zeros(len(samples), length, dim)
+        batch["text_mask"] = torch.zeros(len(samples), length, dtype=torch.bool)
+        for i, s in enumerate(samples):
+            batch["text_embeddings"][i, : len(s["text_embeddings"])] = s["text_embeddings"]
+            batch["text_mask"][i, : len(s["text_embeddings"])] = True
+        batch["word_tokens"] = [s["word_tokens"] for s in samples]
+    else:
+        batch["video"] = torch.stack([s["video"] for s in samples])
     if "ref_images" in samples[0]:
         max_n = max(len(s["ref_words"]) for s in samples)
         first = samples[0]["ref_images"]

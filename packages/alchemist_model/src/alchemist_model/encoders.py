@@ -401,16 +401,25 @@ def entity_word_tokens(
     out: list[dict[str, torch.Tensor]] = []
     for b, prompt in enumerate(prompts):
         tokens: dict[str, torch.Tensor] = {}
-        covered_to = max((e for _, e in encoding.offsets[b]), default=0)  # last character the encoding kept
         full: TextEncoding | None = None
         for word in dict.fromkeys(w for w in (words[b] if b < len(words) else []) if w):
-            source, row = encoding, b
-            if find_word_span(prompt, word)[1] > covered_to:
-                full = full or text_encoder.encode([prompt], truncate=False)
-                source, row = full, 0
-            tokens[word] = source.hidden_states[row, TextEncoder.word_token_indices(prompt, word, source.offsets[row])]
+            indices = kept_word_indices(prompt, word, encoding.offsets[b])
+            if indices is not None:
+                tokens[word] = encoding.hidden_states[b, indices]
+                continue
+            full = full or text_encoder.encode([prompt], truncate=False)
+            tokens[word] = full.hidden_states[0, TextEncoder.word_token_indices(prompt, word, full.offsets[0])]
         out.append(tokens)
     return out
+
+
+def kept_word_indices(prompt: str, word: str, offsets: list[tuple[int, int]]) -> list[int] | None:
+    """Token positions of ``word`` in an encoding of ``prompt``, or None when its truncation cut the word off
+    (wholly or in part)."""
+    covered_to = max((e for _, e in offsets), default=0)  # last character the encoding kept
+    if find_word_span(prompt, word)[1] > covered_to:
+        return None
+    return TextEncoder.word_token_indices(prompt, word, offsets)
 
 
 def encode_text(components: Components, captions: list[str], words: list[list[str]]) -> TextConditions:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from alchemist_model.augment import white_fill
-from alchemist_model.configs import ModelProfile, TrainConfig, get_profile
+from alchemist_model.configs import ModelProfile, TrainConfig, get_profile, sample_steps_for
 from alchemist_model.encoders import Components, encode_conditions, find_word_span, reference_to_tensor
 from alchemist_model.flow import combine_guidance, euler_step, sampling_schedule, time_shift_for
 from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel
@@ -94,7 +94,7 @@ class AlchemistPipeline:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None, prefer_ema: bool = True) -> AlchemistPipeline:
         """Load a training RUN folder (offline: the run holds its encoders or their ids/paths)."""
-        from alchemist_model.train import resolve_transformer_dir
+        from alchemist_model.checkpoint import resolve_transformer_dir
 
         run_dir = Path(run_dir)
         if not (run_dir / "config.json").exists() or not (run_dir / "encoders" / "components.json").exists():
@@ -171,7 +171,7 @@ class AlchemistPipeline:
     ) -> AlchemistPipelineOutput:
         num_frames = num_frames or self.profile.num_frames
         width, height = width or self.profile.width_px, height or self.profile.height_px
-        steps = num_inference_steps or self.profile.sample_steps
+        steps = num_inference_steps or sample_steps_for(width, height, self.profile)  # spec §6: by resolution
         vae = self.components.vae
         multiple = vae.spatial_compression * self.transformer.config.patch_size[1]
         if width % multiple or height % multiple:
