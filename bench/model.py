@@ -1,5 +1,6 @@
-"""Model benchmark: training step time / tokens per second and sampling time per step (tiny, CPU), peak memory;
-on a GPU also the small/base profiles' training MFU (model FLOPs / (step time x the GPU's peak bf16 FLOPs)).
+"""Model benchmark: training step time / tokens per second and sampling time per step (tiny, CPU), training
+steps/s on the fly vs on precomputed latents (`alchemist encode`, same run), peak memory; on a GPU also the
+small/base profiles' training MFU (model FLOPs / (step time x the GPU's peak bf16 FLOPs)).
 
     python -m bench.model            # CPU rows (tiny)
     python -m bench.model --gpu      # + GPU rows (needs CUDA), printed as a table
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -126,7 +128,40 @@ def cpu_rows(quick: bool) -> list[dict]:
         rows.append(_row(group, "sampling step (3 CFG evaluations, batched)", bat_s * 1e3, "ms",
                          "Euler step cost without VAE decode", baseline=seq_s * 1e3,
                          baseline_name="3 evaluations one by one"))
+    rows += latent_rows(quick)
     rows.append(_row(group, "peak memory (RSS)", _peak_rss_mb(), "MiB", "resource.getrusage ru_maxrss"))
+    return rows
+
+
+def latent_rows(quick: bool, profile_name: str = "tiny") -> list[dict]:
+    """Steps/s of the same training run on the fly and on precomputed latents, plus the encode job's rate."""
+    from alchemist_model.configs import DataConfig, TrainConfig
+    from alchemist_model.testing import write_tiny_curated_run
+    from alchemist_model.train import train
+    from pipelines.encode import EncodeOptions, encode_job
+
+    group = f"model {profile_name} latents (CPU, 1 thread)"
+    steps = 10 if quick else 40
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        curated = write_tiny_curated_run(Path(tmp) / "curated", num_clips=4)
+        start = time.perf_counter()
+        info = encode_job(EncodeOptions(str(curated), str(Path(tmp) / "latents"), profile_name, runner="local"),
+                          progress=False)
+        encode_s = time.perf_counter() - start
+        cfg = TrainConfig(profile=profile_name, steps=steps, warmup_steps=1, stage2_cross_attn_only_steps=0,
+                          checkpoint_every=10**9, data=DataConfig(clip_start="start"))
+        rates = {}
+        for name, latents in (("on the fly", None), ("precomputed", Path(tmp) / "latents")):
+            records: list[dict] = []
+            train(cfg, curated, Path(tmp) / name, progress=False, on_step=records.append, latents=latents)
+            # the median step: robust to the other jobs sharing this machine's cores; skip the warm-up steps
+            rates[name] = 1.0 / statistics.median(r["seconds"] for r in records[2:])
+    note = f"same run (stage II, seed 0, batch of the profile), median of {steps - 2} steps"
+    rows.append(_row(group, "train steps/s, precomputed latents", rates["precomputed"], "steps/s", note,
+                     baseline=rates["on the fly"], baseline_name="on the fly (decode + VAE + T5 per step)"))
+    rows.append(_row(group, "alchemist encode (local runner)", info["counts"]["rows"] / encode_s, "rows/s",
+                     f"{info['counts']['rows']} (clip, size) rows incl. loading the encoders"))
     return rows
 
 

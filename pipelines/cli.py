@@ -19,6 +19,7 @@ COMMAND_MODULES = [  # in the order a user meets them (--help lists commands in 
     "pipelines.sample_data_cmd",
     "pipelines.curate",
     "pipelines.entities_cmd",
+    "pipelines.encode",
     "pipelines.train",
     "pipelines.generate",
     "pipelines.evaluate",

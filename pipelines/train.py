@@ -17,8 +17,9 @@ def train_job(profile: str = "tiny", steps: int = 100, stage: int = 2, seed: int
         raise ValueError(f"--stage {stage}: use 1 (text-to-video backbone) or 2 (personalization)")
     cfg = TrainConfig(profile=profile, steps=steps, stage=stage, seed=seed)
     if profile == "tiny":
-        # Short CPU runs: the paper's 1k warm-up and 10k cross-attention-only steps scale down with the run.
-        cfg.warmup_steps = max(1, steps // 20)
+        # Short CPU runs: the paper's 1k warm-up and 10k cross-attention-only steps scale down with the run. These
+        # lengths are fixed in RUN/config.json at the first start; a resume with another --steps keeps them.
+        cfg.warmup_steps = max(1, steps // 20) if stage == 2 else 0  # spec §4: stage I has no warm-up
         cfg.stage2_cross_attn_only_steps = steps // 5
         cfg.grad_clip = 1.0  # 0.05 (paper) barely moves a 50k-parameter model in a few hundred steps
         cfg.lr = 1e-3
@@ -34,38 +35,87 @@ def _apply_overrides(cfg: Any, overrides: list[str] | None) -> Any:
     return cfg
 
 
+def resolve_data(data: Path | None, latents: Path | None) -> Path:
+    """--data, or the curated run the --latents folder was encoded from."""
+    if data is not None:
+        return data
+    if latents is None:
+        raise ValueError("--data CURATED_RUN is required (or --latents LATENTS, whose run.json names its curated run)")
+    run = latents / "run.json"
+    if not run.exists():
+        raise ValueError(f"--latents {latents}: no run.json; pass an `alchemist encode` output folder")
+    return Path(json.loads(run.read_text())["curated"])
+
+
+def resume_config(output: Path, steps: int, profile: str | None, stage: int | None, seed: int | None,
+                  overrides: list[str] | None) -> tuple[Any, str | None]:
+    """RUN's saved config with the new end point; the schedule (warm-up, phases, checkpoints) stays as saved.
+
+    Returns the config and a note for the user when ``--steps`` moved the end point. Options that would change the
+    saved config are refused instead of being ignored.
+    """
+    from alchemist_model.configs import TrainConfig
+
+    cfg = TrainConfig.load(output / "config.json")
+    if overrides:
+        raise ValueError(f"--resume continues {output} with its saved config.json; --set cannot change it (use a new "
+                         "--output, or edit nothing and pass only --steps)")
+    for flag, given, saved in (("--profile", profile, cfg.profile), ("--stage", stage, int(cfg.stage)),
+                               ("--seed", seed, cfg.seed)):
+        if given is not None and given != saved:
+            raise ValueError(f"--resume: {flag} {given} differs from the run's saved {flag} {saved}; drop {flag} or "
+                             "use a new --output")
+    note = None
+    if steps != cfg.steps:
+        schedule = f"warm-up {cfg.warmup_steps} steps"
+        if int(cfg.stage) == 2:
+            schedule += f", personalization-only until step {cfg.stage2_cross_attn_only_steps}"
+        note = (f"--steps {steps} (the run was started with {cfg.steps}): training continues to step {steps}; the "
+                f"schedule saved at the first start stays ({schedule}, a checkpoint every {cfg.checkpoint_every} "
+                "steps)")
+    cfg.steps = steps
+    return cfg, note
+
+
 def train_cmd(
-    data: Path = typer.Option(..., "--data", "-d", help="A curated run folder (output of `alchemist curate`)."),
+    data: Path = typer.Option(None, "--data", "-d", help="A curated run folder (output of `alchemist curate`); "
+                              "with --latents it defaults to the curated run they were encoded from."),
+    latents: Path = typer.Option(None, "--latents", help="Precomputed VAE latents and text embeddings of --data "
+                                 "(`alchemist encode`): no video decode, VAE or text encoder per step."),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder: config, encoders, checkpoints, metrics."),
-    profile: str = typer.Option("tiny", "--profile", "-p", help="Model size: tiny (CPU) | small | base | paper."),
-    steps: int = typer.Option(100, "--steps", help="Total optimiser steps (a resumed run continues up to this)."),
-    stage: int = typer.Option(2, "--stage", help="1: text-to-video backbone; 2: personalization (spec §4)."),
+    profile: str = typer.Option(None, "--profile", "-p", help="Model size: tiny (CPU) | small | base | paper "
+                                "[default: tiny]."),
+    steps: int = typer.Option(100, "--steps", help="Total optimiser steps (a resumed run continues up to this; its "
+                              "warm-up and phase lengths stay as saved at the first start)."),
+    stage: int = typer.Option(None, "--stage", help="1: text-to-video backbone; 2: personalization (spec §4), which "
+                              "needs --set init_from=STAGE1_RUN outside the tiny profile [default: 2]."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's latest checkpoint, exactly."),
     num_workers: int = typer.Option(0, "--num-workers", help="Ray Train workers (0: single process here)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(None, "--seed", help="[default: 0]"),
     set_: list[str] = typer.Option(None, "--set", help="Override a config field, e.g. --set data.augment=false, "
                                    "--set image_encoder=clip, --set use_word_tokens=false, --set ema_decay=0.999."),
 ) -> None:
     """Train the personalization video model (rectified flow) on curated clips; logs to RUN/metrics.jsonl."""
-    from alchemist_model.configs import TrainConfig
-
     try:
+        data = resolve_data(data, latents)
         if resume and (output / "config.json").exists():
-            cfg = TrainConfig.load(output / "config.json")
-            cfg.steps = steps
+            cfg, note = resume_config(output, steps, profile, stage, seed, set_)
+            if note:
+                typer.secho(note, fg="yellow", err=True)
         else:
-            cfg = _apply_overrides(train_job(profile, steps, stage, seed), set_)
+            job = train_job(profile or "tiny", steps, 2 if stage is None else stage, seed or 0)
+            cfg = _apply_overrides(job, set_)
         if num_workers > 0:
             from alchemist_model.train import ray_fit, train_ray
 
-            result = ray_fit(train_ray(cfg, data, output, num_workers, resume=resume))
+            result = ray_fit(train_ray(cfg, data, output, num_workers, resume=resume, latents=latents))
             if result.error is not None:
                 raise ValueError(f"Ray Train failed: {result.error}")
             typer.echo(f"ray train finished: checkpoints in {output}/checkpoints")
         else:
             from alchemist_model.train import train
 
-            result = train(cfg, data, output, resume=resume)
+            result = train(cfg, data, output, resume=resume, latents=latents)
             last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
             typer.echo(f"trained to step {result.step} (last loss {last}); checkpoint {result.checkpoint}")
     except (ValueError, FileNotFoundError) as err:
@@ -136,7 +186,7 @@ def demo_train_and_generate(curated_dir: Path, out_dir: Path, steps: int = 60) -
         if not clips:
             raise ValueError(f"{curated_dir}: the curated run has no clips to train on") from None
         clip, crops, background = sorted(clips, key=lambda c: c["clip_id"])[0], {}, None
-        cfg.stage = 1
+        cfg.stage, cfg.warmup_steps = 1, 0
     result = train(cfg, curated_dir, run_dir)
     # Up to 2 entity words x 2 crops (+ background) stays under the 6-image cap.
     references = {

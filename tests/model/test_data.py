@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 
@@ -12,12 +13,14 @@ import torch
 from alchemist_model.augment import (
     AugmentParams,
     apply_augment,
+    crop_size,
     sample_augment_params,
     white_fill,
 )
 from alchemist_model.configs import DataConfig, get_profile
 from alchemist_model.data import (
     BACKGROUND,
+    FACE,
     AlchemistDataset,
     ResumableSampler,
     collate_samples,
@@ -86,6 +89,22 @@ def test_augment_parameter_ranges():
     assert values("flip").mean() == pytest.approx(0.5, abs=0.04)
     small = sample_augment_params(rng, 40, 30)
     assert small.downscale == 1.0 and small.blur_kernel_px == 1  # below 112 px / 50 px nothing shrinks
+    # Every range is on the size it applies to: the crop (rotation and shear keep the crop's canvas).
+    for p in draws:
+        crop_h, crop_w = crop_size(h, w, p.crop_scale)
+        assert abs(p.shear_x_px) <= 0.05 * crop_w + 1e-9 and abs(p.shear_y_px) <= 0.05 * crop_h + 1e-9
+        assert p.blur_kernel_px <= max(1, max(crop_h, crop_w) / 50)
+        assert p.downscale >= min(1.0, 112 / max(crop_h, crop_w)) - 1e-12
+
+
+def test_downscale_never_goes_below_the_112_px_floor():
+    """Spec §5.2: scale in [112 / max(h, w), 1], so the augmented reference keeps a longest side of 112 px."""
+    rgba = np.full((300, 400, 4), 200, dtype=np.uint8)
+    sides = []
+    for seed in range(150):
+        params = sample_augment_params(np.random.default_rng(seed), 300, 400)
+        sides.append(max(apply_augment(rgba, params).shape[:2]))
+    assert min(sides) >= 112 and min(sides) < 130  # the floor is reached, never crossed
 
 
 def test_augment_moves_alpha_with_pixels_and_fills_white():
@@ -125,6 +144,39 @@ def test_no_augmentation_gives_clean_references(curated_run):
     sample = ds[0]
     # a clean disc crop over white: the corners are pure white
     assert torch.allclose(sample["ref_images"][:, :, 0, 0], torch.ones(len(sample["ref_words"]), 3), atol=0.02)
+
+
+def test_background_plate_augmentation_switch(curated_run):
+    """frame_safe (default): no rotation/shear, so the plate never gets white corners; all: it does; none: clean."""
+    from PIL import Image
+
+    from alchemist_data.catalog import read_table
+    from alchemist_model.encoders import reference_to_tensor
+
+    def plates(mode: str) -> list[torch.Tensor]:
+        ds = _dataset(curated_run, data=DataConfig(background_prob=1.0, background_augment=mode))
+        return [ds[k]["ref_images"][-1] for k in range(12)]
+
+    def white_corners(image: torch.Tensor) -> bool:
+        # The plate is never white; reference_to_tensor pads it to a white square above and below, so look only
+        # inside the rows the plate covers (minus the resampled border row).
+        white = (image > 0.97).all(dim=0)
+        rows = torch.nonzero(~white.all(dim=1)).flatten()
+        inside = white[int(rows[0]) + 1 : int(rows[-1]), 1:-1]
+        return bool(inside[[0, -1]][:, [0, -1]].any())
+
+    assert DataConfig().background_augment == "frame_safe"
+    assert not any(white_corners(p) for p in plates("frame_safe"))
+    assert any(white_corners(p) for p in plates("all"))
+    clean = {}
+    for row in read_table(curated_run, "backgrounds").to_pylist():
+        image = np.asarray(Image.open(io.BytesIO(row["image_jpg"])).convert("RGB"))
+        clean[row["clip_id"]] = reference_to_tensor(image, 56)
+    ds = _dataset(curated_run, data=DataConfig(background_prob=1.0, background_augment="none"))
+    for k in range(3):
+        torch.testing.assert_close(ds[k]["ref_images"][-1], clean[ds[k]["clip_id"]])
+    with pytest.raises(ValueError, match="background_augment"):
+        _dataset(curated_run, data=DataConfig(background_augment="rotate"))
 
 
 def test_collate_pads_references(curated_run):
@@ -178,3 +230,31 @@ def test_stage1_dataset_and_empty_run(curated_run, tmp_path):
     with pytest.raises(ValueError, match="no clips"):
         _dataset(empty, with_references=False)
     assert math.isfinite(float(ds[1]["video"].mean()))
+
+
+def test_face_crops_stand_in_for_subject_images_with_their_probability(tmp_path):
+    cfg = DataConfig(background_prob=0.0)
+    counts = {"man": ("subject", 3), "ball": ("object", 1)}
+    kinds = Counter()
+    for seed in range(2000):
+        for slot in sample_references(np.random.default_rng(seed), counts, False, "", cfg, {"man": 2}):
+            kinds[(slot.word, slot.kind)] += 1
+            if slot.kind == FACE:
+                assert slot.word == "man" and 0 <= slot.image_index < 2  # bound to the subject's word
+    assert kinds[("ball", FACE)] == 0
+    share = kinds[("man", FACE)] / (kinds[("man", FACE)] + kinds[("man", "subject")])
+    assert share == pytest.approx(cfg.face_crop_prob, abs=0.03) and cfg.face_crop_prob == 0.5
+    off = DataConfig(face_crop_prob=0.0)
+    assert all(s.kind != FACE for seed in range(200)
+               for s in sample_references(np.random.default_rng(seed), counts, False, "", off, {"man": 2}))
+    # through the dataset: face slots decode the curated RGB face crops
+    from alchemist_model.testing import write_tiny_curated_run
+
+    run = write_tiny_curated_run(tmp_path / "faces", num_clips=2, faces=True)
+    ds = _dataset(run, data=DataConfig(face_crop_prob=1.0, augment=False, background_prob=0.0))
+    sample = ds[0]
+    subjects = {"man", "dog", "woman", "horse"}
+    for word, kind, image in zip(sample["ref_words"], sample["ref_kinds"], sample["ref_images"], strict=True):
+        assert kind == (FACE if word in subjects else "object")
+        if kind == FACE:  # the skin-tone patch fills the square's middle
+            assert torch.allclose(image[:, 28, 28], torch.tensor([224, 172, 140]) / 255.0, atol=0.02)

@@ -96,3 +96,26 @@ def test_encode_conditions_binds_words(tiny_components):
     text = tiny_components.text_encoder.encode(captions)
     dog = TextEncoder.word_token_indices(captions[0], "dog", text.offsets[0])
     torch.testing.assert_close(cond["reference_word_tokens"][0, 1, : len(dog)], text.hidden_states[0, dog])
+
+
+def test_entity_word_past_the_truncation_keeps_its_word_tokens(tiny_components):
+    """A word the 32-token truncation cuts off is bound to its tokens from an untruncated encoding, not to zeros."""
+    caption = ("A man walks a dog across the park and a woman rides a horse along the beach while a boy throws a "
+               "ball to a girl in the garden near the road with a red car and a small bird on the grass by the "
+               "water where a black cat sits.")
+    text = tiny_components.text_encoder
+    assert len(text.tokenizer(caption)["input_ids"]) > 45 and text.max_length == 32
+    truncated = text.encode([caption])
+    assert TextEncoder.word_token_indices(caption, "cat", truncated.offsets[0]) == []  # cut off
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    cond = encode_conditions(tiny_components, [caption], torch.rand(1, 2, 3, 56, 56), mask, [["dog", "cat"]])
+    cat = cond["reference_word_tokens"][0, 1]
+    assert float(cat.norm()) > 0.1
+    full = text.encode([caption], truncate=False)
+    cat_idx = TextEncoder.word_token_indices(caption, "cat", full.offsets[0])
+    torch.testing.assert_close(cat[: len(cat_idx)], full.hidden_states[0, cat_idx])
+    # a word inside the truncation keeps the truncated caption's tokens, and the text condition stays truncated
+    dog_idx = TextEncoder.word_token_indices(caption, "dog", truncated.offsets[0])
+    dog = cond["reference_word_tokens"][0, 0, : len(dog_idx)]
+    torch.testing.assert_close(dog, truncated.hidden_states[0, dog_idx])
+    assert cond["encoder_hidden_states"].shape[1] == 32

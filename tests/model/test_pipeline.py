@@ -144,3 +144,62 @@ def test_demo_hook_writes_a_video_named_by_clip_id(curated_run, tmp_path):
     assert video.stat().st_size > 0
     assert summary["reference_words"] and all(w in summary["prompt"] for w in summary["reference_words"])
     assert Path(summary["metrics"]).exists()
+
+
+def _spy_forward(pipe, monkeypatch) -> tuple[list, object]:
+    calls: list = []
+    original = pipe.transformer.forward
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append((args, kwargs, out.sample.clone()))
+        return out
+
+    monkeypatch.setattr(pipe.transformer, "forward", spy)
+    return calls, original
+
+
+def test_generation_without_references_takes_the_training_drop_path(trained_run, monkeypatch):
+    """No references = training's dropped image condition (zeroed embeddings), not a skipped cross-attention."""
+    pipe = AlchemistPipeline.from_run(trained_run, device="cpu")
+    with torch.no_grad():  # a trained gate is non-zero: then skipping the branch changes the output
+        for name, param in pipe.transformer.named_parameters():
+            if "personalization_gate" in name or "attn3" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    calls, original = _spy_forward(pipe, monkeypatch)
+    pipe("A dog runs.", num_inference_steps=1, progress=False)
+    (latents, t), kwargs, prediction = calls[0]
+    assert kwargs["reference_keep"].tolist() == [0.0, 0.0, 0.0]
+    text, mask = kwargs["encoder_hidden_states"], kwargs["encoder_attention_mask"]
+    with torch.no_grad():
+        dropped = original(latents, t, text, mask, reference_image_tokens=torch.randn(3, 2, 16, 32),
+                           reference_word_tokens=torch.randn(3, 2, 3, 32), reference_mask=torch.ones(3, 2).bool(),
+                           reference_keep=torch.zeros(3)).sample
+        skipped = original(latents, t, text, mask).sample
+    torch.testing.assert_close(prediction, dropped)  # whatever the dropped references were
+    assert (prediction - skipped).norm() > 1e-3 * prediction.norm()
+
+
+def test_stage1_run_generates_text_to_video_only(curated_run, ref_png, tmp_path, monkeypatch):
+    run = tmp_path / "stage1"
+    train(TrainConfig(profile="tiny", steps=1, stage=1, checkpoint_every=1), curated_run, run, progress=False)
+    pipe = AlchemistPipeline.from_run(run, device="cpu")
+    with pytest.raises(ValueError, match="stage I"):
+        pipe("A dog runs.", references={"dog": [ref_png]}, num_inference_steps=1, progress=False)
+    calls, _ = _spy_forward(pipe, monkeypatch)
+    pipe("A dog runs.", num_inference_steps=1, progress=False)
+    assert "reference_image_tokens" not in calls[0][1]  # the path stage-I training took
+
+
+def test_sampling_feeds_each_branch_its_previous_estimate(trained_run, ref_png, monkeypatch):
+    """Inference self-conditions like training: zeros first, then each branch's own x_t - t v of the last step."""
+    pipe = AlchemistPipeline.from_run(trained_run, device="cpu")
+    assert pipe.transformer.config.self_conditioning
+    calls, _ = _spy_forward(pipe, monkeypatch)
+    pipe("A dog runs.", references={"dog": [ref_png]}, num_inference_steps=3, progress=False)
+    assert len(calls) == 3
+    assert torch.count_nonzero(calls[0][1]["self_conditioning_latents"]) == 0
+    for (prev_args, _, prev_pred), (_, kwargs, _) in zip(calls, calls[1:], strict=False):
+        latents, t = prev_args
+        expected = latents - t.view(-1, 1, 1, 1, 1) * prev_pred
+        torch.testing.assert_close(kwargs["self_conditioning_latents"], expected)

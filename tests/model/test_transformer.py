@@ -161,3 +161,19 @@ def test_personalization_parameters_are_the_new_branch(tiny_transformer_kwargs):
     assert all(n.startswith("personalization_embedder") or ".attn3." in n or ".norm3." in n
                or ".personalization_gate." in n for n in names)
     assert not any(".attn1." in n or ".attn2." in n for n in names)
+
+
+def test_self_conditioning_input_is_zero_initialised(tiny_transformer_kwargs):
+    model = AlchemistTransformer3DModel(**tiny_transformer_kwargs, self_conditioning=True)
+    _randomize_zero_init(model)
+    inputs = _inputs()
+    estimate = torch.randn_like(inputs["hidden_states"])
+    fresh = model(**inputs).sample
+    torch.testing.assert_close(model(**inputs, self_conditioning_latents=estimate).sample, fresh)  # ignored at init
+    with torch.no_grad():
+        model.self_conditioning_embedding.weight.normal_(0, 0.1)
+    assert not torch.allclose(model(**inputs, self_conditioning_latents=estimate).sample, fresh)
+    plain = AlchemistTransformer3DModel(**tiny_transformer_kwargs)
+    assert not hasattr(plain, "self_conditioning_embedding")
+    with pytest.raises(ValueError, match="self_conditioning"):
+        plain(**inputs, self_conditioning_latents=estimate)

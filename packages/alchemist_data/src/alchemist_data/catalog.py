@@ -38,8 +38,7 @@ def committed_parts(run_dir: str | os.PathLike[str] | Location, table: str) -> d
 
 def committed_files(run_dir: str | os.PathLike[str] | Location, table: str) -> list[Location]:
     """Parquet files of ``table`` that belong to committed shards, in shard order."""
-    if table not in schema.TABLES:
-        raise ValueError(f"unknown table {table!r}; tables are {', '.join(schema.TABLES)}")
+    schema.table_schema(table)  # a clear error for an unknown table
     return [f for files in committed_parts(run_dir, table).values() for f in files]
 
 
@@ -48,7 +47,8 @@ def dataset(run_dir: str | os.PathLike[str] | Location, table: str) -> pads.Data
     files = committed_files(run_dir, table)
     if not files:
         return pads.dataset(schema.empty_table(table))
-    return pads.dataset([f.path for f in files], schema=schema.TABLES[table], format="parquet", filesystem=files[0].fs)
+    paths = [f.path for f in files]
+    return pads.dataset(paths, schema=schema.table_schema(table), format="parquet", filesystem=files[0].fs)
 
 
 def read_table(run_dir: str | os.PathLike[str] | Location, table: str, columns: list[str] | None = None) -> pa.Table:

@@ -11,6 +11,7 @@ accounting stays exact.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -128,24 +129,39 @@ SUMMARY_SCHEMA = pa.schema(
 
 
 class ShardPartWriter:
-    """Worker side: finished work rows -> contract tables -> parts on the output filesystem -> a small summary."""
+    """Worker side: finished work rows -> output tables -> parts on the output filesystem -> a small summary.
 
-    def __init__(self, output: str, profile: Profile) -> None:
-        self.output, self.profile = output, profile
+    ``split`` turns rows into the run's tables (curation: ``split_outputs`` with the profile; ``alchemist encode``:
+    its latents table); it must be picklable, as it travels to the Ray workers.
+    """
+
+    def __init__(
+        self,
+        output: str,
+        split: Callable[[pa.Table], dict[str, pa.Table]],
+        tables: dict[str, pa.Schema] | None = None,
+        row_group_size: int | None = None,
+    ) -> None:
+        self.output, self.split, self.tables, self.row_group_size = output, split, tables, row_group_size
         self._writer: RunWriter | None = None
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        self._writer = self._writer or RunWriter(self.output)
+        if self._writer is None:
+            self._writer = RunWriter(self.output, self.tables) if self.tables else RunWriter(self.output)
         if "frames" in table.column_names:
             table = table.drop_columns(["frames"])  # raw frames never leave the worker
         rows = []
         for shard, part in split_by_shard(table):
             files, counts = self._writer.write_parts(
-                shard, split_outputs(part, self.profile), part_id(part.column("clip_id").to_pylist())
+                shard, self.split(part), part_id(part.column("clip_id").to_pylist()), self.row_group_size
             )
             per_source: dict[int, list[int]] = {}
-            for src, sib in zip(part.column("source_index").to_pylist(), part.column("num_siblings").to_pylist(),
-                                strict=True):
+            if "source_index" in part.column_names:
+                sources = zip(part.column("source_index").to_pylist(), part.column("num_siblings").to_pylist(),
+                              strict=True)
+            else:  # a job whose rows never split (encode): each row is its own input row
+                sources = ((i, 1) for i in range(part.num_rows))
+            for src, sib in sources:
                 entry = per_source.setdefault(src, [sib, 0])
                 entry[1] += 1
             rows.append(
@@ -294,7 +310,7 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
     reporter.start(total=work.num_rows, skipped_shards=len(expected) - len(pending))
     tracker = ShardTracker(writer, {s: expected[s] for s in pending}, reporter.shard_done)
     stages = build_stages(profile)
-    part_writer = ShardPartWriter(opts.output, profile)
+    part_writer = ShardPartWriter(opts.output, functools.partial(split_outputs, profile=profile))
     stats: dict[str, dict[str, float]] = {}
     if work.num_rows:
         if opts.runner == "local":

@@ -105,10 +105,48 @@ TABLES: dict[str, pa.Schema] = {
     "rejects": REJECTS,
 }
 
+#: Precomputed training inputs (``alchemist encode``), one row per (clip, target size). It lives here, not in
+#: alchemist_model, because the curation writer and catalog (which only know this module) write and read it; the
+#: tensors are plain little-endian C-order bytes so no reader needs torch. Reference images are not stored: their
+#: augmentations are random per training step.
+LATENTS = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("width_px", pa.int32(), nullable=False),  # target size the row was encoded at
+        pa.field("height_px", pa.int32(), nullable=False),
+        pa.field("num_frames", pa.int32(), nullable=False),  # 4k+1 frames at ``fps``
+        pa.field("fps", pa.float64(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),  # time of the window's first frame in the video
+        pa.field("latent_dtype", pa.string()),  # float32 | bfloat16 | float16, for both tensors below
+        pa.field("latent_shape", pa.list_(pa.int32())),  # (channels, frames, height, width) of the VAE latents
+        pa.field("latents", pa.binary()),  # VAE posterior mean x scaling factor (deterministic)
+        pa.field("caption", pa.string()),
+        pa.field("num_text_tokens", pa.int32()),  # valid tokens of the truncated caption
+        pa.field("text_dim", pa.int32()),
+        pa.field("text_embeddings", pa.binary()),  # (num_text_tokens, text_dim) text-encoder output
+        pa.field("entity_words", pa.list_(pa.string())),  # every word a reference of this clip can bind to
+        pa.field("word_token_spans", pa.list_(pa.list_(pa.int32()))),  # per word [start, end) in text_embeddings;
+        # null when the caption's truncation cut the word off: then ``word_tokens`` holds its tokens
+        pa.field("word_tokens", pa.list_(pa.binary())),  # per word (k, text_dim) from an untruncated encoding, or null
+        pa.field("error", pa.string()),  # null, or why the row has no tensors (e.g. the video no longer decodes)
+        pa.field("shard", pa.string()),
+    ]
+)
+
+LATENT_TABLES: dict[str, pa.Schema] = {"latents": LATENTS}
+
+
+def table_schema(name: str) -> pa.Schema:
+    """The schema of a curated table or of the latents table; ``ValueError`` naming the known ones otherwise."""
+    known = {**TABLES, **LATENT_TABLES}
+    if name not in known:
+        raise ValueError(f"unknown table {name!r}; tables are {', '.join(known)}")
+    return known[name]
+
 
 def empty_table(name: str) -> pa.Table:
     """An empty table with the named schema."""
-    return TABLES[name].empty_table()
+    return table_schema(name).empty_table()
 
 
 def conform(table: pa.Table, name: str) -> pa.Table:
@@ -116,7 +154,7 @@ def conform(table: pa.Table, name: str) -> pa.Table:
 
     Raises ``ValueError`` naming the columns that are missing but not nullable or cannot be cast.
     """
-    schema = TABLES[name]
+    schema = table_schema(name)
     columns = []
     for field in schema:
         if field.name in table.column_names:

@@ -47,8 +47,11 @@ class OutputNotWritableError(StorageError):
 
 
 class RunWriter:
-    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+    """``tables``: the table folders of this kind of run (the curated tables, or ``schema.LATENT_TABLES``)."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], tables: dict[str, pa.Schema] = schema.TABLES) -> None:
         self.root: Location = resolve(out_dir)
+        self.tables = tables
 
     @property
     def uri(self) -> str:
@@ -58,7 +61,7 @@ class RunWriter:
         """Create the folder layout, failing at once (before any work) when the output cannot be written."""
         try:
             check_writable_dir(self.root)
-            for name in (*schema.TABLES, DONE_DIR):
+            for name in (*self.tables, DONE_DIR):
                 self.root.join(name).makedirs()
         except StorageError as err:
             raise OutputNotWritableError(str(err)) from err
@@ -72,9 +75,12 @@ class RunWriter:
         """Markers of committed shards: name -> marker contents."""
         return read_markers(self.root)
 
-    def write_parts(self, shard: str, tables: dict[str, pa.Table], part: str) -> tuple[dict[str, str], dict[str, int]]:
+    def write_parts(
+        self, shard: str, tables: dict[str, pa.Table], part: str, row_group_size: int | None = None
+    ) -> tuple[dict[str, str], dict[str, int]]:
         """Write one part of ``shard`` per non-empty table (run by the worker that produced the rows).
 
+        ``row_group_size``: rows per Parquet row group (small groups let readers fetch single large rows).
         Returns ({table: part file name}, {table: rows}); nothing is visible to readers until the shard's marker
         lists these names.
         """
@@ -86,7 +92,7 @@ class RunWriter:
             table = schema.conform(table, name)
             file_name = f"{shard}-{part}.parquet" if part else f"{shard}.parquet"
             buf = io.BytesIO()
-            pq.write_table(table, buf, compression="zstd")
+            pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
             self.root.join(name, file_name).write_bytes(buf.getvalue())
             files[name] = file_name
         return files, counts

@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 #: Spec §4, Table 5: at most six conditioning images per sample.
 MAX_REFERENCE_IMAGES = 6
+
+#: Spec §4 (Table 6): a 1k-step linear warm-up in stage II; Table 6 lists none for stage I.
+STAGE_WARMUP_STEPS = {1: 0, 2: 1_000}
+
+#: ``TrainConfig.init_from`` value that asks for a random stage-II backbone on purpose (debugging only).
+RANDOM_INIT = "random"
 
 # Real checkpoints (hub ids; a local directory with the same layout works everywhere a hub id does).
 DINOV2_L14 = "facebook/dinov2-large"  # ViT-L/14, 24 blocks, 1024 channels: 256 patch tokens at 224 px
@@ -52,7 +59,7 @@ class ModelProfile:
     max_text_tokens: int = 128
     parallelism: Literal["ddp", "fsdp"] = "ddp"
     gradient_checkpointing: bool = False
-    #: Spec §6: 256 steps at 256x144, 128 at 512x288, 64 at 1024x576.
+    #: Sampling steps when the requested size is none of spec §6's classes (see ``sample_steps_for``).
     sample_steps: int = 256
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +113,18 @@ PROFILES: dict[str, ModelProfile] = {
 }
 
 
+#: Spec §6: sampling steps per output resolution (time shifting aligns their SNR).
+SAMPLE_STEPS_BY_RESOLUTION: dict[tuple[int, int], int] = {(256, 144): 256, (512, 288): 128, (1024, 576): 64}
+
+
+def sample_steps_for(width: int, height: int, profile: ModelProfile) -> int:
+    """Sampling steps for the requested size: spec §6's count for the resolution class with the nearest pixel count
+    (any aspect: 144x256 counts as 256x144) when within a factor of 2 of it, else the profile's own (tiny)."""
+    area = width * height
+    (w, h), steps = min(SAMPLE_STEPS_BY_RESOLUTION.items(), key=lambda kv: abs(math.log(area / (kv[0][0] * kv[0][1]))))
+    return steps if abs(math.log(area / (w * h))) <= math.log(2.0) else profile.sample_steps
+
+
 def get_profile(name: str) -> ModelProfile:
     if name not in PROFILES:
         raise ValueError(f"unknown model profile {name!r}: choose one of {sorted(PROFILES)}")
@@ -124,10 +143,22 @@ class DataConfig:
     max_reference_images: int = MAX_REFERENCE_IMAGES
     #: [choice] object words are sampled as "subjects" too (they have segmented crops like subjects).
     include_objects: bool = True
+    #: [choice] spec §2.3 extracts face crops of human subjects but leaves their use open: each drawn image of a
+    #: subject with face crops is one of them with this probability (its word binding unchanged), so the model
+    #: learns both conditionings the benchmark tests (subject mode and face mode). 0 = segmented crops only.
+    face_crop_prob: float = 0.5
     #: Spec §5.2 augmentations; off = the "No augmentation" ablation of Table 3.
     augment: bool = True
+    #: [choice] augmentations of the background plate (spec §5.2 lists them for references): "all", "frame_safe"
+    #: (all but rotation and shear, whose white corners a clean background never has) or "none".
+    background_augment: Literal["all", "frame_safe", "none"] = "frame_safe"
     #: [choice] target clip start: "random" offset inside the clip, or "start".
     clip_start: Literal["random", "start"] = "random"
+    #: Multi-resolution / multi-duration buckets (spec §4, Table 6; alchemist_model/buckets.py): "" = one bucket,
+    #: the profile's size and length; "table6", a Table 6 column ("table6-256x144", ...) or "WxHxF[:weight],...".
+    buckets: str = ""
+    #: [choice] aspect classes (width / height) the buckets group clips by; Table 6 itself is 16:9 only.
+    bucket_aspect_ratios: tuple[float, ...] = (16 / 9, 4 / 3, 1.0, 3 / 4, 9 / 16)
 
 
 @dataclass(kw_only=True)
@@ -145,7 +176,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.01
     grad_clip: float = 0.05
-    warmup_steps: int = 1_000
+    #: Linear LR warm-up; None: the stage's value of spec §4 (stage I none, stage II 1k steps). Resolved and saved
+    #: in RUN/config.json at the first start, like every schedule length, so a resume never recomputes it.
+    warmup_steps: int | None = None
     batch_size: int | None = None  # None: the profile's
     seed: int = 0
     #: [choice] "logit_normal" (SD3's default, mean 0 std 1) or "uniform".
@@ -158,6 +191,10 @@ class TrainConfig:
     image_drop_prob: float = 0.1
     #: [choice] EMA is off by default (the paper does not say); 0.9999 is a usual value for long runs.
     ema_decay: float | None = None
+    #: Self-conditioning (spec §3.1, Analog Bits): with this probability per sample a first pass without gradients
+    #: estimates the clean latents and the trained pass sees that estimate; [S] 0.9 as in Set-and-Sequence (same
+    #: backbone family). 0 = off (ablation): the model is then built without the self-conditioning input.
+    self_conditioning_prob: float = 0.9
     #: Ablations of spec §8.4 (Table 3).
     image_encoder: Literal["dinov2", "clip"] = "dinov2"
     use_word_tokens: bool = True
@@ -169,7 +206,8 @@ class TrainConfig:
     log_every: int = 1
     num_data_workers: int = 0  # torch DataLoader workers
     data: DataConfig = field(default_factory=DataConfig)
-    #: Stage II starting point: a stage-I RUN directory or transformer folder (empty: random init).
+    #: Stage II starting point: a stage-I RUN directory or transformer folder. Required for stage II outside the
+    #: tiny profile; ``random`` asks for a random backbone explicitly (the tiny profile allows empty, with a warning).
     init_from: str = ""
     #: Ray Train input: "loader" (each rank reads its share of the seeded order with a DataLoader; exact resume)
     #: or "ray_data" (a Ray Data stream of the same samples split across workers; decoding scales with the
@@ -179,10 +217,22 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def resolved(self) -> TrainConfig:
+        """A copy with every derived schedule length filled in (what RUN/config.json stores at the first start)."""
+        out = TrainConfig.from_dict(self.to_dict())
+        if not 0.0 <= out.self_conditioning_prob <= 1.0:
+            raise ValueError(f"self_conditioning_prob={out.self_conditioning_prob}: use a probability in [0, 1]")
+        if out.warmup_steps is None:
+            out.warmup_steps = STAGE_WARMUP_STEPS[int(out.stage)]
+        return out
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         raw = dict(raw)
-        data = DataConfig(**raw.pop("data", {}))
+        data = dict(raw.pop("data", {}))
+        if "bucket_aspect_ratios" in data:  # JSON has no tuples
+            data["bucket_aspect_ratios"] = tuple(data["bucket_aspect_ratios"])
+        data = DataConfig(**data)
         if "betas" in raw:
             raw["betas"] = tuple(raw["betas"])
         known = {f.name for f in dataclasses.fields(cls)}

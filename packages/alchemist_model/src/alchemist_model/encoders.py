@@ -129,12 +129,13 @@ class TextEncoder(nn.Module):
             _mark_random(path, "text encoder")
 
     @torch.no_grad()
-    def encode(self, prompts: list[str]) -> TextEncoding:
+    def encode(self, prompts: list[str], truncate: bool = True) -> TextEncoding:
+        """Prompts -> token embeddings padded to ``max_length`` (``truncate=False``: every token, padded to the
+        longest prompt; only used to recover the words a truncated encoding cut off)."""
+        limits = {"padding": "max_length", "truncation": True, "max_length": self.max_length}
         batch = self.tokenizer(
             prompts,
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_length,
+            **(limits if truncate else {"padding": "longest", "truncation": False}),
             return_offsets_mapping=True,
             return_tensors="pt",
         )
@@ -379,6 +380,54 @@ def load_components(profile, image_encoder: str = "dinov2", seed: int = 0) -> Co
     )
 
 
+@dataclass
+class TextConditions:
+    """The text side of a batch: what the text encoder gives, or what ``alchemist encode`` stored."""
+
+    hidden_states: torch.Tensor  # (B, L, E) embeddings of the truncated caption (zeros past the mask)
+    mask: torch.Tensor  # (B, L) bool
+    word_tokens: list[dict[str, torch.Tensor]]  # per caption: entity word -> its (k, E) token embeddings
+
+
+def entity_word_tokens(
+    text_encoder: TextEncoder, prompts: list[str], encoding: TextEncoding, words: list[list[str]]
+) -> list[dict[str, torch.Tensor]]:
+    """Per prompt, each entity word's token embeddings cut from the *full* caption's encoding (spec §3.4).
+
+    A word the tokenizer's truncation (``max_text_tokens``) cuts off, wholly or in part, would get no tokens and its
+    reference would be bound to nothing; its tokens come from an untruncated encoding of that prompt instead (T5's
+    relative positions take any length). The text cross-attention still sees the truncated caption.
+    """
+    out: list[dict[str, torch.Tensor]] = []
+    for b, prompt in enumerate(prompts):
+        tokens: dict[str, torch.Tensor] = {}
+        full: TextEncoding | None = None
+        for word in dict.fromkeys(w for w in (words[b] if b < len(words) else []) if w):
+            indices = kept_word_indices(prompt, word, encoding.offsets[b])
+            if indices is not None:
+                tokens[word] = encoding.hidden_states[b, indices]
+                continue
+            full = full or text_encoder.encode([prompt], truncate=False)
+            tokens[word] = full.hidden_states[0, TextEncoder.word_token_indices(prompt, word, full.offsets[0])]
+        out.append(tokens)
+    return out
+
+
+def kept_word_indices(prompt: str, word: str, offsets: list[tuple[int, int]]) -> list[int] | None:
+    """Token positions of ``word`` in an encoding of ``prompt``, or None when its truncation cut the word off
+    (wholly or in part)."""
+    covered_to = max((e for _, e in offsets), default=0)  # last character the encoding kept
+    if find_word_span(prompt, word)[1] > covered_to:
+        return None
+    return TextEncoder.word_token_indices(prompt, word, offsets)
+
+
+def encode_text(components: Components, captions: list[str], words: list[list[str]]) -> TextConditions:
+    text = components.text_encoder.encode(captions)
+    hidden = text.hidden_states * text.mask[..., None].to(text.hidden_states.dtype)  # padding positions carry nothing
+    return TextConditions(hidden, text.mask, entity_word_tokens(components.text_encoder, captions, text, words))
+
+
 def encode_conditions(
     components: Components,
     captions: list[str],
@@ -386,15 +435,18 @@ def encode_conditions(
     ref_mask: torch.Tensor | None = None,
     ref_words: list[list[str]] | None = None,
     word_token_len: int = 3,
+    text: TextConditions | None = None,
 ) -> dict[str, torch.Tensor]:
     """Frozen-encoder inputs of the transformer for a batch (text always; references when given).
 
-    Word tokens are cut from the *full* caption's encoding (spec §3.4), before any text-condition dropout.
-    A reference with an empty word (a background whose caption has no background word) gets zero word tokens.
+    ``text`` skips the text encoder (precomputed embeddings). Word tokens are cut from the *full* caption's
+    encoding (spec §3.4), before any text-condition dropout. A reference with an empty word (a background whose
+    caption has no background word) gets zero word tokens.
     """
     from alchemist_model.personalization import pad_word_tokens
 
-    text = components.text_encoder.encode(captions)
+    if text is None:
+        text = encode_text(components, captions, ref_words or [])
     out = {"encoder_hidden_states": text.hidden_states, "encoder_attention_mask": text.mask}
     if ref_images is None:
         return out
@@ -408,9 +460,7 @@ def encode_conditions(
     word_tokens = text.hidden_states.new_zeros(batch_size, num_images, word_token_len, text.hidden_states.shape[-1])
     for b in range(batch_size):
         for n, word in enumerate(ref_words[b]):
-            if not word:
-                continue
-            indices = TextEncoder.word_token_indices(captions[b], word, text.offsets[b])
-            word_tokens[b, n] = pad_word_tokens(text.hidden_states[b, indices], word_token_len)
+            if word:
+                word_tokens[b, n] = pad_word_tokens(text.word_tokens[b][word].to(device), word_token_len)
     out.update(reference_image_tokens=image_tokens, reference_word_tokens=word_tokens, reference_mask=ref_mask)
     return out

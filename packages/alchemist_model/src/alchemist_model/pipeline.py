@@ -3,7 +3,9 @@
 Inputs: a prompt, references ``{entity word: [images]}`` (segmented RGBA crops or RGB; transparent pixels become
 white), an optional background image, frames / size / steps. Each denoising step runs three evaluations in one
 batch, full / text dropped / images dropped, combined with the two-term CFG of spec §6 (sT = 8, sI = 3), and
-takes an Euler step of the rectified-flow ODE on the same shifted time grid as training.
+takes an Euler step of the rectified-flow ODE on the same shifted time grid as training; a self-conditioning model
+gets each branch's previous clean-latent estimate. Every input takes a path training took: without references a
+stage-II model runs its personalization cross-attention on zeroed embeddings, as for a dropped image condition.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import numpy as np
 import torch
 
 from alchemist_model.augment import white_fill
-from alchemist_model.checkpoint import resolve_transformer_dir
-from alchemist_model.configs import ModelProfile, TrainConfig, get_profile
+from alchemist_model.configs import ModelProfile, TrainConfig, get_profile, sample_steps_for
 from alchemist_model.encoders import Components, encode_conditions, find_word_span, reference_to_tensor
 from alchemist_model.flow import combine_guidance, euler_step, sampling_schedule, time_shift_for
 from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel
@@ -93,6 +94,8 @@ class AlchemistPipeline:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | None = None, prefer_ema: bool = True) -> AlchemistPipeline:
         """Load a training RUN folder (offline: the run holds its encoders or their ids/paths)."""
+        from alchemist_model.checkpoint import resolve_transformer_dir
+
         run_dir = Path(run_dir)
         if not (run_dir / "config.json").exists() or not (run_dir / "encoders" / "components.json").exists():
             raise ValueError(f"--checkpoint {str(run_dir)!r} is not a training run folder (config.json and "
@@ -168,7 +171,7 @@ class AlchemistPipeline:
     ) -> AlchemistPipelineOutput:
         num_frames = num_frames or self.profile.num_frames
         width, height = width or self.profile.width_px, height or self.profile.height_px
-        steps = num_inference_steps or self.profile.sample_steps
+        steps = num_inference_steps or sample_steps_for(width, height, self.profile)  # spec §6: by resolution
         vae = self.components.vae
         multiple = vae.spatial_compression * self.transformer.config.patch_size[1]
         if width % multiple or height % multiple:
@@ -178,6 +181,10 @@ class AlchemistPipeline:
         ref_images, words = self.prepare_references(prompt, references, background, background_word)
         device = self.device
         cfg = self.train_config
+        stage = int(cfg.stage)
+        if ref_images is not None and stage == 1:
+            raise ValueError("this run is stage I (text-to-video): it never learned reference images; generate "
+                             "without --ref/--background, or use a stage-II run")
         conditions = encode_conditions(
             self.components, [prompt], ref_images, None if ref_images is None else torch.ones(1, len(words),
                                                                                                 dtype=torch.bool),
@@ -197,6 +204,17 @@ class AlchemistPipeline:
                 reference_mask=conditions["reference_mask"].repeat(3, 1),
                 reference_keep=torch.tensor([1.0, 1.0, 0.0], device=device),
             )
+        elif stage == 2:
+            # Stage-II training never skips the personalization cross-attention: a dropped image condition runs it
+            # on zeroed embeddings. Without references take that same path: one slot, zeroed in all three branches
+            # (zero keys give the same attention output whatever the slot count or token count).
+            config = self.transformer.config
+            kwargs.update(
+                reference_image_tokens=torch.zeros(3, 1, 1, config.cond_dim, device=device),
+                reference_word_tokens=torch.zeros(3, 1, config.word_token_len, config.text_dim, device=device),
+                reference_mask=torch.ones(3, 1, dtype=torch.bool, device=device),
+                reference_keep=torch.zeros(3, device=device),
+            )
         latent_shape = (1, vae.latent_channels, (num_frames - 1) // vae.temporal_compression + 1,
                         height // vae.spatial_compression, width // vae.spatial_compression)
         generator = torch.Generator().manual_seed(seed)
@@ -211,12 +229,17 @@ class AlchemistPipeline:
             from tqdm.auto import tqdm
 
             iterator = tqdm(iterator, desc="generate", unit="step")
+        # Self-conditioning as in training: each branch sees its own previous clean-latent estimate x_t - t v
+        # (zeros at the first step, like a training pass without an estimate).
+        if self.transformer.config.self_conditioning:
+            kwargs["self_conditioning_latents"] = torch.zeros((3, *latent_shape[1:]), device=device)
         for i in iterator:
             t, t_next = float(times[i]), float(times[i + 1])
+            branches = latents.repeat(3, 1, 1, 1, 1)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                prediction = self.transformer(
-                    latents.repeat(3, 1, 1, 1, 1), torch.full((3,), t, device=device), **kwargs
-                ).sample.float()
+                prediction = self.transformer(branches, torch.full((3,), t, device=device), **kwargs).sample.float()
+            if "self_conditioning_latents" in kwargs:
+                kwargs["self_conditioning_latents"] = branches - t * prediction
             full, no_text, no_image = prediction.chunk(3)
             image_scale = image_guidance_scale if ref_images is not None else 0.0
             velocity = combine_guidance(full, no_text, no_image, text_guidance_scale, image_scale)

@@ -70,27 +70,36 @@ def _crop(color: tuple[int, int, int], size: int, seed: int) -> np.ndarray:
 
 
 def write_tiny_curated_run(out_dir: str | Path, num_clips: int = 3, size: tuple[int, int] = (80, 60),
-                           seconds: float = 1.0, fps: float = 24.0, seed: int = 0) -> Path:
-    """Write a curated run with ``num_clips`` clips, detected entities (3 frames each) and background plates."""
+                           seconds: float = 1.0, fps: float = 24.0, seed: int = 0, faces: bool = False,
+                           sizes: list[tuple[int, int]] | None = None,
+                           durations_s: list[float] | None = None) -> Path:
+    """Write a curated run with ``num_clips`` clips, detected entities (3 frames each) and background plates.
+
+    ``faces``: subjects get face crops (RGB, as curation stores them); ``sizes`` / ``durations_s``: per-clip video
+    size and length (cycled), for the multi-resolution / multi-duration buckets.
+    """
     from alchemist_data.video import write_video
 
     out = Path(out_dir)
     for folder in ("videos", *schema.TABLES, "_done"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     clips, entities, backgrounds = [], [], []
-    num_frames = int(round(seconds * fps))
     for i in range(num_clips):
         caption, subjects, objects, background_word = CAPTIONS[i % len(CAPTIONS)]
         clip_id = f"clip{i:04d}"
         video = out / "videos" / f"{clip_id}.mp4"
-        frames = _frames(num_frames, size, seed + i, num_shapes=len(subjects) + len(objects))
+        clip_size = sizes[i % len(sizes)] if sizes else size
+        clip_s = durations_s[i % len(durations_s)] if durations_s else seconds
+        num_frames = int(round(clip_s * fps))
+        frames = _frames(num_frames, clip_size, seed + i, num_shapes=len(subjects) + len(objects))
         # x264 at its default preset gives different bytes run to run; ultrafast + 1 thread is reproducible,
         # which the golden losses need.
         write_video(video, frames, fps=fps, threads=1, options={"preset": "ultrafast"})
-        ref_times = [seconds * f for f in schema.REFERENCE_FRACTIONS]
+        ref_times = [clip_s * f for f in schema.REFERENCE_FRACTIONS]
         clips.append({
-            "clip_id": clip_id, "video": str(video), "caption": caption, "start_s": 0.0, "end_s": seconds,
-            "duration_s": seconds, "fps": fps, "width_px": size[0], "height_px": size[1], "ref_times_s": ref_times,
+            "clip_id": clip_id, "video": str(video), "caption": caption, "start_s": 0.0, "end_s": clip_s,
+            "duration_s": clip_s, "fps": fps, "width_px": clip_size[0], "height_px": clip_size[1],
+            "ref_times_s": ref_times,
             "subject_words": subjects, "object_words": objects, "background_words": [background_word],
             "num_entities_detected": len(subjects) + len(objects), "has_random_models": True, "profile": "tiny",
             "shard": "part-00000",
@@ -98,21 +107,25 @@ def write_tiny_curated_run(out_dir: str | Path, num_clips: int = 3, size: tuple[
         for k, word in enumerate(subjects + objects):
             for frame_index, time_s in enumerate(ref_times):
                 crop = _crop(COLORS[(seed + i + k) % len(COLORS)], 24 + 4 * frame_index, seed * 100 + i * 10 + k)
+                has_face = faces and word in subjects
+                face = np.full((12 + 2 * frame_index, 10 + 2 * frame_index, 3), (224, 172, 140), dtype=np.uint8)
                 entities.append({
                     "clip_id": clip_id, "entity_word": word,
                     "category": "subject" if word in subjects else "object",
-                    "frame_index": frame_index, "frame_time_s": time_s, "frame_width_px": size[0],
-                    "frame_height_px": size[1], "is_detected": True, "drop_reason": None,
+                    "frame_index": frame_index, "frame_time_s": time_s, "frame_width_px": clip_size[0],
+                    "frame_height_px": clip_size[1], "is_detected": True, "drop_reason": None,
                     "box_xyxy_px": [4, 4, 4 + crop.shape[1], 4 + crop.shape[0]], "box_score": 0.9,
                     "mask_iou_score": 0.95, "mask_area_frac": 0.1, "mask_png": _png(crop[..., 3]),
-                    "crop_png": _png(crop), "has_face": False, "face_box_xyxy_px": None, "face_score": None,
-                    "face_crop_png": None, "is_random_model": True,
+                    "crop_png": _png(crop), "has_face": has_face,
+                    "face_box_xyxy_px": [6, 6, 6 + face.shape[1], 6 + face.shape[0]] if has_face else None,
+                    "face_score": 0.9 if has_face else None, "face_crop_png": _png(face) if has_face else None,
+                    "is_random_model": True,
                 })
         plate = frames[num_frames // 2].copy()
         backgrounds.append({
-            "clip_id": clip_id, "background_word": background_word, "frame_time_s": seconds / 2,
-            "width_px": size[0], "height_px": size[1], "foreground_area_frac": 0.2, "inpaint_backend": "opencv",
-            "image_jpg": _jpg(plate), "foreground_mask_png": None,
+            "clip_id": clip_id, "background_word": background_word, "frame_time_s": clip_s / 2,
+            "width_px": clip_size[0], "height_px": clip_size[1], "foreground_area_frac": 0.2,
+            "inpaint_backend": "opencv", "image_jpg": _jpg(plate), "foreground_mask_png": None,
         })
     tables = {"clips": clips, "entities": entities, "backgrounds": backgrounds, "rejects": []}
     for name, rows in tables.items():

@@ -8,13 +8,18 @@ Run directory (``RUN``):
 
 * ``config.json`` (resolved TrainConfig), ``profile.json`` (resolved ModelProfile);
 * ``encoders/``: frozen components (saved in full when random, referenced by id/path when real);
-* ``checkpoints/step-XXXXXXXX/{transformer/, state.pt}`` + ``checkpoints/latest`` (name of the newest);
-  state.pt holds optimizer, LR scheduler, step, RNG states, data position and the EMA weights;
-* ``metrics.jsonl``: one line per logged step (loss, lr, grad_norm, samples_per_s, tokens_per_s).
+* ``checkpoints/step-XXXXXXXX/{transformer/, state.pt}`` + ``checkpoints/latest`` (name of the newest; see
+  checkpoint.py); state.pt holds optimizer, LR scheduler, step, RNG states, data position and the EMA weights;
+* ``metrics.jsonl``: one line per logged step (loss, lr, grad_norm, samples_per_s, tokens_per_s); a resume first
+  drops the rows logged after the checkpoint it continues from.
 
 Exact resume: the training RNG is a dedicated ``torch.Generator`` saved with the checkpoint; data samples depend
-only on (seed, epoch, index) and the sampler restarts at the saved position, so ``--resume`` reproduces the
-uninterrupted run's losses bit for bit on the same machine.
+only on (seed, epoch, index) and the sampler (or the bucket sampler, which replays its per-step choices) restarts
+at the saved position, so ``--resume`` reproduces the uninterrupted run's losses bit for bit on the same machine.
+The schedule (warm-up, stage-II phase length) is fixed in config.json at the first start.
+
+Inputs per step: the target clip decoded and VAE-encoded and the caption T5-encoded on the fly, or read from an
+``alchemist encode`` folder (``latents``, see latents.py); reference images always on the fly.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import contextlib
 import json
 import math
 import os
-import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,10 +39,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alchemist_model.checkpoint import CHECKPOINTS, latest_checkpoint, resolve_transformer_dir
-from alchemist_model.configs import ModelProfile, TrainConfig, get_profile
+from alchemist_model.buckets import BucketBatchSampler
+from alchemist_model.checkpoint import (
+    latest_checkpoint,
+    load_backbone,
+    load_model_weights,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
+from alchemist_model.configs import RANDOM_INIT, ModelProfile, TrainConfig, get_profile
 from alchemist_model.data import AlchemistDataset, ResumableSampler, collate_samples
-from alchemist_model.encoders import Components, encode_conditions, load_components
+from alchemist_model.encoders import Components, ImageEncoder, TextConditions, encode_conditions, load_components
 from alchemist_model.flow import add_noise, sample_timesteps, time_shift_for, velocity_target
 from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel
 
@@ -60,17 +73,22 @@ def build_transformer(profile: ModelProfile, cfg: TrainConfig, components: Compo
         word_token_len=cfg.word_token_len,
         max_images=cfg.data.max_reference_images,
         use_word_tokens=cfg.use_word_tokens,
+        self_conditioning=cfg.self_conditioning_prob > 0,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return AlchemistTransformer3DModel(**kwargs)
 
 
-def latent_token_count(profile: ModelProfile, components: Components, patch_size: tuple[int, int, int]) -> int:
-    frames = (profile.num_frames - 1) // components.vae.temporal_compression + 1
+def video_token_count(width: int, height: int, num_frames: int, components: Components,
+                      patch_size: tuple[int, int, int]) -> int:
+    frames = (num_frames - 1) // components.vae.temporal_compression + 1
     s = components.vae.spatial_compression
-    rows, cols = profile.height_px // s // patch_size[1], profile.width_px // s // patch_size[2]
-    return (frames // patch_size[0]) * rows * cols
+    return (frames // patch_size[0]) * (height // s // patch_size[1]) * (width // s // patch_size[2])
+
+
+def latent_token_count(profile: ModelProfile, components: Components, patch_size: tuple[int, int, int]) -> int:
+    return video_token_count(profile.width_px, profile.height_px, profile.num_frames, components, patch_size)
 
 
 def set_trainable(model: AlchemistTransformer3DModel, stage: int, step: int, cfg: TrainConfig) -> str:
@@ -97,7 +115,9 @@ def training_step(
     generator: torch.Generator,
     autocast: contextlib.AbstractContextManager,
 ) -> torch.Tensor:
-    """One rectified-flow loss with 10 % text / 10 % image condition dropout (zeroed), as in spec §4."""
+    """One rectified-flow loss with 10 % text / 10 % image condition dropout (zeroed), as in spec §4, and
+    self-conditioning: with ``cfg.self_conditioning_prob`` per sample the trained pass sees the clean-latent estimate
+    ``x_t - t v`` of a first pass without gradients (zeros otherwise, which is also what sampling starts from)."""
     batch_size = latents.shape[0]
     device = latents.device
     # All draws come from the CPU generator in a fixed order: resume restores it exactly.
@@ -107,99 +127,146 @@ def training_step(
     image_keep = (torch.rand(batch_size, generator=generator) >= cfg.image_drop_prob).to(device)
     noisy = add_noise(latents, noise, t)
     encoder_hidden_states = conditions["encoder_hidden_states"] * text_keep[:, None, None].to(latents.dtype)
+    inputs = {
+        "reference_image_tokens": conditions.get("reference_image_tokens"),
+        "reference_word_tokens": conditions.get("reference_word_tokens"),
+        "reference_mask": conditions.get("reference_mask"),
+        "reference_keep": image_keep if "reference_image_tokens" in conditions else None,
+    }
+    if cfg.self_conditioning_prob > 0:
+        use_estimate = (torch.rand(batch_size, generator=generator) < cfg.self_conditioning_prob).to(device)
+        estimate = torch.zeros_like(latents)
+        if bool(use_estimate.any()):
+            with torch.no_grad(), autocast:
+                first = model(noisy, t, encoder_hidden_states, conditions["encoder_attention_mask"], **inputs,
+                              self_conditioning_latents=estimate).sample
+            clean = noisy - t.view(-1, *([1] * (latents.ndim - 1))) * first.float()
+            estimate = torch.where(use_estimate.view(-1, *([1] * (latents.ndim - 1))), clean, estimate)
+        inputs["self_conditioning_latents"] = estimate
     with autocast:
-        prediction = model(
-            noisy,
-            t,
-            encoder_hidden_states,
-            conditions["encoder_attention_mask"],
-            reference_image_tokens=conditions.get("reference_image_tokens"),
-            reference_word_tokens=conditions.get("reference_word_tokens"),
-            reference_mask=conditions.get("reference_mask"),
-            reference_keep=image_keep if "reference_image_tokens" in conditions else None,
-        ).sample
+        prediction = model(noisy, t, encoder_hidden_states, conditions["encoder_attention_mask"], **inputs).sample
     return F.mse_loss(prediction.float(), velocity_target(latents, noise))
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    return {
-        "generator": generator.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
+def check_stage2_start(cfg: TrainConfig) -> None:
+    """Stage II starts from a stage-I backbone: refuse a silent random one (called before any model is loaded).
+
+    Stage II first trains only the new personalization branch with the backbone frozen; on random weights those
+    steps learn nothing useful. Outside the tiny profile a random backbone must be asked for (``init_from=random``).
+    """
+    if int(cfg.stage) != 2 or (cfg.init_from and cfg.init_from != RANDOM_INIT):
+        return
+    if not cfg.init_from and cfg.profile != "tiny":
+        raise ValueError(
+            f"stage 2 (personalization) of profile {cfg.profile!r} needs a stage-I backbone, and init_from is empty: "
+            "pass --set init_from=RUN (a stage-I run folder or transformer folder), train stage I first with "
+            "--stage 1, or ask for a random frozen backbone explicitly with --set init_from=random (debugging only)"
+        )
+    why = "init_from=random was asked for" if cfg.init_from else "init_from is empty, as only tiny allows"
+    print(
+        f"[alchemist] WARNING: stage 2 starts from a RANDOM backbone ({why}); the first "
+        f"{cfg.stage2_cross_attn_only_steps} steps train only the personalization branch on it. "
+        "Pass --set init_from=RUN with a stage-I run for a real start.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
-def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+def prepare_run(cfg: TrainConfig, output_dir: Path, resume: bool,
+                latents: str | Path | None = None) -> tuple[TrainConfig, ModelProfile, Components]:
+    """Create or reopen RUN: resolved config + profile + frozen components saved next to the checkpoints.
 
-
-def _save_checkpoint(run_dir: Path, model_state: dict[str, torch.Tensor], model: AlchemistTransformer3DModel,
-                     state: dict[str, Any], ema: dict[str, torch.Tensor] | None) -> Path:
-    name = f"step-{state['step']:08d}"
-    folder = run_dir / CHECKPOINTS / name
-    tmp = run_dir / CHECKPOINTS / f".{name}.tmp"
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp / "transformer", state_dict=model_state, safe_serialization=True)
-    if ema is not None:
-        model.save_pretrained(tmp / "transformer_ema", state_dict=ema, safe_serialization=True)
-    torch.save(state, tmp / "state.pt")
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    pointer = run_dir / CHECKPOINTS / "latest"
-    pointer.with_suffix(".tmp").write_text(name + "\n")
-    pointer.with_suffix(".tmp").replace(pointer)
-    return folder
-
-
-def _load_model_weights(model: AlchemistTransformer3DModel, folder: Path) -> None:
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(folder / "diffusion_pytorch_model.safetensors"))
-
-
-def _init_from(model: AlchemistTransformer3DModel, source: str) -> list[str]:
-    """Stage II from a stage-I run: load what matches; the personalization branch stays freshly initialised."""
-    from safetensors.torch import load_file
-
-    weights = load_file(resolve_transformer_dir(source, prefer_ema=False) / "diffusion_pytorch_model.safetensors")
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected:
-        raise ValueError(f"init_from {source!r}: unexpected weights {unexpected[:5]} (a different architecture?)")
-    return missing
-
-
-def prepare_run(cfg: TrainConfig, output_dir: Path, resume: bool) -> tuple[ModelProfile, Components]:
-    """Create or reopen RUN: resolved config + profile + frozen components saved next to the checkpoints."""
+    Returns the run's config: at the first start ``cfg`` with its schedule resolved (and saved); on resume the saved
+    config with this call's ``steps`` (the schedule stays as saved, only the end point moves). With ``latents`` (an
+    ``alchemist encode`` folder) the run takes that folder's text encoder and VAE, which made the stored tensors,
+    and the target window at each clip's start (what the latents hold).
+    """
     output_dir = Path(output_dir)
     profile = get_profile(cfg.profile)
+    cfg = cfg.resolved()
+    if latents is not None and cfg.data.clip_start != "start":
+        print("[alchemist] note: --latents holds each clip's window at its start: data.clip_start=start",
+              file=sys.stderr, flush=True)
+        cfg.data.clip_start = "start"
     if resume and (output_dir / "config.json").exists():
-        saved = TrainConfig.load(output_dir / "config.json")
-        if {**saved.to_dict(), "steps": cfg.steps} != {**cfg.to_dict(), "steps": cfg.steps}:
+        saved = TrainConfig.load(output_dir / "config.json").resolved()
+        if {**saved.to_dict(), "steps": cfg.steps} != cfg.to_dict():
             raise ValueError(f"--resume: {output_dir}/config.json differs from this run's config (only --steps may "
                              "change); use a new --output or the same options")
         components = Components.load_saved(output_dir / "encoders")
-        return profile, components
+        return cfg, profile, components
     if not resume and latest_checkpoint(output_dir) is not None:
         raise ValueError(f"{output_dir} already holds checkpoints: pass --resume to continue, or a new --output")
+    check_stage2_start(cfg)
+    store = None
+    if latents is not None:
+        from alchemist_model.latents import LatentStore
+
+        store = LatentStore(latents)
+        store.check(cfg, profile)
     output_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(output_dir / "config.json")
     (output_dir / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
-    components = load_components(profile, cfg.image_encoder, seed=cfg.seed)
+    if store is None:
+        components = load_components(profile, cfg.image_encoder, seed=cfg.seed)
+    else:
+        components = Components.load_saved(store.root / "encoders")
+        if components.image_encoder.kind != cfg.image_encoder:  # the image encoder plays no part in the latents
+            source = profile.image_encoder_dinov2 if cfg.image_encoder == "dinov2" else profile.image_encoder_clip
+            components.image_encoder = ImageEncoder.load(cfg.image_encoder, source, profile.image_size_px,
+                                                         seed=cfg.seed + 1)
+            components.sources = {**(components.sources or {}), "image_encoder": source}
     components.save(output_dir / "encoders")
-    return profile, components
+    return cfg, profile, components
+
+
+def training_batches(cfg: TrainConfig, data_dir: Path, profile: ModelProfile, components: Components,
+                     patch_size: tuple[int, int, int], batch_size: int, step: int, rank: int = 0,
+                     world_size: int = 1, latents: str | Path | None = None) -> torch.utils.data.DataLoader:
+    """This rank's batches from ``step`` on: the profile's size (``ResumableSampler``) or buckets (Table 6)."""
+    store = None
+    if latents is not None:
+        from alchemist_model.latents import LatentStore
+
+        store = LatentStore(latents)
+        store.check(cfg, profile)
+    dataset = AlchemistDataset(data_dir, profile.width_px, profile.height_px, profile.num_frames,
+                               profile.image_size_px, cfg.data, seed=cfg.seed, with_references=int(cfg.stage) == 2,
+                               latents=store)
+    loader_args = {"num_workers": cfg.num_data_workers, "collate_fn": collate_samples,
+                   "persistent_workers": cfg.num_data_workers > 0}
+    if rank == 0 and dataset.num_missing_latents:
+        print(f"[alchemist] {dataset.num_missing_latents} clips have no stored latents (encode errors) and are left "
+              "out", file=sys.stderr, flush=True)
+    if dataset.buckets is None:
+        sampler = ResumableSampler(len(dataset), cfg.seed, start=step * batch_size, rank=rank, world_size=world_size)
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, **loader_args)
+
+    def tokens(width: int, height: int, num_frames: int) -> int:
+        return video_token_count(width, height, num_frames, components, patch_size)
+
+    budget = batch_size * tokens(profile.width_px, profile.height_px, profile.num_frames)
+    sizes = dataset.buckets.batch_sizes(budget, tokens)
+    if rank == 0:
+        print(f"[alchemist] buckets: {dataset.buckets.describe()}", file=sys.stderr, flush=True)
+    sampler = BucketBatchSampler(dataset.buckets, sizes, start_step=step, rank=rank, world_size=world_size)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **loader_args)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the metrics rows a killed run logged after its last checkpoint: the resumed run logs them again."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line torn by the kill
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(x + "\n" for x in kept))
+    os.replace(tmp, path)
 
 
 def run_training_loop(
@@ -216,6 +283,7 @@ def run_training_loop(
     progress: bool = True,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     batch_source: Callable[[int], Any] | None = None,
+    latents: str | Path | None = None,
 ) -> TrainResult:
     """The training loop; ``batch_source(start_step)`` may replace the DataLoader with another batch iterator."""
     output_dir = Path(output_dir)
@@ -227,15 +295,15 @@ def run_training_loop(
     components.to(device)
 
     model = build_transformer(profile, cfg, components)
-    if cfg.init_from and not resume:
-        _init_from(model, cfg.init_from)
+    if cfg.init_from and cfg.init_from != RANDOM_INIT and not resume:
+        load_backbone(model, cfg.init_from)
     if cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else profile.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.to(device)
     model.train()
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    warmup = max(1, cfg.warmup_steps)
+    warmup = max(1, cfg.resolved().warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     step = 0
@@ -245,37 +313,32 @@ def run_training_loop(
 
     checkpoint = latest_checkpoint(output_dir) if resume else None
     if checkpoint is not None:
-        _load_model_weights(model, checkpoint / "transformer")
+        load_model_weights(model, checkpoint / "transformer")
         state = torch.load(checkpoint / "state.pt", weights_only=False, map_location="cpu")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
-        _restore_rng(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"], generator)
+        restore_rng(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"], generator)
         if ema is not None and (checkpoint / "transformer_ema").exists():
             from safetensors.torch import load_file
 
             ema = {k: v.float() for k, v in load_file(checkpoint / "transformer_ema" /
                                                       "diffusion_pytorch_model.safetensors").items()}
 
+    patch_size = tuple(model.config.patch_size)
     if batch_source is not None:
         batches = iter(batch_source(step))
     else:
-        dataset = AlchemistDataset(data_dir, profile.width_px, profile.height_px, profile.num_frames,
-                                   profile.image_size_px, cfg.data, seed=cfg.seed, with_references=stage == 2)
-        sampler = ResumableSampler(len(dataset), cfg.seed, start=step * batch_size, rank=rank,
-                                   world_size=world_size)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                                             num_workers=cfg.num_data_workers, collate_fn=collate_samples,
-                                             persistent_workers=cfg.num_data_workers > 0)
-        batches = iter(loader)
+        batches = iter(training_batches(cfg, data_dir, profile, components, patch_size, batch_size, step, rank,
+                                        world_size, latents))
 
-    num_tokens = latent_token_count(profile, components, model.config.patch_size)
-    shift = time_shift_for(num_tokens, cfg.shift_base_tokens, cfg.time_shift)
     use_bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     phase = set_trainable(model, stage, step, cfg)
     wrapped = wrap_model(model) if wrap_model else model
+    if resume and is_main:
+        _truncate_metrics(output_dir / "metrics.jsonl", step)
     metrics_file = open(output_dir / "metrics.jsonl", "a") if is_main else None  # noqa: SIM115
     bar = None
     if progress and is_main:
@@ -293,14 +356,24 @@ def run_training_loop(
                 wrapped = wrap_model(model) if wrap_model else model
             start = time.perf_counter()
             batch = next(batches)
-            latents = components.vae.encode(batch["video"].to(device))
+            text = None
+            if "latents" in batch:  # precomputed (`alchemist encode`): no decode, no VAE, no text encoder
+                clean = batch["latents"].to(device)
+                text = TextConditions(batch["text_embeddings"].to(device), batch["text_mask"].to(device),
+                                      batch["word_tokens"])
+            else:
+                clean = components.vae.encode(batch["video"].to(device))
             conditions = encode_conditions(
                 components, batch["captions"], batch.get("ref_images"), batch.get("ref_mask"),
-                batch.get("ref_words"), cfg.word_token_len,
+                batch.get("ref_words"), cfg.word_token_len, text=text,
             )
             if stage == 1:
                 conditions = {k: conditions[k] for k in ("encoder_hidden_states", "encoder_attention_mask")}
-            loss = training_step(wrapped, conditions, latents, cfg, shift, generator, autocast)
+            # Buckets change the size per step: the SD3 shift follows this batch's token count (spec §3.5).
+            num_tokens = math.prod(n // p for n, p in zip(clean.shape[2:], patch_size, strict=True))
+            shift = time_shift_for(num_tokens, cfg.shift_base_tokens, cfg.time_shift)
+            num_samples = clean.shape[0]
+            loss = training_step(wrapped, conditions, clean, cfg, shift, generator, autocast)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the norm needs every shard
@@ -328,9 +401,11 @@ def run_training_loop(
                 "grad_norm": float(grad_norm),
                 "phase": phase,
                 "seconds": seconds,
-                "samples_per_s": batch_size * world_size / seconds,
-                "tokens_per_s": batch_size * world_size * num_tokens / seconds,
+                "samples_per_s": num_samples * world_size / seconds,
+                "tokens_per_s": num_samples * world_size * num_tokens / seconds,
             }
+            if cfg.data.buckets:  # which bucket this step drew
+                record.update(batch_size=num_samples, latent_shape=list(clean.shape[1:]))
             if on_step is not None:
                 on_step(record)
             if metrics_file is not None and step % cfg.log_every == 0:
@@ -353,7 +428,7 @@ def run_training_loop(
 
 def _checkpoint(output_dir, model, wrapped, optimizer, scheduler, step, generator, batch_size, ema, is_main,
                 world_size) -> Path | None:
-    rng = _rng_state(generator)
+    rng = rng_state(generator)
     if world_size > 1:
         import torch.distributed as dist
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
@@ -377,7 +452,7 @@ def _checkpoint(output_dir, model, wrapped, optimizer, scheduler, step, generato
         "data_position": step * batch_size,  # keys consumed per rank
         "world_size": world_size,
     }
-    return _save_checkpoint(Path(output_dir), model_state, model, state, ema)
+    return save_checkpoint(Path(output_dir), model_state, model, state, ema)
 
 
 def train(
@@ -388,12 +463,13 @@ def train(
     device: str | None = None,
     progress: bool = True,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    latents: str | Path | None = None,
 ) -> TrainResult:
-    """Single-process training (CPU or one GPU)."""
+    """Single-process training (CPU or one GPU); ``latents``: an ``alchemist encode`` folder of ``data_dir``."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    profile, components = prepare_run(cfg, Path(output_dir), resume)
+    cfg, profile, components = prepare_run(cfg, Path(output_dir), resume, latents)
     return run_training_loop(cfg, Path(data_dir), Path(output_dir), profile, components, resume, dev,
-                             progress=progress, on_step=on_step)
+                             progress=progress, on_step=on_step, latents=latents)
 
 
 def _row_to_sample(row: dict[str, Any]) -> dict[str, Any]:
@@ -440,7 +516,7 @@ def _ray_worker_loop(config: dict[str, Any]) -> None:
 
     result = run_training_loop(cfg, Path(config["data_dir"]), Path(config["output_dir"]), profile, components,
                                config["resume"], device, rank, world_size, wrap_model=wrap, progress=rank == 0,
-                               batch_source=batch_source)
+                               batch_source=batch_source, latents=config.get("latents"))
     ray.train.report({"step": result.step, "loss": result.losses[-1] if result.losses else math.nan})
 
 
@@ -451,13 +527,18 @@ def train_ray(
     num_workers: int,
     resume: bool = False,
     use_gpu: bool | None = None,
+    latents: str | Path | None = None,
 ) -> Any:
     """Ray Train (TorchTrainer): one worker per GPU (or CPU process), DDP, FSDP for ``parallelism="fsdp"``."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    if cfg.data_source == "ray_data" and (latents is not None or cfg.data.buckets):
+        raise ValueError("data_source=ray_data streams the profile's size from the videos; with --latents or "
+                         "data.buckets use data_source=loader")
     output_dir = Path(output_dir).resolve()
-    prepare_run(cfg, output_dir, resume)  # config + encoders written once, before the workers start
+    # config + encoders written once, before the workers start
+    cfg, _, _ = prepare_run(cfg, output_dir, resume, latents)
     if use_gpu is None:
         use_gpu = torch.cuda.is_available()
     datasets = {}
@@ -482,6 +563,7 @@ def train_ray(
             "data_dir": str(Path(data_dir).resolve()),
             "output_dir": str(output_dir),
             "resume": resume,
+            "latents": str(Path(latents).resolve()) if latents is not None else None,
         },
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=RunConfig(name="alchemist_train", storage_path=str(output_dir / "ray")),

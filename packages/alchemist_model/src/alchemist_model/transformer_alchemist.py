@@ -17,6 +17,9 @@ Choices where the paper is silent (spec §10; docs/model.md):
 * MLP ratio 4 with tanh-GELU; text and personalization contexts are projected to keys/values directly from their
   own widths (``text_dim``, ``cond_dim``).
 * Timestep: flow time t in [0, 1], scaled by 1000 before the sinusoidal embedding.
+* Self-conditioning (spec §3.1, Analog Bits; ``self_conditioning=True``): the previous estimate of the clean
+  latents enters through its own zero-initialised patch embedding, added to the video tokens (zeros when absent),
+  so a fresh model ignores it.
 
 Shapes: B batch, C latent channels, F latent frames, H/W latent height/width, S video tokens, D width,
 Lt text tokens, Lp personalization tokens.
@@ -194,6 +197,7 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
         word_token_len (`int`, defaults to 3): entity-word tokens kept per reference image (spec §3.4).
         max_images (`int`, defaults to 6): reference images per sample = rows of the index embedding.
         use_word_tokens (`bool`): the "No word token" ablation when False.
+        self_conditioning (`bool`, defaults to False): take a previous clean-latent estimate as an extra input.
         rope_axes_dim (`tuple[int]`, optional): (t, h, w) rotary dims; default from `rope_axes_split`.
     """
 
@@ -221,6 +225,7 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
         word_token_len: int = 3,
         max_images: int = 6,
         use_word_tokens: bool = True,
+        self_conditioning: bool = False,
     ) -> None:
         super().__init__()
         inner_dim = num_attention_heads * attention_head_dim
@@ -231,6 +236,11 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
         # 1. Patch & position embedding
         self.rope = AlchemistRotaryPosEmbed(axes, rope_theta)
         self.patch_embedding = nn.Conv3d(in_channels, inner_dim, kernel_size=patch_size, stride=patch_size)
+        if self_conditioning:
+            self.self_conditioning_embedding = nn.Conv3d(in_channels, inner_dim, kernel_size=patch_size,
+                                                         stride=patch_size)
+            nn.init.zeros_(self.self_conditioning_embedding.weight)
+            nn.init.zeros_(self.self_conditioning_embedding.bias)
 
         # 2. Condition embeddings
         self.time_proj = Timesteps(freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
@@ -277,6 +287,7 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
         reference_word_tokens: torch.Tensor | None = None,
         reference_mask: torch.Tensor | None = None,
         reference_keep: torch.Tensor | None = None,
+        self_conditioning_latents: torch.Tensor | None = None,
         return_dict: bool = True,
         attention_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor | Transformer2DModelOutput:
@@ -294,6 +305,8 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
             reference_mask (`torch.Tensor` of shape `(B, N)`, bool): real (True) vs padding image slots.
             reference_keep (`torch.Tensor` of shape `(B,)`, optional): 0 zeroes the personalization embeddings of
                 that sample (image-condition dropout / the unconditional CFG branch), 1 keeps them.
+            self_conditioning_latents (`torch.Tensor` of shape `(B, C, F, H, W)`, optional): the previous estimate
+                of the clean latents (self-conditioning models only; None = zeros, "no estimate yet").
 
         Returns:
             The predicted velocity, shape `(B, out_channels, F, H, W)`.
@@ -309,7 +322,17 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
 
         # 1. Patch & position embedding: (B, C, F, H, W) -> (B, D, F', H', W') -> (B, S, D)
         rotary_emb = self.rope(post_patch_num_frames, post_patch_height, post_patch_width, hidden_states.device)
-        hidden_states = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2)
+        if self.config.self_conditioning:
+            if self_conditioning_latents is None:
+                self_conditioning_latents = torch.zeros_like(hidden_states)
+            embedded = self.patch_embedding(hidden_states) + self.self_conditioning_embedding(
+                self_conditioning_latents.to(hidden_states.dtype)
+            )
+        elif self_conditioning_latents is not None:
+            raise ValueError("self_conditioning_latents given to a model built without self_conditioning")
+        else:
+            embedded = self.patch_embedding(hidden_states)
+        hidden_states = embedded.flatten(2).transpose(1, 2)
 
         # 2. Condition embeddings
         temb = self.time_embedder(self.time_proj(timestep.float() * 1000.0).to(self.time_embedder.linear_1.weight))
