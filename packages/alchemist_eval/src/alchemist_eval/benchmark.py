@@ -159,6 +159,9 @@ def build_conditioning(clips: pa.Table, entities: pa.Table, background_ids: set[
 # reading a benchmark (or any curated run)
 
 
+_CURATED = ("clips", "entities", "backgrounds", "rejects")
+
+
 def _committed_shards(root: Path) -> list[str]:
     from alchemist_data.writer import DONE_DIR
 
@@ -171,10 +174,25 @@ def _committed_shards(root: Path) -> list[str]:
     return sorted(p.stem for p in done.glob("part-*.json"))
 
 
+def _shard_files(root: Path, name: str) -> dict[str, list[Path]]:
+    """The files of table ``name`` of each committed shard: the parts its marker lists (a curated run), else the
+    shard's one file (a benchmark folder, whose extra tables are written next to the curated ones)."""
+    from alchemist_data.catalog import committed_parts
+
+    _committed_shards(root)  # a clear error for a folder that is neither
+    listed = committed_parts(root, name) if name in _CURATED else {}
+    out = {}
+    for shard in _committed_shards(root):
+        files = [Path(f.path) for f in listed.get(shard, [])] or [root / name / f"{shard}.parquet"]
+        files = [f for f in files if f.exists()]
+        if files:
+            out[shard] = files
+    return out
+
+
 def read_extra_table(root: Path, name: str) -> pa.Table | None:
     """One of our extra tables over the committed shards, or None when the folder has none (a curated run)."""
-    files = [root / name / f"{s}.parquet" for s in _committed_shards(root)]
-    files = [f for f in files if f.exists()]
+    files = [f for fs in _shard_files(root, name).values() for f in fs]
     if not files:
         return None
     return pa.concat_tables([pq.read_table(f, schema=EXTRA_TABLES[name]) for f in files])
@@ -185,7 +203,7 @@ class RowSource:
     larger than memory, so each request reads only the shard files of the clips asked for (``clips.shard`` says
     which), filtered on ``clip_id``. An in-memory table works too (``RowSource.of(table)``)."""
 
-    def __init__(self, files: dict[str, Path], schema: pa.Schema, shard_of: dict[str, str] | None = None,
+    def __init__(self, files: dict[str, list[Path]], schema: pa.Schema, shard_of: dict[str, str] | None = None,
                  table: pa.Table | None = None):
         self.files, self.schema, self.shard_of, self.table = files, schema, shard_of or {}, table
 
@@ -195,8 +213,7 @@ class RowSource:
 
     @classmethod
     def open(cls, root: Path, name: str, schema: pa.Schema, shard_of: dict[str, str]) -> RowSource | None:
-        files = {s: root / name / f"{s}.parquet" for s in _committed_shards(root)}
-        files = {s: f for s, f in files.items() if f.exists()}
+        files = _shard_files(root, name)
         return cls(files, schema, shard_of) if files else None
 
     def rows(self, clip_ids: set[str]) -> list[dict[str, Any]]:
@@ -204,8 +221,8 @@ class RowSource:
         if self.table is not None:
             return self.table.filter(pc.is_in(self.table["clip_id"], ids)).to_pylist()
         shards = {self.shard_of.get(c) for c in clip_ids}
-        files = list(self.files.values()) if None in shards or not shards <= set(self.files) else [
-            self.files[s] for s in sorted(shards)]
+        wanted = self.files if None in shards or not shards <= set(self.files) else {s: self.files[s] for s in shards}
+        files = [f for s in sorted(wanted) for f in wanted[s]]
         out: list[dict[str, Any]] = []
         for f in files:
             out += pq.read_table(f, schema=self.schema, filters=pc.field("clip_id").isin(ids)).to_pylist()
@@ -217,8 +234,8 @@ class RowSource:
 
         if self.table is not None:
             return ds.dataset(self.table).to_table(columns=columns)
-        return ds.dataset([str(f) for f in self.files.values()], schema=self.schema, format="parquet").to_table(
-            columns=columns)
+        paths = [str(f) for fs in self.files.values() for f in fs]
+        return ds.dataset(paths, schema=self.schema, format="parquet").to_table(columns=columns)
 
 
 def _light_entities(entities: RowSource) -> pa.Table:
