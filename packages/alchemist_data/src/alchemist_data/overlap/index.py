@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
 BACKENDS = ("phash", "dinov2", "clip")
-# Frames decoded per reference_frames call while sampling a reference video (bounds the decoded frames held at once).
-_SAMPLES_PER_CALL = 32
+# Decoded frames one reference_frames call may hold while sampling a reference video: one call per video keeps the
+# decoder going forward (each call seeks back and probes again), and the bound keeps 1080p sources within memory.
+_SAMPLE_BYTES = 64 * 2**20
 # Side of the frames decoded for the index: the hash looks at a 32x32 thumbnail, so more pixels buy nothing.
 _INDEX_SIDE_PX = 96
 
@@ -130,8 +131,9 @@ def sample_video(path: str, step_s: float, max_side_px: int = _INDEX_SIDE_PX) ->
     fractions = [min(k * step / duration, 1.0) for k in range(n)] if duration > 0 else [0.0]
     times: list[float] = []
     frames: list[np.ndarray] = []
-    for i in range(0, len(fractions), _SAMPLES_PER_CALL):
-        chunk = fractions[i : i + _SAMPLES_PER_CALL]
+    per_call = max(8, _SAMPLE_BYTES // max(1, int(info.width_px * info.height_px * 1.5)))  # decoded 4:2:0 frames
+    for i in range(0, len(fractions), per_call):
+        chunk = fractions[i : i + per_call]
         try:
             _, ts, fs = reference_frames(path, fractions=chunk, max_side_px=max_side_px)
         except VideoError as err:
@@ -210,6 +212,9 @@ class OverlapIndex:
     video: np.ndarray  # int32 [N]
     time_s: np.ndarray  # float32 [N]
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (ref_id, why) of unreadable videos
+
+    def __post_init__(self) -> None:
+        self.coder.prepare(self.codes)
 
     @classmethod
     def build(
