@@ -47,10 +47,13 @@ def test_report_of_a_curated_run_opens_offline_and_renders_in_a_browser(curated_
     pixels = browser.screenshot(index, tmp_path / "report.png")
     browser.assert_not_blank(pixels)
     assert pixels.shape[:2] == (1000, 1400)
-    if os.environ.get("ALCHEMIST_WRITE_SCREENSHOT"):  # how docs/report.png is made (see README, Report)
-        from PIL import Image
+    if os.environ.get("ALCHEMIST_WRITE_SCREENSHOT"):  # how docs/report.png is made (README, Report): taller, so a
+        from PIL import Image  # clip card shows below the overview; shrunk and quantised to stay small
 
-        Image.fromarray(pixels).quantize(colors=128).save(os.environ["ALCHEMIST_WRITE_SCREENSHOT"], optimize=True)
+        tall = browser.screenshot(index, tmp_path / "tall.png", size=(1400, 1750))
+        browser.assert_not_blank(tall)
+        small = Image.fromarray(tall).resize((1000, 1250), Image.Resampling.LANCZOS).quantize(colors=160)
+        small.save(os.environ["ALCHEMIST_WRITE_SCREENSHOT"], optimize=True)
 
 
 def test_the_same_clips_are_sampled_every_time_and_the_limit_is_a_flag(curated_run, tmp_path):
