@@ -17,7 +17,14 @@ import time
 import traceback
 from pathlib import Path
 
-AREAS = ["bench.data_frames", "bench.data_curation", "bench.entities", "bench.model", "bench.eval"]
+AREAS = [
+    "bench.data_frames",
+    "bench.data_curation",
+    "bench.data_overlap",
+    "bench.entities",
+    "bench.model",
+    "bench.eval",
+]
 
 
 def main() -> None:

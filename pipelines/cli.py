@@ -18,6 +18,7 @@ app = typer.Typer(
 COMMAND_MODULES = [  # in the order a user meets them (--help lists commands in this order)
     "pipelines.sample_data_cmd",
     "pipelines.curate",
+    "pipelines.report_cmd",
     "pipelines.entities_cmd",
     "pipelines.encode",
     "pipelines.train",

@@ -11,17 +11,29 @@ if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
   exit 1
 fi
 
-# ffmpeg (the CLI) is optional for the product (PyAV and decord bundle their own FFmpeg) but users expect it
-# next to a video pipeline; install it when we may, otherwise say exactly what to do.
-if ! command -v ffmpeg >/dev/null 2>&1; then
+# System packages, installed with apt-get when missing and allowed (root, apt-get present, ALCHEMIST_NO_APT unset);
+# otherwise a warning says exactly what to run. apt-get update runs once, before the first install.
+# * ffmpeg (the CLI) is optional for the product (PyAV and decord bundle their own FFmpeg) but users expect it next to
+#   a video pipeline;
+# * chromium renders the `alchemist report` page in the browser test (headless); without it that test skips, except
+#   under CI, where it fails.
+apt_updated=0
+apt_install() {  # apt_install PACKAGE COMMAND WHY
+  command -v "$2" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1 && [ "${ALCHEMIST_NO_APT:-0}" != "1" ]; then
-    echo "setup: installing ffmpeg with apt-get"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
-      || echo "setup: WARNING apt-get could not install ffmpeg; run 'sudo apt-get install -y ffmpeg' (optional)." >&2
+    echo "setup: installing $1 with apt-get"
+    if [ "$apt_updated" = "0" ]; then
+      apt-get update -qq || echo "setup: WARNING apt-get update failed; trying to install $1 anyway" >&2
+      apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null \
+      || echo "setup: WARNING apt-get could not install $1; run 'sudo apt-get install -y $1' ($3)." >&2
   else
-    echo "setup: WARNING ffmpeg not found; install it with 'sudo apt-get install -y ffmpeg' (optional: PyAV bundles FFmpeg)." >&2
+    echo "setup: WARNING $2 not found; install it with 'sudo apt-get install -y $1' ($3)." >&2
   fi
-fi
+}
+apt_install ffmpeg ffmpeg "optional: PyAV bundles FFmpeg"
+apt_install chromium chromium "for the report's browser test; it skips without it"
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=$(cat requirements/*.txt pyproject.toml packages/*/pyproject.toml | sha256sum | cut -d' ' -f1)

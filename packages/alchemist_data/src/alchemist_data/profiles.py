@@ -17,6 +17,7 @@ from typing import Any
 from alchemist_data.config import Resources, apply_overrides, to_dict
 from alchemist_data.models.configs import BackgroundConfig, FacesConfig, GroundingConfig, SegmentationConfig
 from alchemist_data.models.presets import vision_models
+from alchemist_data.overlap import OverlapConfig
 from alchemist_data.stages.crops import CropsConfig
 from alchemist_data.stages.entities import EntitiesConfig
 from alchemist_data.stages.frames import FramesConfig
@@ -26,6 +27,7 @@ from alchemist_data.stages.frames import FramesConfig
 class Profile:
     name: str
     frames: FramesConfig = field(default_factory=FramesConfig)
+    overlap: OverlapConfig = field(default_factory=OverlapConfig)
     entities: EntitiesConfig = field(default_factory=EntitiesConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
@@ -58,8 +60,8 @@ class Profile:
 
     def validate(self) -> None:
         """Fail before any work on a setting no stage understands (e.g. a typo in --set)."""
-        for section in (self.frames, self.entities, self.grounding, self.segmentation, self.faces, self.crops,
-                        self.background):
+        for section in (self.frames, self.overlap, self.entities, self.grounding, self.segmentation, self.faces,
+                        self.crops, self.background):
             section.validate()
         if self.shard_size < 1:
             raise ValueError("shard_size must be at least 1")

@@ -17,6 +17,7 @@ from alchemist_data.stages.faces import FacesStage
 from alchemist_data.stages.frames import FramesStage
 from alchemist_data.stages.grounding import GroundingStage
 from alchemist_data.stages.outputs import split_outputs
+from alchemist_data.stages.overlap import OverlapStage
 from alchemist_data.stages.segmentation import SegmentationStage
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 #: (profile section, stage class), in pipeline order
 STAGES: list[tuple[str, type[Stage]]] = [
     ("frames", FramesStage),
+    ("overlap", OverlapStage),  # reads the frames stage's decoded reference frames
     ("entities", EntitiesStage),
     ("grounding", GroundingStage),
     ("segmentation", SegmentationStage),
@@ -35,7 +37,8 @@ STAGES: list[tuple[str, type[Stage]]] = [
 
 
 def build_stages(profile: Profile) -> list[Stage]:
-    return [cls(getattr(profile, section), device=profile.device) for section, cls in STAGES]
+    stages = [cls(getattr(profile, section), device=profile.device) for section, cls in STAGES]
+    return [s for s in stages if s.enabled]
 
 
 __all__ = [
@@ -53,5 +56,6 @@ __all__ = [
     "FacesStage",
     "FramesStage",
     "GroundingStage",
+    "OverlapStage",
     "SegmentationStage",
 ]

@@ -95,6 +95,11 @@ class Stage:
     def batch_size(self) -> int:
         return self.cfg.batch_size
 
+    @property
+    def enabled(self) -> bool:
+        """A stage that is switched off by its config is left out of the pipeline (no idle actor pool)."""
+        return True
+
     def setup(self) -> None:
         """Load models; called once per worker before the first batch."""
 
