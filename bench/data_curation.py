@@ -21,7 +21,7 @@ def _curate_time(manifest: Path, out: Path, runner: str, workers: int) -> tuple[
     commits: list[tuple[float, int]] = []
 
     class Timeline(Reporter):
-        def shard_done(self, shard: str, counts: dict[str, int]) -> None:
+        def shard_done(self, shard: str, counts: dict[str, int], num_input_rows: int | None = None) -> None:
             commits.append((time.perf_counter(), counts.get("clips", 0) + counts.get("rejects", 0)))
 
     shutil.rmtree(out, ignore_errors=True)

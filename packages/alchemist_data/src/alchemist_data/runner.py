@@ -113,36 +113,51 @@ class StageGroupUDF:
 
 
 class ShardCollector:
-    """Accumulates finished rows per shard and commits each shard once complete."""
+    """Accumulates finished rows per shard and commits each shard once complete.
+
+    ``expected`` counts manifest rows per shard. A manifest row is finished once ``num_siblings`` work rows with its
+    ``source_index`` are back (more than one when a stage split it, see ``stages/base.py``), so a shard commits only
+    when every row derived from every one of its manifest rows has arrived, however the batches cut them.
+    """
 
     def __init__(
         self,
         writer: RunWriter,
         expected: dict[str, int],
         profile: Profile,
-        on_commit: Callable[[str, dict[str, int]], None],
+        on_commit: Callable[[str, dict[str, int], int], None],
     ) -> None:
         self.writer, self.expected, self.profile, self.on_commit = writer, dict(expected), profile, on_commit
         self.parts: dict[str, list[pa.Table]] = defaultdict(list)
-        self.received: dict[str, int] = defaultdict(int)
+        self.seen: dict[str, dict[int, int]] = defaultdict(dict)  # shard -> source_index -> work rows received
+        self.finished: dict[str, int] = defaultdict(int)  # shard -> manifest rows with all their work rows back
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
         for shard, part in split_by_shard(table):
             self.parts[shard].append(part)
-            self.received[shard] += part.num_rows
-            if self.received[shard] == self.expected[shard]:
+            seen = self.seen[shard]
+            sources = part.column("source_index").to_pylist()
+            for src, siblings in zip(sources, part.column("num_siblings").to_pylist(), strict=True):
+                seen[src] = seen.get(src, 0) + 1
+                if seen[src] > siblings:
+                    raise RuntimeError(f"shard {shard}: manifest row {src} came back as more than its {siblings} "
+                                       "work row(s); a stage emitted a row twice")
+                if seen[src] == siblings:
+                    self.finished[shard] += 1
+            if self.finished[shard] == self.expected[shard]:
                 self._commit(shard)
 
     def _commit(self, shard: str) -> None:
         rows = pa.concat_tables(self.parts.pop(shard), promote_options="permissive")
+        self.seen.pop(shard, None)
         counts = self.writer.commit_shard(shard, split_outputs(rows, self.profile), self.expected[shard])
-        self.on_commit(shard, counts)
+        self.on_commit(shard, counts, self.expected[shard])
 
     @property
     def pending(self) -> list[str]:
-        return [s for s in self.expected if s not in self.parts and self.received[s] < self.expected[s]]
+        return [s for s in self.expected if self.finished[s] < self.expected[s]]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -293,8 +308,10 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
         raise RuntimeError(f"shards not completed: {collector.pending}")
 
     totals: dict[str, int] = defaultdict(int)
+    num_rows_done = 0
     for marker in writer.done_shards().values():
         if marker["shard"] in expected:
+            num_rows_done += marker["num_input_rows"]
             for k, v in marker["counts"].items():
                 totals[k] += v
     elapsed = time.time() - started
@@ -302,7 +319,9 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
         "status": "complete",
         "finished_at": time.time(),
         "elapsed_s": round(elapsed, 3),
+        # Rows of each table. clips + rejects equals the manifest rows unless shots.mode=split cut some into several.
         "counts": dict(totals),
+        "num_manifest_rows_done": num_rows_done,
         "clips_per_s_this_run": round(work.num_rows / elapsed, 3) if elapsed > 0 else None,
     }
     writer.write_run_json(info)
@@ -353,8 +372,10 @@ class Reporter:
         self.progress.start()
         self.task = self.progress.add_task("curate", total=total, status=f"resumed: {skipped_shards} shards done")
 
-    def shard_done(self, shard: str, counts: dict[str, int]) -> None:
-        self.done += counts.get("clips", 0) + counts.get("rejects", 0)
+    def shard_done(self, shard: str, counts: dict[str, int], num_input_rows: int | None = None) -> None:
+        """``num_input_rows``: the shard's manifest rows (what the bar counts; a split row yields several clips)."""
+        out = counts.get("clips", 0) + counts.get("rejects", 0)
+        self.done += out if num_input_rows is None else num_input_rows
         self.rejected += counts.get("rejects", 0)
         if self.progress is not None:
             rate = self.done / max(time.time() - self.t0, 1e-9)

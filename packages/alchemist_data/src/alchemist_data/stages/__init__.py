@@ -16,14 +16,18 @@ from alchemist_data.stages.entities import EntitiesStage
 from alchemist_data.stages.faces import FacesStage
 from alchemist_data.stages.frames import FramesStage
 from alchemist_data.stages.grounding import GroundingStage
+from alchemist_data.stages.motion import MotionStage
 from alchemist_data.stages.outputs import split_outputs
 from alchemist_data.stages.segmentation import SegmentationStage
+from alchemist_data.stages.shots import ShotsStage
 
 if TYPE_CHECKING:
     from alchemist_data.profiles import Profile
 
 #: (profile section, stage class), in pipeline order
 STAGES: list[tuple[str, type[Stage]]] = [
+    ("shots", ShotsStage),
+    ("motion", MotionStage),
     ("frames", FramesStage),
     ("entities", EntitiesStage),
     ("grounding", GroundingStage),
@@ -53,5 +57,7 @@ __all__ = [
     "FacesStage",
     "FramesStage",
     "GroundingStage",
+    "MotionStage",
     "SegmentationStage",
+    "ShotsStage",
 ]
