@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-AREAS = ["bench.data_frames", "bench.data_curation", "bench.model", "bench.eval"]
+AREAS = ["bench.data_frames", "bench.data_shots", "bench.data_curation", "bench.model", "bench.eval"]
 
 
 def main() -> None:

@@ -64,11 +64,11 @@ def test_transnetv2_real_weights_find_the_hard_cuts_and_match_the_package(videos
     frames, times = _lowres_frames(videos["multi"], FPS)
     assert frames.shape == (sum(SHOT_FRAMES), 27, 48, 3) and times[1] == pytest.approx(1 / FPS)
     short = frames[:30]
-    model.windows_per_forward = 3  # one forward mixes windows of both videos
+    before, model.windows_per_forward = model.windows_per_forward, 3  # one forward mixes windows of both videos
     try:
         scores, short_scores = model.transition_scores([frames, short])
     finally:
-        model.windows_per_forward = 4
+        model.windows_per_forward = before
     starts = [int(s) for s, _ in TransNetShots.scenes(scores, 0.5)]
     assert len(starts) == 3 and starts[0] == 0
     for got, want in zip(starts[1:], CUTS, strict=True):

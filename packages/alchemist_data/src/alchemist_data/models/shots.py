@@ -31,7 +31,7 @@ class TransNetShots(LazyModel):
 
     name = "transnetv2"
 
-    def __init__(self, device: str = "cpu", windows_per_forward: int = 4, threads: int = 1) -> None:
+    def __init__(self, device: str = "cpu", windows_per_forward: int = 1, threads: int = 1) -> None:
         super().__init__(device)
         if windows_per_forward < 1:
             raise ValueError(f"windows_per_forward must be at least 1, got {windows_per_forward}")
