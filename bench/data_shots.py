@@ -58,25 +58,43 @@ def run(quick: bool) -> list[dict]:
 
             frames, _ = _lowres_frames(video, fps)
             model.transition_scores([frames[:100]])  # warm-up: page cache, decoder and kernel init
-            timing = _measure({"decode": decode, "detect": detect,
-                               "model": lambda frames=frames: model.transition_scores([frames])}, repeats)
+            timing = _measure(
+                {"decode": decode, "detect": detect, "model": lambda frames=frames: model.transition_scores([frames])},
+                repeats,
+            )
             (dec_cpu, dec_wall), (det_cpu, det_wall), (mod_cpu, mod_wall) = (
-                timing["decode"], timing["detect"], timing["model"])
+                timing["decode"],
+                timing["detect"],
+                timing["model"],
+            )
             cuts = [sum(shots[:k]) for k in range(len(shots))]
             exact = all(abs(a - b) <= 1 for a, b in zip(found, cuts, strict=False)) and len(found) == len(cuts)
             label = f"{w}x{h}, {n} frames, {len(shots)} shots"
-            rows.append({
-                "group": "data/shots", "metric": f"frames/s, decode 48x27 + TransNetV2, {label}",
-                "value": round(n / det_cpu, 1), "unit": "frames/s", "baseline": round(n / dec_cpu, 1),
-                "baseline_name": "decode to 48x27 alone", "goal": None,
-                "note": f"per CPU second, 1 thread; wall {n / det_wall:.1f} vs {n / dec_wall:.1f} frames/s; shots "
-                        f"start at {found} (true {cuts}: {'found' if exact else 'MISSED'})",
-            })
-            rows.append({
-                "group": "data/shots", "metric": f"frames/s, TransNetV2 alone (decoded frames), {label}",
-                "value": round(n / mod_cpu, 1), "unit": "frames/s", "baseline": None, "baseline_name": None,
-                "goal": None, "note": f"per CPU second, 1 thread; wall {n / mod_wall:.1f} frames/s",
-            })
+            rows.append(
+                {
+                    "group": "data/shots",
+                    "metric": f"frames/s, decode 48x27 + TransNetV2, {label}",
+                    "value": round(n / det_cpu, 1),
+                    "unit": "frames/s",
+                    "baseline": round(n / dec_cpu, 1),
+                    "baseline_name": "decode to 48x27 alone",
+                    "goal": None,
+                    "note": f"per CPU second, 1 thread; wall {n / det_wall:.1f} vs {n / dec_wall:.1f} frames/s; shots "
+                    f"start at {found} (true {cuts}: {'found' if exact else 'MISSED'})",
+                }
+            )
+            rows.append(
+                {
+                    "group": "data/shots",
+                    "metric": f"frames/s, TransNetV2 alone (decoded frames), {label}",
+                    "value": round(n / mod_cpu, 1),
+                    "unit": "frames/s",
+                    "baseline": None,
+                    "baseline_name": None,
+                    "goal": None,
+                    "note": f"per CPU second, 1 thread; wall {n / mod_wall:.1f} frames/s",
+                }
+            )
     return rows
 
 

@@ -32,9 +32,15 @@ def clips(tmp_path_factory):
 
 def _work(paths: dict) -> pa.Table:
     names = list(paths)
-    manifest = pa.table({"clip_id": names, "video": [str(paths[n]) for n in names], "caption": [CAPTION] * len(names),
-                         "start_s": pa.array([None] * len(names), pa.float64()),
-                         "end_s": pa.array([None] * len(names), pa.float64())})
+    manifest = pa.table(
+        {
+            "clip_id": names,
+            "video": [str(paths[n]) for n in names],
+            "caption": [CAPTION] * len(names),
+            "start_s": pa.array([None] * len(names), pa.float64()),
+            "end_s": pa.array([None] * len(names), pa.float64()),
+        }
+    )
     return build_work_table(manifest, shard_size=8)
 
 
@@ -92,7 +98,7 @@ def test_raft_backend_loads_a_local_raft_large_state_dict(tmp_path):
     torch.save(raft_large(weights=None).state_dict(), tmp_path / "raft.pth")
     meter = MotionMeter("raft", raft_checkpoint=str(tmp_path / "raft.pth"), raft_iters=2)
     frames = media.scene_frames(2, size=(96, 72))
-    (motion, foreground), = meter.measure([frames[0]], [frames[1]], [1.0])
+    ((motion, foreground),) = meter.measure([frames[0]], [frames[1]], [1.0])
     assert np.isfinite(motion) and np.isfinite(foreground) and motion >= 0
     with pytest.raises(FileNotFoundError, match="nope.pth.*motion.raft_checkpoint"):
         MotionMeter("raft", raft_checkpoint=str(tmp_path / "nope.pth")).setup()
@@ -102,9 +108,18 @@ def _save_videomae(path, labels=VIDEO_CLASSES, favour: str | None = None, proces
     import torch
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEImageProcessor
 
-    cfg = VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                         id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    cfg = VideoMAEConfig(
+        image_size=32,
+        patch_size=16,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+    )
     torch.manual_seed(0)
     model = VideoMAEForVideoClassification(cfg)
     if favour is not None:  # make one class win whatever the input, to exercise the reject path

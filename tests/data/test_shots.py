@@ -52,9 +52,18 @@ def _stage(model, **cfg) -> ShotsStage:
 
 def _work(rows: list[dict]) -> pa.Table:
     cols = {k: [r.get(k) for r in rows] for k in ("clip_id", "video", "start_s", "end_s")}
-    manifest = pa.table({**cols, "caption": [CAPTION] * len(rows)},
-                        schema=pa.schema([("clip_id", pa.string()), ("video", pa.string()), ("start_s", pa.float64()),
-                                          ("end_s", pa.float64()), ("caption", pa.string())]))
+    manifest = pa.table(
+        {**cols, "caption": [CAPTION] * len(rows)},
+        schema=pa.schema(
+            [
+                ("clip_id", pa.string()),
+                ("video", pa.string()),
+                ("start_s", pa.float64()),
+                ("end_s", pa.float64()),
+                ("caption", pa.string()),
+            ]
+        ),
+    )
     return build_work_table(manifest, shard_size=8)
 
 
@@ -98,11 +107,13 @@ def test_loading_transnetv2_leaves_the_process_rngs_and_torch_flags_alone():
 
 
 def test_filter_mode_rejects_multi_shot_keeps_single_shot_and_isolates_a_bad_video(videos, tmp_path):
-    work = _work([
-        {"clip_id": "multi", "video": videos["multi"]},
-        {"clip_id": "single", "video": videos["single"]},
-        {"clip_id": "missing", "video": str(tmp_path / "nope.mp4")},
-    ])
+    work = _work(
+        [
+            {"clip_id": "multi", "video": videos["multi"]},
+            {"clip_id": "single", "video": videos["single"]},
+            {"clip_id": "missing", "video": str(tmp_path / "nope.mp4")},
+        ]
+    )
     stage = ShotsStage(ShotsConfig(mode="filter"))
     stage.setup()  # the real loading path once
     out = {r["clip_id"]: r for r in stage.process_batch(work).to_pylist()}
@@ -114,7 +125,11 @@ def test_filter_mode_rejects_multi_shot_keeps_single_shot_and_isolates_a_bad_vid
     assert all(s["reject_reason"] == "multi_shot" and s["clip_ids"] == [] for s in multi["shots"])
     assert single["reject_reason"] is None
     assert (single["clip_id"], single["source_clip_id"], single["shot_index"], single["num_shots_in_source"]) == (
-        "single", "single", 0, 1)
+        "single",
+        "single",
+        0,
+        1,
+    )
     assert single["start_s"] is None and single["end_s"] is None  # the window is left as the manifest gave it
     assert [s["clip_ids"] for s in single["shots"]] == [["single"]]
     assert (missing["reject_stage"], missing["reject_reason"]) == ("shots", "missing_file")
@@ -141,7 +156,11 @@ def test_split_mode_cuts_at_the_shots_with_deterministic_ids_and_one_shots_table
     shots = tables["shots"].to_pylist()
     assert tables["shots"].schema.equals(schema.SHOTS)
     assert [(s["clip_id"], s["shot_index"], s["num_shots"]) for s in shots] == [
-        ("m", 0, 3), ("m", 1, 3), ("m", 2, 3), ("s", 0, 1)]
+        ("m", 0, 3),
+        ("m", 1, 3),
+        ("m", 2, 3),
+        ("s", 0, 1),
+    ]
     assert [s["clip_ids"] for s in shots] == [["m-shot000"], ["m-shot001"], ["m-shot002"], ["s-shot000"]]
     assert [s["end_frame"] + 1 for s in shots[:2]] == [s["start_frame"] for s in shots[1:3]]
     assert shots[0]["transnet_score"] > 0.5 and shots[2]["transnet_score"] is None  # the cut's score; none at the end
@@ -199,21 +218,37 @@ def _reject_rows(work: pa.Table, derived: dict[int, int]) -> list[dict]:
     for row in work.to_pylist():
         n = derived.get(row["source_index"], 1)
         for k in range(n):
-            out.append({**row, "clip_id": f"{row['clip_id']}-{k}", "num_siblings": n, "reject_stage": "test",
-                        "reject_reason": "r", "reject_detail": "d"})
+            out.append(
+                {
+                    **row,
+                    "clip_id": f"{row['clip_id']}-{k}",
+                    "num_siblings": n,
+                    "reject_stage": "test",
+                    "reject_reason": "r",
+                    "reject_detail": "d",
+                }
+            )
     return out
 
 
 def test_collector_commits_a_shard_only_when_every_derived_row_is_back(tmp_path):
-    manifest = pa.table({"clip_id": ["a", "b", "c"], "video": ["v"] * 3, "caption": ["x"] * 3,
-                         "start_s": pa.array([None] * 3, pa.float64()), "end_s": pa.array([None] * 3, pa.float64())})
+    manifest = pa.table(
+        {
+            "clip_id": ["a", "b", "c"],
+            "video": ["v"] * 3,
+            "caption": ["x"] * 3,
+            "start_s": pa.array([None] * 3, pa.float64()),
+            "end_s": pa.array([None] * 3, pa.float64()),
+        }
+    )
     work = build_work_table(manifest, shard_size=8)
     rows = _reject_rows(work, {0: 3, 2: 2})  # 3 + 1 + 2 = 6 rows for 3 manifest rows
     writer = RunWriter(tmp_path / "run")
     writer.prepare()
     commits = []
-    collector = ShardCollector(writer, {"part-00000": 3}, curation_profile("tiny"),
-                               lambda s, c, n: commits.append((s, c, n)))
+    collector = ShardCollector(
+        writer, {"part-00000": 3}, curation_profile("tiny"), lambda s, c, n: commits.append((s, c, n))
+    )
     sch = pa.Table.from_pylist(rows).schema
     # Batches cut a source's rows apart, as Ray's re-batching may: 4 rows back already reach the manifest count.
     collector.add(pa.Table.from_pylist(rows[:4], schema=sch))
@@ -230,8 +265,10 @@ def test_collector_commits_a_shard_only_when_every_derived_row_is_back(tmp_path)
 
 @pytest.fixture(scope="module")
 def manifest(videos):
-    rows = [{"clip_id": "multi", "video": "multi.mp4", "caption": CAPTION},
-            {"clip_id": "single", "video": "single.mp4", "caption": CAPTION}]
+    rows = [
+        {"clip_id": "multi", "video": "multi.mp4", "caption": CAPTION},
+        {"clip_id": "single", "video": "single.mp4", "caption": CAPTION},
+    ]
     path = videos["dir"] / "manifest.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path
@@ -249,7 +286,11 @@ def _check_split_run(run, info) -> None:
     assert info["counts"]["clips"] + info["counts"]["rejects"] == 4
     assert info["counts"]["shots"] == 4 and info["num_manifest_rows_done"] == 2
     assert sorted((s["clip_id"], s["shot_index"]) for s in shots) == [
-        ("multi", 0), ("multi", 1), ("multi", 2), ("single", 0)]
+        ("multi", 0),
+        ("multi", 1),
+        ("multi", 2),
+        ("single", 0),
+    ]
     for c in clips:  # each clip's reference frames lie inside its own shot
         assert c["start_s"] <= c["ref_times_s"][0] and c["ref_times_s"][2] < c["end_s"]
         assert c["num_shots_in_source"] == (3 if c["source_clip_id"] == "multi" else 1)
@@ -261,16 +302,33 @@ def test_curate_split_from_the_cli_every_shot_once_and_counts_exact(manifest, tm
     from pipelines.cli import app
 
     run = tmp_path / "run"
-    args = ["curate", str(manifest), "-o", str(run), "--profile", "tiny", "--runner", "local",
-            "--set", "shots.mode=split", "--set", "shard_size=1"]
+    args = [
+        "curate",
+        str(manifest),
+        "-o",
+        str(run),
+        "--profile",
+        "tiny",
+        "--runner",
+        "local",
+        "--set",
+        "shots.mode=split",
+        "--set",
+        "shard_size=1",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "4 shots" in result.output
     info = json.loads((run / "run.json").read_text())
     _check_split_run(run, info)
     # Resuming the finished run skips both shards and duplicates nothing.
-    opts = CurateOptions(manifest=str(manifest), output=str(run), profile="tiny", runner="local",
-                         overrides={"shots.mode": "split", "shard_size": "1"})
+    opts = CurateOptions(
+        manifest=str(manifest),
+        output=str(run),
+        profile="tiny",
+        runner="local",
+        overrides={"shots.mode": "split", "shard_size": "1"},
+    )
     again = curate(opts, reporter=Reporter(enabled=False))
     assert again["num_shards_skipped"] == 2 and again["counts"] == info["counts"]
     assert catalog.read_table(run, "shots").num_rows == 4
@@ -280,10 +338,23 @@ def test_curate_split_from_the_cli_every_shot_once_and_counts_exact(manifest, tm
 def test_curate_split_on_ray_gives_every_shot_once(manifest, tmp_path):
     import ray
 
-    opts = CurateOptions(manifest=str(manifest), output=str(tmp_path / "ray"), profile="tiny", runner="ray",
-                         num_workers=1, overrides={"shots.mode": "split", "shots.batch_size": "1"})
+    opts = CurateOptions(
+        manifest=str(manifest),
+        output=str(tmp_path / "ray"),
+        profile="tiny",
+        runner="ray",
+        num_workers=1,
+        overrides={"shots.mode": "split", "shots.batch_size": "1"},
+    )
     try:
         info = curate(opts, reporter=Reporter(enabled=False))
     finally:
         ray.shutdown()
     _check_split_run(tmp_path / "ray", info)
+
+
+@pytest.mark.gpu
+def test_transnetv2_on_cuda_gives_the_cpu_scores(videos, model):
+    frames, _ = _lowres_frames(videos["multi"], FPS)
+    gpu = TransNetShots(device="cuda", windows_per_forward=32)
+    np.testing.assert_allclose(gpu.transition_scores([frames])[0], model.transition_scores([frames])[0], atol=1e-3)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: the shots table; shot and motion columns in clips; source_clip_id in rejects
 
 #: Fractions of the clip duration at which the reference frames are taken (spec §2.3).
 REFERENCE_FRACTIONS: tuple[float, float, float] = (0.05, 0.50, 0.95)

@@ -88,8 +88,9 @@ class MotionMeter(LazyModel):
         from alchemist_data.models.flow import DisFlow, RaftFlow
 
         if self.backend == "raft":
-            self.flow = RaftFlow(self.raft_checkpoint, self.raft_iters, self.device,
-                                 setting="--set motion.raft_checkpoint=PATH")
+            self.flow = RaftFlow(
+                self.raft_checkpoint, self.raft_iters, self.device, setting="--set motion.raft_checkpoint=PATH"
+            )
         else:
             self.flow = DisFlow()
         self.flow.setup()
@@ -102,8 +103,10 @@ class MotionMeter(LazyModel):
 
         self.setup()
         if not (len(firsts) == len(seconds) == len(frames_apart)):
-            raise ValueError(f"got {len(firsts)} first frames, {len(seconds)} second frames and {len(frames_apart)} "
-                             "frame gaps; give one of each per pair")
+            raise ValueError(
+                f"got {len(firsts)} first frames, {len(seconds)} second frames and {len(frames_apart)} "
+                "frame gaps; give one of each per pair"
+            )
         if not len(firsts):
             return []
         h, w = np.asarray(firsts[0]).shape[:2]
@@ -112,8 +115,10 @@ class MotionMeter(LazyModel):
 
 
 def _no_random(model_id: str) -> None:
-    raise ValueError(f"there is no random VideoMAE classifier ({model_id!r}); give a checkpoint directory or hub id "
-                     "in motion.videomae_model, or leave it empty")
+    raise ValueError(
+        f"there is no random VideoMAE classifier ({model_id!r}); give a checkpoint directory or hub id "
+        "in motion.videomae_model, or leave it empty"
+    )
 
 
 class VideoClassifier(LazyModel):
@@ -133,8 +138,9 @@ class VideoClassifier(LazyModel):
     def _load(self) -> None:
         from transformers import VideoMAEForVideoClassification, VideoMAEImageProcessor
 
-        (self.model,) = load_pretrained(self.model_id, "VideoMAE classifier", (VideoMAEForVideoClassification,),
-                                        _no_random)
+        (self.model,) = load_pretrained(
+            self.model_id, "VideoMAE classifier", (VideoMAEForVideoClassification,), _no_random
+        )
         cfg = self.model.config
         labels = [str(cfg.id2label[i]) for i in range(cfg.num_labels)]
         if sorted(labels) != sorted(VIDEO_CLASSES):
@@ -147,8 +153,9 @@ class VideoClassifier(LazyModel):
             self.processor = VideoMAEImageProcessor.from_pretrained(self.model_id)
         except OSError:  # a checkpoint saved without its processor: VideoMAE's standard preprocessing
             size = cfg.image_size
-            self.processor = VideoMAEImageProcessor(size={"shortest_edge": size}, crop_size={"height": size,
-                                                                                            "width": size})
+            self.processor = VideoMAEImageProcessor(
+                size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+            )
         self.model.to(self.device).eval()
 
     @property
@@ -170,8 +177,10 @@ class VideoClassifier(LazyModel):
         self.setup()
         for i, c in enumerate(clips):
             if np.asarray(c).shape[0] != self.num_frames or np.asarray(c).ndim != 4:
-                raise ValueError(f"clip #{i}: the classifier takes {self.num_frames} RGB frames (T, H, W, 3), "
-                                 f"got shape {np.asarray(c).shape}")
+                raise ValueError(
+                    f"clip #{i}: the classifier takes {self.num_frames} RGB frames (T, H, W, 3), "
+                    f"got shape {np.asarray(c).shape}"
+                )
         if not clips:
             return []
         inputs = self.processor([list(np.asarray(c)) for c in clips], return_tensors="pt")

@@ -71,8 +71,10 @@ class MotionStage(Stage):
         from alchemist_data.models.motion import MotionMeter, VideoClassifier
 
         cfg = self.cfg
-        self.meter = None if cfg.backend == "off" else MotionMeter(
-            cfg.backend, self.model_device, cfg.raft_checkpoint, cfg.raft_iters
+        self.meter = (
+            None
+            if cfg.backend == "off"
+            else MotionMeter(cfg.backend, self.model_device, cfg.raft_checkpoint, cfg.raft_iters)
         )
         self.classifier = VideoClassifier(cfg.videomae_model, self.model_device) if cfg.videomae_model else None
         for model in (self.meter, self.classifier):
@@ -118,10 +120,15 @@ class MotionStage(Stage):
         motion = float(np.mean([s[0] for s in scores]))
         foreground = float(np.mean([s[1] for s in scores]))
         row.update(motion_score=motion, foreground_motion_score=foreground)
-        score, what = (foreground, "foreground motion (camera pan/zoom removed)") if cfg.compensate_camera else (
-            motion, "motion")
-        measured = (f"{what} {score:.2e} frame diagonals per frame (total motion {motion:.2e}, {len(scores)} flow "
-                    f"pairs, {cfg.backend})")
+        score, what = (
+            (foreground, "foreground motion (camera pan/zoom removed)")
+            if cfg.compensate_camera
+            else (motion, "motion")
+        )
+        measured = (
+            f"{what} {score:.2e} frame diagonals per frame (total motion {motion:.2e}, {len(scores)} flow "
+            f"pairs, {cfg.backend})"
+        )
         if score < cfg.static_threshold:
             raise RowReject("static_video", f"{measured} < motion.static_threshold={cfg.static_threshold}")
         if score < cfg.slight_threshold:
@@ -143,8 +150,11 @@ class MotionStage(Stage):
         label, p = clf.classify([frames])[0]
         row.update(video_class=label, video_class_score=p)
         if label != "ok" and p >= self.cfg.videomae_threshold:
-            raise RowReject(f"undesirable_{label}", f"VideoMAE classifier {self.cfg.videomae_model!r}: {label} with "
-                            f"probability {p:.3f} >= motion.videomae_threshold={self.cfg.videomae_threshold}")
+            raise RowReject(
+                f"undesirable_{label}",
+                f"VideoMAE classifier {self.cfg.videomae_model!r}: {label} with "
+                f"probability {p:.3f} >= motion.videomae_threshold={self.cfg.videomae_threshold}",
+            )
 
 
 def _pair_frames(row: dict[str, Any], cfg: MotionConfig) -> tuple[list, list, list]:
@@ -167,6 +177,8 @@ def _pair_frames(row: dict[str, Any], cfg: MotionConfig) -> tuple[list, list, li
             seconds.append(frames[i + 1])
             gaps.append((times[i + 1] - times[i]) * fps)
     if not firsts:
-        raise RowReject("too_few_frames", f"{video}: the clip [{a:.3f}, {b:.3f}) s has no two distinct frames to "
-                        "measure motion between")
+        raise RowReject(
+            "too_few_frames",
+            f"{video}: the clip [{a:.3f}, {b:.3f}) s has no two distinct frames to measure motion between",
+        )
     return firsts, seconds, gaps

@@ -201,8 +201,13 @@ class ShotsStage(Stage):
                 for s in shots:
                     s["reject_reason"] = "multi_shot"
                 row["shots"] = shots
-                reject(row, self.name, "multi_shot", f"{n} shots (TransNetV2 cuts at {cuts} s, threshold "
-                       f"{cfg.threshold}); the paper keeps single-shot videos only (--set shots.mode=split cuts them)")
+                reject(
+                    row,
+                    self.name,
+                    "multi_shot",
+                    f"{n} shots (TransNetV2 cuts at {cuts} s, threshold "
+                    f"{cfg.threshold}); the paper keeps single-shot videos only (--set shots.mode=split cuts them)",
+                )
                 return [row]
             shots[0]["clip_ids"] = [src]
             row.update(shot_index=0, shots=shots)
@@ -213,8 +218,12 @@ class ShotsStage(Stage):
             base = f"{src}-shot{k:03d}"
             if cfg.min_s and dur < cfg.min_s:
                 clip = self._child(row, base, shot["start_s"], shot["end_s"], k)
-                reject(clip, self.name, "shot_too_short", f"shot {k} of {src} lasts {dur:.3f} s, less than "
-                       f"shots.min_s={cfg.min_s}")
+                reject(
+                    clip,
+                    self.name,
+                    "shot_too_short",
+                    f"shot {k} of {src} lasts {dur:.3f} s, less than shots.min_s={cfg.min_s}",
+                )
                 shot.update(clip_ids=[base], reject_reason="shot_too_short")
                 out.append(clip)
                 continue
