@@ -19,6 +19,7 @@ from pathlib import Path
 
 AREAS = [
     "bench.data_frames",
+    "bench.data_shots",
     "bench.data_curation",
     "bench.data_overlap",
     "bench.entities",

@@ -33,7 +33,7 @@ def curate_cmd(
         None, "--set", help="Override a profile field, e.g. --set grounding.batch_size=16."
     ),
 ) -> None:
-    """Curate captioned videos into Parquet reference tables (clips, entities, backgrounds, rejects)."""
+    """Curate captioned videos into Parquet reference tables (clips, entities, backgrounds, rejects, shots)."""
     from alchemist_data.config import parse_overrides
     from alchemist_data.runner import CurateOptions, curate
 
@@ -55,7 +55,7 @@ def curate_cmd(
     c = info.get("counts", {})
     typer.echo(
         f"done in {info['elapsed_s']:.1f}s: {c.get('clips', 0)} clips, {c.get('entities', 0)} entity rows, "
-        f"{c.get('backgrounds', 0)} backgrounds, {c.get('rejects', 0)} rejects "
+        f"{c.get('backgrounds', 0)} backgrounds, {c.get('rejects', 0)} rejects, {c.get('shots', 0)} shots "
         f"({info['num_shards_skipped']} of {info['num_shards']} shards were already done)"
     )
     if c.get("rejects"):
@@ -65,7 +65,7 @@ def curate_cmd(
         typer.echo("rejects: " + ", ".join(f"{r['stage']}/{r['reason']} {r['n']}" for r in reasons.to_pylist()))
     if info.get("has_random_models"):
         typer.secho("note: grounding/segmentation used RANDOM weights (see run.json)", fg="yellow")
-    typer.echo(f"tables: {output}/{{clips,entities,backgrounds,rejects}}/*.parquet  run: {output}/run.json")
+    typer.echo(f"tables: {output}/{{clips,entities,backgrounds,rejects,shots}}/*.parquet  run: {output}/run.json")
     typer.echo(f'query:  alchemist query {output} "SELECT category, count(*) FROM entities GROUP BY 1"')
 
 

@@ -208,3 +208,62 @@ def expected_index_at(times: Sequence[float], t: float) -> int:
     """Index of the frame on screen at time ``t`` for frames shown at ``times`` (last one with time <= t)."""
     arr = np.asarray(times)
     return int(np.searchsorted(arr, t + 1e-9, side="right") - 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# shots and motion
+
+
+def scene_frames(num_frames: int, size: tuple[int, int] = (160, 120), tint: tuple[int, int, int] = (230, 60, 40),
+                 block: int = 8, step: int = 3, seed: int = 0) -> np.ndarray:
+    """A scene of ``num_frames`` RGB frames: blocks of random brightness in one ``tint``, sliding ``step`` px per
+    frame. Scenes with different tints and block sizes joined back to back are hard cuts TransNetV2 finds."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    total_w = w + step * num_frames + block
+    low = rng.integers(0, 256, (h // block + 2, total_w // block + 2), dtype=np.uint8).astype(np.float32) / 255
+    tex = np.repeat(np.repeat(low, block, 0), block, 1)[:h, :total_w, None]
+    tint_arr = np.asarray(tint, np.float32)
+    img = np.clip(tex * tint_arr + (1 - tex) * tint_arr[::-1] * 0.3, 0, 255).astype(np.uint8)
+    return np.stack([img[:, i * step : i * step + w] for i in range(num_frames)])
+
+
+#: Tints and block sizes of the scenes make_multishot_video joins, cycled.
+SCENES = [((230, 60, 40), 8, 3), ((40, 200, 80), 16, 2), ((50, 70, 230), 4, 4), ((220, 210, 60), 12, 3)]
+
+
+def make_multishot_video(path: str | os.PathLike, shot_frames: Sequence[int] = (50, 45, 60), fps: float = 24.0,
+                         size: tuple[int, int] = (160, 120), seed: int = 0) -> Path:
+    """Shots of ``shot_frames`` frames joined by hard cuts: shot k starts at frame ``sum(shot_frames[:k])``."""
+    from alchemist_data.video import write_video
+
+    shots = [scene_frames(n, size, *SCENES[k % len(SCENES)][:2], step=SCENES[k % len(SCENES)][2], seed=seed + k)
+             for k, n in enumerate(shot_frames)]
+    return write_video(path, np.concatenate(shots), fps=fps, options={"preset": "ultrafast"}, threads=1)
+
+
+def make_still_video(path: str | os.PathLike, seconds: float = 2.0, fps: float = 24.0,
+                     size: tuple[int, int] = (192, 144), *, pan_px: float = 0.0, zoom: float = 0.0,
+                     object_px: float = 0.0, seed: int = 0) -> Path:
+    """One textured still image for ``seconds``: unchanged, or panned ``pan_px`` px per frame, zoomed by ``zoom``
+    (relative) per frame, and/or with a disc crossing it at ``object_px`` px per frame."""
+    import cv2
+
+    from alchemist_data.video import write_video
+
+    w, h = size
+    n = max(1, int(round(seconds * fps)))
+    margin = int(abs(pan_px) * n) + 8
+    still = _texture((w + 2 * margin, h + 2 * margin), 1, seed, 1)[: h + 2 * margin, : w + 2 * margin]
+    still = cv2.GaussianBlur(still, (0, 0), 1.0)  # real photos have no pixel-sharp block edges
+    frames = []
+    for i in range(n):
+        m = cv2.getRotationMatrix2D((w / 2 + margin, h / 2 + margin), 0, 1 + zoom * i)
+        m[0, 2] -= pan_px * i
+        frame = cv2.warpAffine(still, m, still.shape[1::-1], flags=cv2.INTER_LINEAR)[margin : margin + h,
+                                                                                    margin : margin + w].copy()
+        if object_px:  # drawn at 1/16 px precision, so slow motion is smooth rather than whole-pixel steps
+            centre = (int(round((w * 0.15 + object_px * i) * 16)), int(h / 2 * 16))
+            cv2.circle(frame, centre, max(4, h // 10) * 16, (250, 30, 30), -1, lineType=cv2.LINE_AA, shift=4)
+        frames.append(frame)
+    return write_video(path, np.stack(frames), fps=fps, options={"preset": "ultrafast"}, threads=1)

@@ -6,11 +6,19 @@
   and marked in every row (``has_random_models`` / ``is_random_model``).
 * ``tiny``: everything tiny and random, for tests.
 
+Shots and motion (paper Appendix A.1): ``paper`` and ``offline`` filter multi-shot videos as the paper does
+(``shots.mode=filter``): profiles choose models, not curation policy, and a manifest's caption describes its whole
+clip, so a shot cut out of it by ``split`` may carry a caption that is not about it. ``split`` is one ``--set`` away
+for raw, uncaptioned or per-shot-captioned sources. ``tiny`` turns both off: its tests run on synthetic clips whose
+drifting texture is a panned still, and TransNetV2 costs ~20 ms per frame on one CPU thread; the shots and motion
+tests switch them on.
+
 Every field can be overridden from the CLI with ``--set section.field=value``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +29,15 @@ from alchemist_data.overlap import OverlapConfig
 from alchemist_data.stages.crops import CropsConfig
 from alchemist_data.stages.entities import EntitiesConfig
 from alchemist_data.stages.frames import FramesConfig
+from alchemist_data.stages.motion import MotionConfig
+from alchemist_data.stages.shots import ShotsConfig
 
 
 @dataclass
 class Profile:
     name: str
+    shots: ShotsConfig = field(default_factory=ShotsConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)
     overlap: OverlapConfig = field(default_factory=OverlapConfig)
     entities: EntitiesConfig = field(default_factory=EntitiesConfig)
@@ -60,8 +72,8 @@ class Profile:
 
     def validate(self) -> None:
         """Fail before any work on a setting no stage understands (e.g. a typo in --set)."""
-        for section in (self.frames, self.overlap, self.entities, self.grounding, self.segmentation, self.faces,
-                        self.crops, self.background):
+        for section in (self.shots, self.motion, self.frames, self.overlap, self.entities, self.grounding,
+                        self.segmentation, self.faces, self.crops, self.background):
             section.validate()
         if self.shard_size < 1:
             raise ValueError("shard_size must be at least 1")
@@ -85,15 +97,30 @@ def _from_presets(name: str, **kw: Any) -> Profile:
 
 def _paper() -> Profile:
     gpu = Resources(cpus=1, gpus=1)
-    return _from_presets("paper", entities=EntitiesConfig(backend="llm", batch_size=16, resources=gpu), shard_size=256)
+    # Shots and motion decode on the CPU and run small networks: a quarter GPU each, fused into one actor pool.
+    quarter = Resources(cpus=1, gpus=0.25)
+    return _from_presets(
+        "paper",
+        shots=ShotsConfig(mode="filter", windows_per_forward=32, resources=quarter),
+        motion=MotionConfig(
+            backend="raft",
+            raft_checkpoint=os.environ.get("ALCHEMIST_RAFT_CHECKPOINT", "raft_large_C_T_V1-22a6c225.pth"),
+            videomae_model=os.environ.get("ALCHEMIST_VIDEOMAE_MODEL", ""),
+            resources=quarter,
+        ),
+        entities=EntitiesConfig(backend="llm", batch_size=16, resources=gpu),
+        shard_size=256,
+    )
 
 
 def _offline() -> Profile:
-    return _from_presets("offline", frames=FramesConfig(max_side_px=512))
+    return _from_presets("offline", shots=ShotsConfig(mode="filter"), motion=MotionConfig(backend="dis"),
+                         frames=FramesConfig(max_side_px=512))
 
 
 def _tiny() -> Profile:
-    return _from_presets("tiny", frames=FramesConfig(max_side_px=256), shard_size=8)
+    return _from_presets("tiny", shots=ShotsConfig(mode="off"), motion=MotionConfig(backend="off"),
+                         frames=FramesConfig(max_side_px=256), shard_size=8)
 
 
 PROFILES = {"paper": _paper, "offline": _offline, "tiny": _tiny}

@@ -202,7 +202,9 @@ class ShardTracker:
             partial = self.partial[shard]
             for src, siblings, n in zip(row["source_index"], row["num_siblings"], row["num_rows"], strict=True):
                 left = partial.get(src, siblings) - n
-                assert left >= 0, f"manifest row {src} of {shard} came back more often than it was split"
+                if left < 0:
+                    raise RuntimeError(f"shard {shard}: manifest row {src} came back as more than its {siblings} "
+                                       "work row(s); a stage emitted a row twice")
                 if left == 0:
                     partial.pop(src, None)
                     self.finished[shard] += 1
@@ -327,8 +329,10 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
         raise RuntimeError(f"shards not completed: {tracker.pending}")
 
     totals: dict[str, int] = defaultdict(int)
+    num_rows_done = 0
     for marker in writer.done_shards().values():
         if marker["shard"] in expected:
+            num_rows_done += marker["num_input_rows"]
             for k, v in marker["counts"].items():
                 totals[k] += v
     elapsed = time.time() - started
@@ -336,7 +340,9 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
         "status": "complete",
         "finished_at": time.time(),
         "elapsed_s": round(elapsed, 3),
+        # Rows of each table. clips + rejects equals the manifest rows unless shots.mode=split cut some into several.
         "counts": dict(totals),
+        "num_manifest_rows_done": num_rows_done,
         "clips_per_s_this_run": round(work.num_rows / elapsed, 3) if elapsed > 0 else None,
         "stages": stats,
         "slowest_stage": _slowest(stats),

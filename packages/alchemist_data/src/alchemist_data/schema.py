@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: the shots table; shot and motion columns in clips; source_clip_id in rejects
 
 #: Fractions of the clip duration at which the reference frames are taken (spec §2.3).
 REFERENCE_FRACTIONS: tuple[float, float, float] = (0.05, 0.50, 0.95)
@@ -41,6 +41,16 @@ CLIPS = pa.schema(
         pa.field("has_random_models", pa.bool_()),  # grounding/segmentation ran with random weights
         pa.field("profile", pa.string()),
         pa.field("shard", pa.string()),
+        # shots stage: the manifest row's clip id (equal to clip_id unless shots.mode=split cut it into clips)
+        pa.field("source_clip_id", pa.string()),
+        pa.field("shot_index", pa.int32()),  # which shot of the source this clip is (null when shots.mode=off)
+        pa.field("num_shots_in_source", pa.int32()),  # shots TransNetV2 found in the source clip window
+        # motion stage: mean of the top 5 % optical-flow magnitudes, in frame diagonals per frame (README, Motion
+        # pre-filter); foreground_ = after removing the best-fit camera pan/zoom/rotation
+        pa.field("motion_score", pa.float32()),
+        pa.field("foreground_motion_score", pa.float32()),
+        pa.field("video_class", pa.string()),  # VideoMAE classifier label (UNDESIRABLE_CLASSES or "ok"), if run
+        pa.field("video_class_score", pa.float32()),  # its softmax probability
     ]
 )
 
@@ -94,7 +104,42 @@ REJECTS = pa.schema(
         pa.field("detail", pa.string()),  # human-readable explanation
         pa.field("caption", pa.string()),
         pa.field("shard", pa.string()),
+        pa.field("source_clip_id", pa.string()),  # the manifest row's clip id (differs from clip_id for split shots)
     ]
+)
+
+#: One row per shot TransNetV2 found in a source clip window (shots stage, modes filter and split). Frame indices
+#: count from the video's first frame; end_frame is inclusive; start_s/end_s follow the time convention of the clips
+#: table (end exclusive). A hard cut at frame k ends one shot at frame k-1 and starts the next at k.
+SHOTS = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),  # the source (manifest) clip id
+        pa.field("video", pa.string(), nullable=False),
+        pa.field("shot_index", pa.int32(), nullable=False),
+        pa.field("num_shots", pa.int32(), nullable=False),  # shots in this source clip window
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("start_frame", pa.int64(), nullable=False),
+        pa.field("end_frame", pa.int64(), nullable=False),
+        # TransNetV2's transition probability at the cut that ends this shot (max over the cut's frames); null for
+        # the window's last shot, which ends with the window
+        pa.field("transnet_score", pa.float32()),
+        # highest transition probability inside the shot (below the threshold by construction): how close the shot
+        # came to being cut
+        pa.field("max_inside_score", pa.float32()),
+        pa.field("clip_ids", pa.list_(pa.string())),  # work rows made from this shot (find them in clips or rejects)
+        pa.field("reject_reason", pa.string()),  # multi_shot (filter) | shot_too_short (split) | null
+        pa.field("shard", pa.string()),
+    ]
+)
+
+#: Undesirable-video classes of the paper's VideoMAE classifier (spec §2.1); its fifth label is "ok".
+UNDESIRABLE_CLASSES: tuple[str, str, str, str] = (
+    "still_foreground_image",
+    "slight_motion",
+    "screen_in_screen",
+    "screen_recording",
 )
 
 #: Output tables, by folder name under the run directory.
@@ -103,6 +148,7 @@ TABLES: dict[str, pa.Schema] = {
     "entities": ENTITIES,
     "backgrounds": BACKGROUNDS,
     "rejects": REJECTS,
+    "shots": SHOTS,
 }
 
 #: Precomputed training inputs (``alchemist encode``), one row per (clip, target size). It lives here, not in

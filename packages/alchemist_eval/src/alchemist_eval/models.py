@@ -33,6 +33,7 @@ from alchemist_data.models.base import (
     random_weights_notice,
 )
 from alchemist_data.models.configs import GroundingConfig, SegmentationConfig
+from alchemist_data.models.flow import DisFlow, RaftFlow
 from alchemist_eval import metrics
 
 RANDOM_SEED = 0
@@ -393,75 +394,7 @@ def build_face_embedder(cfg: FaceEvalConfig, device: str = "cpu", batch_size: in
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# optical flow
-
-
-class DisFlow:
-    """OpenCV DIS optical flow (``PRESET_MEDIUM``) on grayscale frames: a real, CPU-fast stand-in for RAFT."""
-
-    pads_to_8 = False
-
-    def setup(self) -> None:
-        import cv2
-
-        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-
-    def flows(self, frames: np.ndarray) -> list[np.ndarray]:
-        import cv2
-
-        grays = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
-        return [self.dis.calc(a, b, None) for a, b in zip(grays[:-1], grays[1:], strict=False)]
-
-
-class RaftFlow:
-    """RAFT (torchvision ``raft_large``) with the raft-things weights, 20 iterations, frames padded to a multiple of
-    8 by edge replication as RAFT's ``InputPadder`` (sintel mode) does; the flow is returned at the padded size,
-    because the official top-5 % cut is taken on the padded flow."""
-
-    pads_to_8 = True
-
-    def __init__(self, checkpoint: str, iters: int = 20, device: str = "cpu", batch_size: int = 8):
-        self.checkpoint, self.iters, self.device, self.batch_size = checkpoint, iters, device, batch_size
-
-    def setup(self) -> None:
-        import torch
-        from torchvision.models.optical_flow import raft_large
-
-        path = Path(self.checkpoint)
-        if not self.checkpoint or not path.is_file():
-            raise FileNotFoundError(
-                f"RAFT checkpoint {self.checkpoint!r} not found. Download torchvision's raft-things weights "
-                "(Raft_Large_Weights.C_T_V1, raft_large_C_T_V1-22a6c225.pth) and pass --set raft_checkpoint=PATH "
-                "or ALCHEMIST_RAFT_CHECKPOINT, or use --profile offline (OpenCV DIS)."
-            )
-        self.model = raft_large(weights=None, progress=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
-        self.model.to(self.device).eval()
-
-    def flows(self, frames: np.ndarray) -> list[np.ndarray]:
-        import torch
-        import torch.nn.functional as F
-
-        if len(frames) < 2:
-            return []
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-        h, w = x.shape[-2:]
-        pad_h, pad_w = (((h // 8) + 1) * 8 - h) % 8, (((w // 8) + 1) * 8 - w) % 8
-        # torchvision's RAFT needs >= 128 px (its correlation pyramid); smaller videos are padded further, the one
-        # deviation from InputPadder (the benchmark's videos are 256 px and more).
-        pad_h, pad_w = max(pad_h, 128 - h), max(pad_w, 128 - w)
-        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2], mode="replicate")
-        x = x / 255.0 * 2.0 - 1.0  # original RAFT maps 0..255 to [-1, 1] inside forward; torchvision expects it done
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(x) - 1, self.batch_size):
-                a = x[i : i + self.batch_size][: len(x) - 1 - i].to(self.device)
-                b = x[i + 1 : i + 1 + self.batch_size].to(self.device)
-                n = min(len(a), len(b))
-                flow = self.model(a[:n], b[:n], num_flow_updates=self.iters)[-1]
-                out.extend(f.permute(1, 2, 0).cpu().numpy() for f in flow)
-        return out
+# optical flow (DisFlow and RaftFlow live in alchemist_data.models.flow: curation's motion pre-filter uses them)
 
 
 def build_flow(cfg: EvalConfig):

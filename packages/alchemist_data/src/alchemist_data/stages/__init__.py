@@ -16,15 +16,19 @@ from alchemist_data.stages.entities import EntitiesStage
 from alchemist_data.stages.faces import FacesStage
 from alchemist_data.stages.frames import FramesStage
 from alchemist_data.stages.grounding import GroundingStage
+from alchemist_data.stages.motion import MotionStage
 from alchemist_data.stages.outputs import split_outputs
 from alchemist_data.stages.overlap import OverlapStage
 from alchemist_data.stages.segmentation import SegmentationStage
+from alchemist_data.stages.shots import ShotsStage
 
 if TYPE_CHECKING:
     from alchemist_data.profiles import Profile
 
 #: (profile section, stage class), in pipeline order
 STAGES: list[tuple[str, type[Stage]]] = [
+    ("shots", ShotsStage),
+    ("motion", MotionStage),
     ("frames", FramesStage),
     ("overlap", OverlapStage),  # reads the frames stage's decoded reference frames
     ("entities", EntitiesStage),
@@ -57,5 +61,7 @@ __all__ = [
     "FramesStage",
     "GroundingStage",
     "OverlapStage",
+    "MotionStage",
     "SegmentationStage",
+    "ShotsStage",
 ]

@@ -100,6 +100,12 @@ class Stage:
         """A stage that is switched off by its config is left out of the pipeline (no idle actor pool)."""
         return True
 
+    @property
+    def model_device(self) -> str:
+        """The profile's device for a stage that asks Ray for a GPU, else the CPU: a Ray worker sees no CUDA device
+        unless its stage requested one."""
+        return self.device if self.resources.gpus > 0 else "cpu"
+
     def setup(self) -> None:
         """Load models; called once per worker before the first batch."""
 

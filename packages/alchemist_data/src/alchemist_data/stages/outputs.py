@@ -13,10 +13,13 @@ if TYPE_CHECKING:
 
 
 def split_outputs(table: pa.Table, profile: Profile) -> dict[str, pa.Table]:
-    """Turn a finished work table into the four contract tables."""
-    clips, entities, backgrounds, rejects = [], [], [], []
+    """Turn a finished work table into the contract tables (clips, entities, backgrounds, rejects, shots)."""
+    clips, entities, backgrounds, rejects, shots = [], [], [], [], []
     random_models = profile.has_random_models
     for row in table.to_pylist():
+        source = row.get("source_clip_id") or row["clip_id"]
+        for shot in row.get("shots") or []:  # on the first row derived from each source (shots stage)
+            shots.append({**shot, "clip_id": source, "video": row["video"], "shard": row["shard"]})
         if row["reject_reason"] is not None:
             rejects.append(
                 {
@@ -27,6 +30,7 @@ def split_outputs(table: pa.Table, profile: Profile) -> dict[str, pa.Table]:
                     "detail": row["reject_detail"],
                     "caption": row["caption"],
                     "shard": row["shard"],
+                    "source_clip_id": source,
                 }
             )
             continue
@@ -37,6 +41,7 @@ def split_outputs(table: pa.Table, profile: Profile) -> dict[str, pa.Table]:
                 "num_entities_detected": len({d["entity_word"] for d in dets if d["is_detected"]}),
                 "has_random_models": random_models,
                 "profile": profile.name,
+                "source_clip_id": source,
             }
         )
         for d in dets:
@@ -65,7 +70,8 @@ def split_outputs(table: pa.Table, profile: Profile) -> dict[str, pa.Table]:
                 }
             )
     out = {}
-    for name, rows in (("clips", clips), ("entities", entities), ("backgrounds", backgrounds), ("rejects", rejects)):
+    named = {"clips": clips, "entities": entities, "backgrounds": backgrounds, "rejects": rejects, "shots": shots}
+    for name, rows in named.items():
         sch = schema.TABLES[name]
         out[name] = pa.Table.from_pylist([{k: r.get(k) for k in sch.names} for r in rows], schema=sch)
     return out
