@@ -15,7 +15,6 @@ from alchemist_model.augment import (
     apply_augment,
     crop_size,
     sample_augment_params,
-    white_fill,
 )
 from alchemist_model.configs import DataConfig, get_profile
 from alchemist_model.data import (
@@ -26,6 +25,7 @@ from alchemist_model.data import (
     collate_samples,
     sample_references,
 )
+from alchemist_model.encoders import white_fill
 
 
 def _dataset(run, **kwargs) -> AlchemistDataset:

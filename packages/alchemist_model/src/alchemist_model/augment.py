@@ -142,14 +142,3 @@ def apply_augment(rgba: np.ndarray, params: AugmentParams) -> np.ndarray:
     rgb = TF.adjust_brightness(rgb, params.brightness)
     rgb = TF.adjust_hue(rgb, params.hue)
     return torch.cat([rgb, alpha]).permute(1, 2, 0).contiguous().numpy()
-
-
-def white_fill(rgba: np.ndarray) -> np.ndarray:
-    """RGBA uint8 -> RGB uint8 composited over white (transparent = white). RGB input passes through."""
-    if rgba.ndim == 2:
-        return np.repeat(rgba[..., None], 3, axis=-1)
-    if rgba.shape[-1] == 3:
-        return rgba
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)

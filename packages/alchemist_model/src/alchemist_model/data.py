@@ -40,11 +40,10 @@ from alchemist_model.augment import (
     apply_augment,
     background_params,
     sample_augment_params,
-    white_fill,
 )
 from alchemist_model.buckets import BucketPlan, SampleKey, parse_cells
 from alchemist_model.configs import DataConfig
-from alchemist_model.encoders import find_word_span, reference_to_tensor
+from alchemist_model.encoders import find_word_span, reference_to_tensor, white_fill
 
 BACKGROUND = "background"
 FACE = "face"

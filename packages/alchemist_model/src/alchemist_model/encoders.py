@@ -240,6 +240,20 @@ def _tiny_image_model(kind: str, image_size_px: int, seed: int) -> nn.Module:
                                                 num_attention_heads=2, image_size=image_size_px, patch_size=14))
 
 
+def white_fill(rgba: np.ndarray) -> np.ndarray:
+    """RGBA uint8 -> RGB uint8 composited over white (transparent = white). RGB input passes through.
+
+    How a reference crop becomes the image encoder's input, in training and at inference alike (the benchmark's
+    own ``alpha == 0`` rule for scoring is ``alchemist_data.benchmark_rules.white_where_alpha_zero``)."""
+    if rgba.ndim == 2:
+        return np.repeat(rgba[..., None], 3, axis=-1)
+    if rgba.shape[-1] == 3:
+        return rgba
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
 def reference_to_tensor(image: np.ndarray, size_px: int) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> (3, S, S) float in [0, 1]: pad to a white square, then resize (bicubic)."""
     import torch.nn.functional as F

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from alchemist_model.augment import white_fill
 from alchemist_model.configs import ModelProfile, TrainConfig, get_profile, sample_steps_for
-from alchemist_model.encoders import Components, encode_conditions, find_word_span, reference_to_tensor
+from alchemist_model.encoders import Components, encode_conditions, find_word_span, reference_to_tensor, white_fill
 from alchemist_model.flow import combine_guidance, euler_step, sampling_schedule, time_shift_for
 from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel
 
