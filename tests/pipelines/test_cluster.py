@@ -1,6 +1,7 @@
 """Cluster scale: a multi-node Ray cluster on this machine, the data in an S3 store on 127.0.0.1, a worker node that
 dies mid-job, a driver killed mid-job, and the Ray address rules."""
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import pytest
 from alchemist_data import catalog
 from alchemist_data.runner import CurateOptions, Reporter, curate
 from alchemist_data.sample_data import write_sample_corpus
+from tests import media
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -24,12 +26,22 @@ TABLE_KEYS = {
     "entities": ["clip_id", "entity_word", "frame_index"],
     "backgrounds": ["clip_id"],
     "rejects": ["clip_id"],
+    "shots": ["clip_id", "shot_index"],
 }
+
+
+SHOT_FRAMES, FPS = (50, 45, 60), 24.0  # one raw video of three shots: cuts at frames 50 and 95
+NUM_MANIFEST_ROWS = 9  # 8 single-shot clips + the multi-shot video
+OVERRIDES = {"shard_size": "1", "shots.mode": "split"}
 
 
 @pytest.fixture(scope="module")
 def store(s3, tmp_path_factory):
     local = write_sample_corpus(tmp_path_factory.mktemp("corpus"), num_clips=8, seed=11).parent
+    media.make_multishot_video(local / "raw" / "three_shots.mp4", SHOT_FRAMES, fps=FPS)
+    with open(local / "manifest.jsonl", "a") as f:
+        f.write(json.dumps({"clip_id": "raw3", "video": "raw/three_shots.mp4",
+                            "caption": "A man in a red shirt walks a dog across a park."}) + "\n")
     for bucket in ("corpus", "runs"):
         s3.create_bucket(bucket)
     s3.upload_dir(local, "corpus", "sample")
@@ -40,8 +52,17 @@ def store(s3, tmp_path_factory):
 def reference(store):
     """The same job on the local runner: what every cluster run must reproduce."""
     curate(CurateOptions(manifest="s3://corpus/sample/manifest.jsonl", output="s3://runs/reference", profile="tiny",
-                         runner="local", overrides={"shard_size": "1"}), reporter=Reporter(enabled=False))
+                         runner="local", overrides=OVERRIDES), reporter=Reporter(enabled=False))
     return "s3://runs/reference"
+
+
+def _shots_at_the_right_times(run: str) -> None:
+    shots = catalog.query(run, "SELECT shot_index, start_s, end_s FROM shots WHERE clip_id = 'raw3' ORDER BY 1")
+    starts = [r["start_s"] for r in shots.to_pylist()]
+    cuts = [0.0, SHOT_FRAMES[0] / FPS, (SHOT_FRAMES[0] + SHOT_FRAMES[1]) / FPS]
+    assert np.allclose(starts, cuts, atol=1.5 / FPS), starts
+    clips = catalog.query(run, "SELECT clip_id, start_s, end_s FROM clips WHERE source_clip_id = 'raw3' ORDER BY 2")
+    assert [round(r["start_s"], 3) for r in clips.to_pylist()] == [round(t, 3) for t in starts]
 
 
 def _same_tables(a: str, b: str) -> None:
@@ -63,6 +84,7 @@ def _each_clip_once(run: str, num_rows: int) -> None:
     ids = catalog.read_table(run, "clips").column("clip_id").to_pylist()
     ids += catalog.read_table(run, "rejects").column("clip_id").to_pylist()
     assert len(ids) == len(set(ids)) == num_rows
+    assert NUM_MANIFEST_ROWS < num_rows  # the multi-shot video became several clips
 
 
 def test_a_worker_node_dies_mid_job_and_nothing_is_lost_or_duplicated(store, reference, tmp_path, monkeypatch):
@@ -89,16 +111,17 @@ def test_a_worker_node_dies_mid_job_and_nothing_is_lost_or_duplicated(store, ref
         assert len(nodes) == 2
         info = curate(
             CurateOptions(manifest="s3://corpus/sample/manifest.jsonl", output="s3://runs/cluster", profile="tiny",
-                          runner="ray", ray_address=cluster.address, num_workers=2, overrides={"shard_size": "1"}),
+                          runner="ray", ray_address=cluster.address, num_workers=2, overrides=OVERRIDES),
             reporter=KillANodeAfterTheFirstShard(enabled=False),
         )
     finally:
         ray.shutdown()
         cluster.shutdown()
     assert events, "the node was never removed"
-    assert info["num_shards"] == 8 and info["counts"]["clips"] + info["counts"]["rejects"] == 8
-    _each_clip_once("s3://runs/cluster", 8)
+    assert info["num_shards"] == NUM_MANIFEST_ROWS and info["num_manifest_rows_done"] == NUM_MANIFEST_ROWS
+    _each_clip_once("s3://runs/cluster", info["counts"]["clips"] + info["counts"]["rejects"])
     _same_tables(reference, "s3://runs/cluster")
+    _shots_at_the_right_times("s3://runs/cluster")
     assert set(info["stages"]) >= {"frames", "entities", "grounding", "segmentation", "crops", "background"}
     assert info["slowest_stage"] in info["stages"]
     assert info["driver_bytes_per_input_row"] < 2048
@@ -112,7 +135,7 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 def test_a_killed_driver_resumes_to_identical_tables(store, reference):
     args = ("curate", "s3://corpus/sample/manifest.jsonl", "-o", "s3://runs/killed", "--profile", "tiny",
-            "--set", "shard_size=1", "--runner", "local")
+            "--set", "shard_size=1", "--set", "shots.mode=split", "--runner", "local")
     proc = _cli(*args)
     try:
         for _ in range(1200):  # up to 120 s for the first committed shard
@@ -126,13 +149,15 @@ def test_a_killed_driver_resumes_to_identical_tables(store, reference):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     done_before = sum(k.startswith("killed/_done/") for k in store.keys("runs", "killed/"))
-    assert 1 <= done_before < 8
+    assert 1 <= done_before < NUM_MANIFEST_ROWS
     rerun = _cli(*args)
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out
-    assert f"({done_before} of 8 shards were already done)" in out
-    _each_clip_once("s3://runs/killed", 8)
+    assert f"({done_before} of {NUM_MANIFEST_ROWS} shards were already done)" in out
     _same_tables(reference, "s3://runs/killed")
+    ref_rows = catalog.query(reference, "SELECT count(*) AS n FROM clips").to_pylist()[0]["n"]
+    ref_rows += catalog.query(reference, "SELECT count(*) AS n FROM rejects").to_pylist()[0]["n"]
+    _each_clip_once("s3://runs/killed", ref_rows)
 
 
 def _closed_port() -> int:
