@@ -21,6 +21,7 @@ AREAS = [
     "bench.data_frames",
     "bench.data_shots",
     "bench.data_curation",
+    "bench.data_plane",
     "bench.data_overlap",
     "bench.entities",
     "bench.model",
