@@ -15,6 +15,10 @@ from typing import Any
 import numpy as np
 
 
+class ModelLoadError(OSError):
+    """A real checkpoint could not be loaded: not found offline, unreadable, or not in the layout its loader needs."""
+
+
 class LazyModel(ABC):
     """Base: ``setup()`` calls the backend's ``_load()`` once; ``is_random`` marks small random stand-in models."""
 
