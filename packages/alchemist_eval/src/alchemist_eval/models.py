@@ -26,13 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from alchemist_data.models.base import ModelLoadError
 from alchemist_eval import metrics
 
 RANDOM_SEED = 0
-
-
-class ModelLoadError(OSError):
-    """A real checkpoint could not be loaded (not a local folder, not in the hub cache, hub unreachable)."""
 
 
 def _load_pretrained(what: str, model_id: str, fn):
@@ -63,7 +60,7 @@ class EvalConfig:
     clip_model: str = "openai/clip-vit-large-patch14"  # hub id | local dir | random-small | random-tiny
     dino_model: str = "facebook/dino-vitb16"  # hub id | local dir | random-small | random-tiny
     flow: str = "dis"  # raft | dis
-    raft_checkpoint: str = ""  # torchvision raft_large state dict (Raft_Large_Weights.C_T_V1 = raft-things)
+    raft_checkpoint: str = ""  # princeton-vl raft-things.pth (the benchmark's) or torchvision's raft_large_C_T_V1
     raft_iters: int = 20
     face: FaceEvalConfig = field(default_factory=FaceEvalConfig)
     grounding: Any = None  # alchemist_data.profiles.GroundingConfig
@@ -114,7 +111,7 @@ def get_eval_config(profile: str, overrides: dict[str, str] | None = None) -> Ev
             clip_model=os.environ.get("ALCHEMIST_CLIP_MODEL", "openai/clip-vit-large-patch14"),
             dino_model=os.environ.get("ALCHEMIST_DINO_MODEL", "facebook/dino-vitb16"),
             flow="raft",
-            raft_checkpoint=os.environ.get("ALCHEMIST_RAFT_CHECKPOINT", "raft_large_C_T_V1-22a6c225.pth"),
+            raft_checkpoint=os.environ.get("ALCHEMIST_RAFT_CHECKPOINT", "raft-things.pth"),
             face=FaceEvalConfig(
                 detector="yolo",
                 detector_checkpoint=data_profile.faces.checkpoint,
@@ -216,8 +213,78 @@ class ClipEncoder:
 # DINO
 
 
+DINO_LAYOUT = ("a plain state dict of facebookresearch/dino's VisionTransformer (cls_token, pos_embed, "
+               "patch_embed.proj.*, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*), as "
+               "torch.hub's dino_vitbase16_pretrain.pth")
+
+
+def dino_hub_to_hf_vit(state: dict[str, Any]) -> dict[str, Any]:
+    """facebookresearch/dino ViT names (what ``torch.hub.load('facebookresearch/dino:main', 'dino_vitb16')``
+    loads) -> transformers ``ViTModel`` names; the fused ``qkv`` projection is split into query / key / value."""
+    import re
+
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.").removeprefix("backbone.")
+        m = re.match(r"blocks\.(\d+)\.(.+)", key)
+        if m is None:
+            top = {"cls_token": "embeddings.cls_token", "pos_embed": "embeddings.position_embeddings",
+                   "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+                   "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+                   "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}
+            out[top.get(key, key)] = value
+            continue
+        layer, rest = f"encoder.layer.{m.group(1)}.", m.group(2)
+        if rest.startswith("attn.qkv."):
+            kind = rest.rsplit(".", 1)[1]
+            for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True):
+                out[f"{layer}attention.attention.{name}.{kind}"] = part.clone()
+            continue
+        names = {"norm1": "layernorm_before", "attn.proj": "attention.output.dense", "norm2": "layernorm_after",
+                 "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+        module, kind = rest.rsplit(".", 1)
+        out[f"{layer}{names.get(module, module)}.{kind}"] = value
+    return out
+
+
+def load_dino_hub_checkpoint(path: str):
+    """A transformers ``ViTModel`` holding a torch.hub DINO checkpoint file (``dino_vitbase16_pretrain.pth``).
+
+    The architecture is read from the tensors (width from ``cls_token``, depth from the blocks, patch from the
+    projection, image size from ``pos_embed``; DINO's heads are 64 wide and its LayerNorm eps is 1e-6), so the CLS
+    output equals DINO's ``forward`` (the final norm's CLS token).
+    """
+    from transformers import ViTConfig, ViTModel
+
+    from alchemist_data.models.checkpoints import load_exact, read_checkpoint, unwrap_state_dict
+
+    state = unwrap_state_dict(read_checkpoint(path, "DINO"), ("teacher", "model", "state_dict"))
+    needed = ("cls_token", "pos_embed", "patch_embed.proj.weight")
+    plain = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()} \
+        if isinstance(state, dict) else {}
+    if not all(k in plain for k in needed):
+        raise ModelLoadError(f"DINO checkpoint {path} does not have the expected layout ({DINO_LAYOUT}): "
+                             f"no {', '.join(k for k in needed if k not in plain)}")
+    width = int(plain["cls_token"].shape[-1])
+    patch = int(plain["patch_embed.proj.weight"].shape[-1])
+    grid = int(round((plain["pos_embed"].shape[1] - 1) ** 0.5))
+    depth = 1 + max((int(k.split(".")[1]) for k in plain if k.startswith("blocks.")), default=-1)
+    mlp = plain.get("blocks.0.mlp.fc1.weight")
+    config = ViTConfig(hidden_size=width, num_hidden_layers=depth, num_attention_heads=max(1, width // 64),
+                       intermediate_size=int(mlp.shape[0]) if mlp is not None else 4 * width, image_size=grid * patch,
+                       patch_size=patch, layer_norm_eps=1e-6, qkv_bias=True, hidden_act="gelu")
+    model = ViTModel(config, add_pooling_layer=False)
+    # DINO has no classification head; its head / head_drop keys, where present, belong to no ViTModel tensor
+    body = {k: v for k, v in plain.items() if not k.startswith("head")}
+    load_exact(model, dino_hub_to_hf_vit(body), path, "DINO", DINO_LAYOUT)
+    return model
+
+
 class DinoEncoder:
-    """DINO ViT-B/16 CLS embedding (final LayerNorm output), as ``torch.hub facebookresearch/dino dino_vitb16``."""
+    """DINO ViT-B/16 CLS embedding (final LayerNorm output), as ``torch.hub facebookresearch/dino dino_vitb16``.
+
+    ``model``: a transformers hub id or folder (``facebook/dino-vitb16``), the torch.hub checkpoint file itself
+    (``dino_vitbase16_pretrain.pth``), or "random-small" / "random-tiny"."""
 
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 64):
         self.model_id, self.device, self.batch_size = model, device, batch_size
@@ -232,6 +299,8 @@ class DinoEncoder:
                                intermediate_size=2 * width, image_size=metrics.ENCODER_SIZE_PX, patch_size=32)
             torch.manual_seed(RANDOM_SEED)
             self.model = ViTModel(config, add_pooling_layer=False)
+        elif os.path.isfile(self.model_id):
+            self.model = load_dino_hub_checkpoint(self.model_id)
         else:
             self.model = _load_pretrained(
                 "DINO model", self.model_id, lambda m: ViTModel.from_pretrained(m, add_pooling_layer=False)
@@ -375,10 +444,55 @@ class DisFlow:
         return [self.dis.calc(a, b, None) for a, b in zip(grays[:-1], grays[1:], strict=False)]
 
 
+RAFT_HELP = (
+    "Download the benchmark's RAFT weights (princeton-vl/RAFT models.zip -> models/raft-things.pth) or "
+    "torchvision's port of them (Raft_Large_Weights.C_T_V1, raft_large_C_T_V1-22a6c225.pth) and pass --set "
+    "raft_checkpoint=PATH or ALCHEMIST_RAFT_CHECKPOINT, or use --profile offline (OpenCV DIS)."
+)
+
+# princeton-vl/RAFT module names -> torchvision raft_large names (the same RAFT-large architecture). Applied in
+# order to the key without "module."; a shared norm registered twice by princeton (layerN.0.norm3, also
+# downsample.1) is dropped.
+_RAFT_RENAMES = (
+    (r"^fnet\.", "feature_encoder."),
+    (r"^cnet\.", "context_encoder."),
+    (r"^(feature|context)_encoder\.conv1\.", r"\1_encoder.convnormrelu.0."),
+    (r"^(feature|context)_encoder\.norm1\.", r"\1_encoder.convnormrelu.1."),
+    (r"^(feature|context)_encoder\.conv2\.", r"\1_encoder.conv."),
+    (r"\.(layer\d\.\d)\.conv([12])\.", r".\1.convnormrelu\2.0."),
+    (r"\.(layer\d\.\d)\.norm([12])\.", r".\1.convnormrelu\2.1."),
+    (r"^update_block\.encoder\.convc([12])\.", r"update_block.motion_encoder.convcorr\1.0."),
+    (r"^update_block\.encoder\.convf([12])\.", r"update_block.motion_encoder.convflow\1.0."),
+    (r"^update_block\.encoder\.conv\.", "update_block.motion_encoder.conv.0."),
+    (r"^update_block\.gru\.conv([zrq])([12])\.", r"update_block.recurrent_block.convgru\2.conv\1."),
+    (r"^update_block\.mask\.0\.", "mask_predictor.convrelu.0."),
+    (r"^update_block\.mask\.2\.", "mask_predictor.conv."),
+)
+
+
+def raft_princeton_to_torchvision(state: dict[str, Any]) -> dict[str, Any]:
+    """A princeton-vl/RAFT state dict (``raft-things.pth``: ``module.fnet...``) under torchvision's names."""
+    import re
+
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if re.search(r"\.layer\d\.\d\.norm3\.", key):
+            continue
+        for pattern, repl in _RAFT_RENAMES:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out
+
+
 class RaftFlow:
-    """RAFT (torchvision ``raft_large``) with the raft-things weights, 20 iterations, frames padded to a multiple of
-    8 by edge replication as RAFT's ``InputPadder`` (sintel mode) does; the flow is returned at the padded size,
-    because the official top-5 % cut is taken on the padded flow."""
+    """RAFT-large with the raft-things weights, 20 iterations, frames padded to a multiple of 8 by edge replication
+    as RAFT's ``InputPadder`` (sintel mode) does; the flow is returned at the padded size, because the official
+    top-5 % cut is taken on the padded flow.
+
+    The network is torchvision's ``raft_large``; the checkpoint may be the benchmark's own princeton-vl
+    ``raft-things.pth`` (converted to torchvision's names on load) or torchvision's ``raft_large_C_T_V1`` file.
+    """
 
     pads_to_8 = True
 
@@ -386,19 +500,22 @@ class RaftFlow:
         self.checkpoint, self.iters, self.device, self.batch_size = checkpoint, iters, device, batch_size
 
     def setup(self) -> None:
-        import torch
         from torchvision.models.optical_flow import raft_large
 
-        path = Path(self.checkpoint)
-        if not self.checkpoint or not path.is_file():
-            raise FileNotFoundError(
-                f"RAFT checkpoint {self.checkpoint!r} not found. Download torchvision's raft-things weights "
-                "(Raft_Large_Weights.C_T_V1, raft_large_C_T_V1-22a6c225.pth) and pass --set raft_checkpoint=PATH "
-                "or ALCHEMIST_RAFT_CHECKPOINT, or use --profile offline (OpenCV DIS)."
-            )
+        from alchemist_data.models.checkpoints import load_exact, read_checkpoint, strip_prefix
+
+        if not self.checkpoint or not Path(self.checkpoint).is_file():
+            raise FileNotFoundError(f"RAFT checkpoint {self.checkpoint!r} not found. {RAFT_HELP}")
+        state = read_checkpoint(self.checkpoint, "RAFT")
+        if isinstance(state, dict) and any(k.removeprefix("module.").startswith("fnet.") for k in state):
+            state = raft_princeton_to_torchvision(state)
+        elif isinstance(state, dict):
+            state = strip_prefix(state)
         self.model = raft_large(weights=None, progress=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        layout = ("princeton-vl RAFT raft-things.pth (module.fnet..., module.cnet..., module.update_block...) or "
+                  "torchvision raft_large (feature_encoder..., context_encoder..., update_block..., "
+                  "mask_predictor...)")
+        load_exact(self.model, state, self.checkpoint, "RAFT", layout)
         self.model.to(self.device).eval()
 
     def flows(self, frames: np.ndarray) -> list[np.ndarray]:
