@@ -36,8 +36,7 @@ def test_raft_princeton_layout_is_converted_and_reproduces_princeton_flow(raft_t
     with torch.inference_mode():
         ref = princeton(x[:1], x[1:], iters=4)[0].permute(1, 2, 0).numpy()
     assert ours.shape == ref.shape == (136, 200, 2)
-    np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=0)
-    assert np.abs(ours - ref).max() < 1e-3 * max(1.0, np.abs(ref).max())
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)  # measured 1.6e-5 at 20 iterations, |flow| up to 11
 
 
 def test_raft_torchvision_layout_still_loads_and_other_layouts_fail_naming_the_file(raft_things, tmp_path):
