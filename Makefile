@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export RAY_DEDUP_LOGS ?= 0
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench gpu-check lint clean
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +19,10 @@ test: setup
 
 bench: setup
 	$(PY) -m bench.run --output bench/results
+
+# On a CUDA machine only (never part of `make test`): paper curation stages, scorer, training MFU, `pytest -m gpu`.
+gpu-check: setup
+	$(PY) -m bench.gpu_check --output bench/results/GPU.md
 
 lint: setup
 	.venv/bin/ruff check packages pipelines tests bench

@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -166,16 +167,23 @@ def latent_rows(quick: bool, profile_name: str = "tiny") -> list[dict]:
 
 
 def _profile_rows(profile_name: str, quick: bool, device: torch.device, name: str, on_gpu: bool,
-                  peak: float | None) -> list[dict]:
+                  peak: float | None, gradient_checkpointing: bool | None = None,
+                  wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None, label: str = "") -> list[dict]:
+    """Training step / throughput / MFU (and sampling) rows of a model profile. ``gradient_checkpointing`` None: the
+    profile's; ``wrap``: applied to the model before the optimizer is built (e.g. FSDP), named by ``label``."""
     from alchemist_model.configs import get_profile
     from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel, transformer_flops_per_token
 
     rows: list[dict] = []
     profile = get_profile(profile_name)
+    if gradient_checkpointing is not None:
+        profile.gradient_checkpointing = gradient_checkpointing
     kwargs = dict(profile.transformer, text_dim=1024, cond_dim=1024)  # T5 v1.1 large / ViT-L widths
     model = AlchemistTransformer3DModel(**kwargs).to(device)
     if profile.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    if wrap is not None:
+        model = wrap(model)
     frames = (profile.num_frames - 1) // 4 + 1
     h, w = profile.height_px // 8, profile.width_px // 8
     batch, text_len, num_images, image_tokens = profile.batch_size, profile.max_text_tokens, 6, 256
@@ -211,7 +219,8 @@ def _profile_rows(profile_name: str, quick: bool, device: torch.device, name: st
     group = f"model {profile_name} ({name})"
     note = (f"{params:.0f}M params, batch {batch} x {video_tokens} video tokens ({profile.num_frames}f "
             f"{profile.width_px}x{profile.height_px}), 6 refs, bf16 autocast"
-            + (", grad ckpt" if profile.gradient_checkpointing else ""))
+            + (", grad ckpt" if profile.gradient_checkpointing else ", no grad ckpt")
+            + (f", {label}" if label else ""))
     rows.append(_row(group, "train step", seconds * 1e3, "ms", note))
     rows.append(_row(group, "train throughput", batch * video_tokens / seconds, "tokens/s", note))
     rows.append(_row(group, "achieved model TFLOP/s", flops / seconds / 1e12, "TFLOP/s", note))

@@ -43,3 +43,31 @@ def s3():
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+# Released-layout checkpoint files (tests/release_layouts.py), built once per session and shared by the layout tests
+# and the CPU `paper` run: GroundingDINO SwinT-OGC is ~170 M parameters with the real BERT, ~63 M with the tiny one
+# used here, SAM vit_b ~94 M; each file is a few hundred MB, so they are deleted at the end of the session.
+
+
+@pytest.fixture(scope="session")
+def released_gdino(tmp_path_factory):
+    """``(path, model)``: ``groundingdino_swint_ogc.pth`` in the released layout, text encoder = the tiny BERT."""
+    from alchemist_data.models.tiny import tiny_bert_dir
+    from tests.release_layouts import write_gdino
+
+    path = tmp_path_factory.mktemp("release-gdino") / "groundingdino_swint_ogc.pth"
+    model = write_gdino(path, tiny_bert_dir())
+    yield path, model
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def released_sam(tmp_path_factory):
+    """``(path, model)``: ``sam_vit_b_01ec64.pth`` in the released layout (plain state dict)."""
+    from tests.release_layouts import write_sam
+
+    path = tmp_path_factory.mktemp("release-sam") / "sam_vit_b_01ec64.pth"
+    model = write_sam(path)
+    yield path, model
+    path.unlink(missing_ok=True)

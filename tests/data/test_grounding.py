@@ -255,9 +255,24 @@ def test_groundingdino_py_missing_checkpoint_names_file_and_url(tmp_path):
 def test_groundingdino_py_uncached_text_encoder_fails_fast(tmp_path):
     ckpt = tmp_path / "groundingdino_swint_ogc.pth"
     ckpt.write_bytes(b"")
-    g = GroundingDinoPy(checkpoint=str(ckpt), text_encoder="alchemist-test/not-a-bert")
-    with pytest.raises(OSError, match="(?s)text encoder 'alchemist-test/not-a-bert'.*HF_HUB_OFFLINE"):
+    g = GroundingDinoPy(checkpoint=str(ckpt), text_encoder="bert-base-uncased")  # not in the hub cache here
+    with pytest.raises(OSError, match="(?s)text encoder 'bert-base-uncased'.*HF_HUB_OFFLINE"):
         g.setup()
+
+
+def test_groundingdino_py_text_encoder_it_cannot_build_is_a_clear_error(tmp_path):
+    # groundingdino-py builds only bert-base-uncased (or roberta-base) by hub id; any other id used to end in its
+    # bare `ValueError: Unknown text_encoder_type` from inside build_model (when the tokenizer could be fetched)
+    ckpt = tmp_path / "groundingdino_swint_ogc.pth"
+    ckpt.write_bytes(b"")
+    with pytest.raises(ValueError, match="grounding.text_encoder='prajjwal1/bert-tiny'.*local BERT directory"):
+        GroundingDinoPy(checkpoint=str(ckpt), text_encoder="prajjwal1/bert-tiny").setup()
+    # the profile refuses it before any work, a missing local directory too
+    with pytest.raises(ValueError, match="grounding.text_encoder"):
+        curation_profile("paper", {"grounding.text_encoder": "prajjwal1/bert-tiny"})
+    with pytest.raises(FileNotFoundError, match="no-bert-here"):
+        curation_profile("paper", {"grounding.text_encoder": str(tmp_path / "no-bert-here")})
+    assert curation_profile("paper", {"grounding.text_encoder": str(tiny_bert_dir())}).grounding.text_encoder
 
 
 @pytest.mark.slow
@@ -324,3 +339,31 @@ def test_hf_grounding_on_cuda_matches_cpu():
         assert c.keys() == g.keys()
         for tag in c:
             assert np.allclose(c[tag].box_xyxy, g[tag].box_xyxy, atol=2)
+
+
+@pytest.mark.parametrize("hw", [(480, 854), (854, 480), (96, 160), (720, 1280), (1080, 1920), (300, 300), (2000, 50)])
+def test_official_resize_size_is_groundingdinos(hw):
+    import groundingdino.datasets.transforms as T
+    from PIL import Image
+
+    from alchemist_data.models.grounding import official_resize_hw
+
+    out, _ = T.RandomResize([800], max_size=1333)(Image.new("RGB", (hw[1], hw[0])), None)
+    assert official_resize_hw(*hw) == (out.size[1], out.size[0])
+
+
+def test_hf_pixels_equal_the_official_transform_at_480x854():
+    # transformers' processor resized 480x854 to 749x1333, one pixel wider than groundingdino's transform (1332)
+    import groundingdino.datasets.transforms as T
+    from PIL import Image
+
+    g = HFGroundingDino("random-tiny")
+    g.setup()
+    g.processor.image_processor.size = {"shortest_edge": 800, "longest_edge": 1333}  # the released processor's
+    frame = np.random.default_rng(0).integers(0, 255, (480, 854, 3), dtype=np.uint8)
+    pixels = g.pixel_inputs([frame])["pixel_values"][0]
+    transform = T.Compose([T.RandomResize([800], max_size=1333), T.ToTensor(),
+                           T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    want, _ = transform(Image.fromarray(frame), None)
+    assert tuple(pixels.shape) == tuple(want.shape) == (3, 749, 1332)
+    assert torch.allclose(pixels, want, atol=1e-5)

@@ -98,10 +98,12 @@ def load_arcface(checkpoint: str | Path, network: str = "r100", device: str = "c
             "backbone.pth (the benchmark's models/arcface/weight/backbone.pth) and pass it with "
             "--set face.arcface_checkpoint=PATH or ALCHEMIST_ARCFACE_CHECKPOINT, or use --profile offline (dlib)."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    from alchemist_data.models.checkpoints import load_exact, read_checkpoint, strip_prefix, unwrap_state_dict
+
+    state = unwrap_state_dict(read_checkpoint(path, "ArcFace"), ("state_dict",))
+    if isinstance(state, dict):
+        state = strip_prefix(state)
     model = iresnet(network)
-    model.load_state_dict(state, strict=True)
+    layout = f"a plain state dict of arcface_torch's {network} IResNet (conv1, bn1, prelu, layer1..4, fc, features)"
+    load_exact(model, state, path, "ArcFace", layout)
     return model.to(device).eval()

@@ -33,7 +33,7 @@ from alchemist_data.models.base import (
     random_weights_notice,
 )
 from alchemist_data.models.configs import GroundingConfig, SegmentationConfig
-from alchemist_data.models.flow import DisFlow, RaftFlow
+from alchemist_data.models.flow import DisFlow, RaftFlow, raft_princeton_to_torchvision  # noqa: F401
 from alchemist_eval import metrics
 
 RANDOM_SEED = 0
@@ -68,7 +68,7 @@ class EvalConfig:
     clip_precision: str = "fp16"  # fp16 (official: fp16 on CUDA, fp32 on CPU) | fp32 (see clip_dtype)
     dino_model: str = "facebook/dino-vitb16"  # hub id | local dir | random-small | random-tiny
     flow: str = "dis"  # raft | dis
-    raft_checkpoint: str = ""  # torchvision raft_large state dict (Raft_Large_Weights.C_T_V1 = raft-things)
+    raft_checkpoint: str = ""  # princeton-vl raft-things.pth (the benchmark's) or torchvision's raft_large_C_T_V1
     raft_iters: int = 20
     face: FaceEvalConfig = field(default_factory=FaceEvalConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)  # the benchmark's: from the profile's presets
@@ -121,7 +121,7 @@ def get_eval_config(profile: str, overrides: dict[str, str] | None = None) -> Ev
             clip_model=os.environ.get("ALCHEMIST_CLIP_MODEL", "openai/clip-vit-large-patch14"),
             dino_model=os.environ.get("ALCHEMIST_DINO_MODEL", "facebook/dino-vitb16"),
             flow="raft",
-            raft_checkpoint=os.environ.get("ALCHEMIST_RAFT_CHECKPOINT", "raft_large_C_T_V1-22a6c225.pth"),
+            raft_checkpoint=os.environ.get("ALCHEMIST_RAFT_CHECKPOINT", "raft-things.pth"),
             face=FaceEvalConfig(
                 detector="yolo",
                 detector_checkpoint=data_profile.faces.checkpoint,
@@ -238,6 +238,73 @@ class ClipEncoder(LazyModel):
 # DINO
 
 
+DINO_LAYOUT = ("a plain state dict of facebookresearch/dino's VisionTransformer (cls_token, pos_embed, "
+               "patch_embed.proj.*, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*), as "
+               "torch.hub's dino_vitbase16_pretrain.pth")
+
+
+def dino_hub_to_hf_vit(state: dict[str, Any]) -> dict[str, Any]:
+    """facebookresearch/dino ViT names (what ``torch.hub.load('facebookresearch/dino:main', 'dino_vitb16')``
+    loads) -> transformers ``ViTModel`` names; the fused ``qkv`` projection is split into query / key / value."""
+    import re
+
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.").removeprefix("backbone.")
+        m = re.match(r"blocks\.(\d+)\.(.+)", key)
+        if m is None:
+            top = {"cls_token": "embeddings.cls_token", "pos_embed": "embeddings.position_embeddings",
+                   "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+                   "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+                   "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}
+            out[top.get(key, key)] = value
+            continue
+        layer, rest = f"encoder.layer.{m.group(1)}.", m.group(2)
+        if rest.startswith("attn.qkv."):
+            kind = rest.rsplit(".", 1)[1]
+            for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True):
+                out[f"{layer}attention.attention.{name}.{kind}"] = part.clone()
+            continue
+        names = {"norm1": "layernorm_before", "attn.proj": "attention.output.dense", "norm2": "layernorm_after",
+                 "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+        module, kind = rest.rsplit(".", 1)
+        out[f"{layer}{names.get(module, module)}.{kind}"] = value
+    return out
+
+
+def load_dino_hub_checkpoint(path: str):
+    """A transformers ``ViTModel`` holding a torch.hub DINO checkpoint file (``dino_vitbase16_pretrain.pth``).
+
+    The architecture is read from the tensors (width from ``cls_token``, depth from the blocks, patch from the
+    projection, image size from ``pos_embed``; DINO's heads are 64 wide and its LayerNorm eps is 1e-6), so the CLS
+    output equals DINO's ``forward`` (the final norm's CLS token).
+    """
+    from transformers import ViTConfig, ViTModel
+
+    from alchemist_data.models.checkpoints import load_exact, read_checkpoint, unwrap_state_dict
+
+    state = unwrap_state_dict(read_checkpoint(path, "DINO"), ("teacher", "model", "state_dict"))
+    needed = ("cls_token", "pos_embed", "patch_embed.proj.weight")
+    plain = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()} \
+        if isinstance(state, dict) else {}
+    if not all(k in plain for k in needed):
+        raise ModelLoadError(f"DINO checkpoint {path} does not have the expected layout ({DINO_LAYOUT}): "
+                             f"no {', '.join(k for k in needed if k not in plain)}")
+    width = int(plain["cls_token"].shape[-1])
+    patch = int(plain["patch_embed.proj.weight"].shape[-1])
+    grid = int(round((plain["pos_embed"].shape[1] - 1) ** 0.5))
+    depth = 1 + max((int(k.split(".")[1]) for k in plain if k.startswith("blocks.")), default=-1)
+    mlp = plain.get("blocks.0.mlp.fc1.weight")
+    config = ViTConfig(hidden_size=width, num_hidden_layers=depth, num_attention_heads=max(1, width // 64),
+                       intermediate_size=int(mlp.shape[0]) if mlp is not None else 4 * width, image_size=grid * patch,
+                       patch_size=patch, layer_norm_eps=1e-6, qkv_bias=True, hidden_act="gelu")
+    model = ViTModel(config, add_pooling_layer=False)
+    # DINO has no classification head; its head / head_drop keys, where present, belong to no ViTModel tensor
+    body = {k: v for k, v in plain.items() if not k.startswith("head")}
+    load_exact(model, dino_hub_to_hf_vit(body), path, "DINO", DINO_LAYOUT)
+    return model
+
+
 def _random_dino(size: str) -> tuple[Any]:
     """A seeded random ViT ("random-tiny" / "random-small") in DINO ViT-B/16's place."""
     import torch
@@ -263,6 +330,9 @@ class DinoEncoder(LazyModel):
     def _load(self) -> None:
         from transformers import ViTModel
 
+        if os.path.isfile(self.model_id):  # torch.hub's dino_vitbase16_pretrain.pth itself
+            self.model = load_dino_hub_checkpoint(self.model_id)
+            return
         (self.model,) = load_pretrained(
             self.model_id, "DINO", (ViTModel,), _random_dino,
             instead="a local folder with --set dino_model=DIR, or use --profile offline", add_pooling_layer=False,

@@ -6,9 +6,11 @@ size) and the eval scorer's model settings. Which values each profile uses is in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from alchemist_data.config import StageConfig, check_choice
+from alchemist_data.models.base import check_local_path
 
 
 @dataclass(kw_only=True)
@@ -24,6 +26,8 @@ class GroundingConfig(StageConfig):
     def validate(self) -> None:
         super().validate()
         check_choice("grounding.backend", self.backend, ("hf", "gdino_py"))
+        if self.backend == "gdino_py":
+            check_gdino_text_encoder(self.text_encoder)
 
 
 @dataclass(kw_only=True)
@@ -71,3 +75,21 @@ class BackgroundConfig(StageConfig):
         super().validate()
         check_choice("background.backend", self.backend, ("opencv", "sd2"))
         check_choice("background.prompt_source", self.prompt_source, ("entity_word", "fixed"))
+
+# Text encoders groundingdino-py's get_pretrained_language_model builds; any other hub id makes it raise a bare
+# ValueError deep inside build_model.
+GDINO_TEXT_ENCODERS = ("bert-base-uncased", "roberta-base")
+
+
+def check_gdino_text_encoder(text_encoder: str) -> None:
+    """``grounding.text_encoder`` must be a hub id groundingdino-py knows or a local directory (a clear error
+    otherwise, before any model is built)."""
+    if text_encoder in GDINO_TEXT_ENCODERS:
+        return
+    check_local_path(text_encoder, "grounding.text_encoder directory")
+    if not os.path.isdir(os.path.expanduser(text_encoder)):
+        raise ValueError(
+            f"grounding.text_encoder={text_encoder!r}: groundingdino-py loads only the hub id 'bert-base-uncased' "
+            "(the benchmark's) or a local BERT directory (e.g. `huggingface-cli download bert-base-uncased "
+            "--local-dir DIR`, then --set grounding.text_encoder=DIR)"
+        )

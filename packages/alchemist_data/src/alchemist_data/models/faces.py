@@ -102,16 +102,25 @@ class MTCNNFaceDetector(FaceDetector):
 
 
 def letterbox(
-    im: np.ndarray, new_shape: int = 640, color: tuple[int, int, int] = (114, 114, 114), stride: int = 32
+    im: np.ndarray,
+    new_shape: int | tuple[int, int] = 640,
+    color: tuple[int, int, int] = (114, 114, 114),
+    stride: int = 32,
+    auto: bool = True,
 ) -> tuple[np.ndarray, float, tuple[float, float]]:
-    """YOLOv5/v9 ``letterbox(..., auto=True)``: keep aspect, scale to fit ``new_shape``, pad to a stride multiple."""
+    """YOLOv5/v9 ``letterbox``: keep aspect, scale to fit ``new_shape`` (``(h, w)`` or a square side), then pad to a
+    stride multiple (``auto=True``, e.g. 384x640 for 16:9) or to the full ``new_shape`` (``auto=False``)."""
     import cv2
 
+    if isinstance(new_shape, int):
+        new_shape = (new_shape, new_shape)
     shape = im.shape[:2]
-    r = min(new_shape / shape[0], new_shape / shape[1])
+    r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
     new_unpad = int(round(shape[1] * r)), int(round(shape[0] * r))
-    dw, dh = new_shape - new_unpad[0], new_shape - new_unpad[1]
-    dw, dh = np.mod(dw, stride) / 2, np.mod(dh, stride) / 2
+    dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
+    if auto:
+        dw, dh = np.mod(dw, stride), np.mod(dh, stride)
+    dw, dh = dw / 2, dh / 2
     if shape[::-1] != new_unpad:
         im = cv2.resize(im, new_unpad, interpolation=cv2.INTER_LINEAR)
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
@@ -173,11 +182,47 @@ def _first_tensor(out: Any) -> torch.Tensor:
 
 
 YOLO_FACE_HELP = (
-    "The accepted format is a TorchScript export of a YOLOv9 face detector (e.g. the benchmark's yolov9-c face "
+    "The accepted formats are a TorchScript export of a YOLOv9 face detector (e.g. the benchmark's yolov9-c face "
     "weights, spacewalk01/yolov9-face-detection `best.pt`, exported with WongKinYiu/yolov9 "
-    "`python export.py --weights best.pt --include torchscript`), or the original pickled `.pt` when the yolov9 "
-    "repository is importable (its `models` package on PYTHONPATH)."
+    "`python export.py --weights best.pt --include torchscript`; frames are then letterboxed to the full traced "
+    "square, as YOLOv9's detect.py does), or the original pickled `.pt` (the benchmark's own path, bit-identical "
+    "detections), which needs the WongKinYiu/yolov9 repository on PYTHONPATH and `pip install "
+    "'alchemist-data[yolo-pt]'` (IPython, psutil, seaborn)."
 )
+
+# What unpickling a YOLOv9 `.pt` imports beyond its own classes: models/common.py and utils/ import these at module
+# level (IPython.display, utils/dataloaders.py psutil, utils/plots.py seaborn, utils/general.py pkg_resources).
+YOLOV9_IMPORTS = {"IPython": "ipython", "psutil": "psutil", "seaborn": "seaborn", "pkg_resources": "setuptools<81"}
+# Top-level packages of the yolov9 repository that its pickles name (models.yolo.DetectionModel, models.common.*).
+YOLOV9_PACKAGES = ("models", "utils")
+
+
+def yolo_pickle_requirements(checkpoint: str) -> str | None:
+    """Everything a pickled YOLO checkpoint needs that is missing here, in one message (None: nothing missing).
+
+    The modules come from the file's pickle opcodes (nothing is unpickled), so a missing repository and every
+    missing package are reported together instead of one ModuleNotFoundError at a time.
+    """
+    from alchemist_data.models.checkpoints import missing_modules, pickle_globals
+
+    modules = pickle_globals(checkpoint)
+    repo = sorted(m for m in modules if m.split(".")[0] in YOLOV9_PACKAGES)
+    if not repo:
+        return None
+    missing_repo = missing_modules(repo)
+    missing_pkgs = [YOLOV9_IMPORTS[m] for m in missing_modules(YOLOV9_IMPORTS)]
+    if not missing_repo and not missing_pkgs:
+        return None
+    needs = []
+    if missing_repo:
+        needs.append(f"the WongKinYiu/yolov9 repository on PYTHONPATH (it defines {', '.join(missing_repo)}; "
+                     "`git clone https://github.com/WongKinYiu/yolov9` and `export PYTHONPATH=$PWD/yolov9`)")
+    if missing_pkgs:
+        needs.append(f"the packages {', '.join(missing_pkgs)} (`pip install 'alchemist-data[yolo-pt]'` or "
+                     "`pip install -r requirements/yolo-pt.txt`)")
+    return (f"YOLO face checkpoint {checkpoint} is a pickled YOLOv9 model; loading it needs " + " and ".join(needs)
+            + ". Or export it once to TorchScript (WongKinYiu/yolov9 `python export.py --weights FILE --include "
+            "torchscript`), which needs none of them.")
 
 
 class YoloFaceDetector(FaceDetector):
@@ -185,6 +230,10 @@ class YoloFaceDetector(FaceDetector):
 
     ``benchmark_channel_flip``: the benchmark passes RGB frames through YOLO's BGR->RGB flip, so the network sees
     BGR; True (default) reproduces that quirk so detections match the benchmark's.
+
+    A pickled model is letterboxed like the benchmark's (``auto=True``: padded to a stride multiple). A TorchScript
+    export was traced at one input size with its anchor grid frozen, so frames are letterboxed to exactly that size
+    (``auto=False``, from the export's ``config.txt``), as YOLOv9's detect.py does for TorchScript.
     """
 
     name = "yolo"
@@ -201,9 +250,10 @@ class YoloFaceDetector(FaceDetector):
         super().__init__(device=device, min_score=min_score)
         self.checkpoint = checkpoint
         self.iou_threshold = iou_threshold
-        self.image_size = image_size
+        self.image_size: int | tuple[int, int] = image_size
         self.benchmark_channel_flip = benchmark_channel_flip
         self.stride = 32
+        self.auto = True  # stride-multiple letterbox; False (full image_size) for a traced model
         self.model: Any = None
 
     def _load(self) -> None:
@@ -218,15 +268,26 @@ class YoloFaceDetector(FaceDetector):
             with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; YOLO still exports it
                 warnings.simplefilter("ignore", FutureWarning)
                 model = torch.jit.load(self.checkpoint, map_location=self.device, _extra_files=extra)
-            if extra["config.txt"]:  # YOLO's TorchScript export stores {"stride": ..., "names": ...} here
-                self.stride = int(json.loads(extra["config.txt"]).get("stride", self.stride))
         except RuntimeError:
             model = self._load_pickled()
+        else:
+            # YOLO's TorchScript export stores {"shape": traced input BCHW, "stride": ..., "names": ...} here
+            meta = json.loads(extra["config.txt"]) if extra["config.txt"] else {}
+            self.stride = int(meta.get("stride", self.stride))
+            shape = meta.get("shape")
+            if shape and len(shape) == 4:
+                self.image_size = (int(shape[2]), int(shape[3]))
+            self.auto = False
         self.model = model.to(self.device).eval()
 
     def _load_pickled(self) -> torch.nn.Module:
         # Not TorchScript: the original YOLOv9 checkpoint {"model"/"ema": nn.Module}, which unpickles only when the
-        # yolov9 repository's classes are importable.
+        # yolov9 repository's classes and the packages they import are importable.
+        from alchemist_data.models.base import ModelLoadError
+
+        needs = yolo_pickle_requirements(self.checkpoint)
+        if needs:
+            raise ModelLoadError(needs)
         try:
             ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         except (ModuleNotFoundError, AttributeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
@@ -241,7 +302,7 @@ class YoloFaceDetector(FaceDetector):
     def _detect_batch(self, images: list[np.ndarray]) -> list[list[FaceBox]]:
         tensors = []
         for im in images:
-            lb = letterbox(im, self.image_size, stride=self.stride)[0]
+            lb = letterbox(im, self.image_size, stride=self.stride, auto=self.auto)[0]
             chw = lb[:, :, ::-1].transpose(2, 0, 1) if self.benchmark_channel_flip else lb.transpose(2, 0, 1)
             tensors.append(torch.from_numpy(np.ascontiguousarray(chw)).float() / 255.0)
         batch = torch.stack(tensors).to(self.device)

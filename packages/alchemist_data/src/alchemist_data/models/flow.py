@@ -34,12 +34,52 @@ class DisFlow:
     def flows(self, frames: np.ndarray) -> list[np.ndarray]:
         return self.pairs(frames[:-1], frames[1:]) if len(frames) >= 2 else []
 
+# princeton-vl/RAFT module names -> torchvision raft_large names (the same RAFT-large architecture). Applied in
+# order to the key without "module."; a shared norm registered twice by princeton (layerN.0.norm3, also
+# downsample.1) is dropped.
+_RAFT_RENAMES = (
+    (r"^fnet\.", "feature_encoder."),
+    (r"^cnet\.", "context_encoder."),
+    (r"^(feature|context)_encoder\.conv1\.", r"\1_encoder.convnormrelu.0."),
+    (r"^(feature|context)_encoder\.norm1\.", r"\1_encoder.convnormrelu.1."),
+    (r"^(feature|context)_encoder\.conv2\.", r"\1_encoder.conv."),
+    (r"\.(layer\d\.\d)\.conv([12])\.", r".\1.convnormrelu\2.0."),
+    (r"\.(layer\d\.\d)\.norm([12])\.", r".\1.convnormrelu\2.1."),
+    (r"^update_block\.encoder\.convc([12])\.", r"update_block.motion_encoder.convcorr\1.0."),
+    (r"^update_block\.encoder\.convf([12])\.", r"update_block.motion_encoder.convflow\1.0."),
+    (r"^update_block\.encoder\.conv\.", "update_block.motion_encoder.conv.0."),
+    (r"^update_block\.gru\.conv([zrq])([12])\.", r"update_block.recurrent_block.convgru\2.conv\1."),
+    (r"^update_block\.mask\.0\.", "mask_predictor.convrelu.0."),
+    (r"^update_block\.mask\.2\.", "mask_predictor.conv."),
+)
+RAFT_LAYOUT = (
+    "princeton-vl RAFT raft-things.pth (module.fnet..., module.cnet..., module.update_block...) or torchvision "
+    "raft_large (feature_encoder..., context_encoder..., update_block..., mask_predictor...)"
+)
+
+
+def raft_princeton_to_torchvision(state: dict) -> dict:
+    """A princeton-vl/RAFT state dict (``raft-things.pth``: ``module.fnet...``) under torchvision's names."""
+    import re
+
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if re.search(r"\.layer\d\.\d\.norm3\.", key):
+            continue
+        for pattern, repl in _RAFT_RENAMES:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out
+
 
 class RaftFlow:
     """RAFT (torchvision ``raft_large``) with the raft-things weights, 20 iterations, frames padded to a multiple of
     8 by edge replication as RAFT's ``InputPadder`` (sintel mode) does; the flow is returned at the padded size,
     because the official top-5 % cut is taken on the padded flow (:func:`unpad` crops it back).
 
+    The checkpoint may be the benchmark's own princeton-vl ``raft-things.pth`` (converted to torchvision's names on
+    load) or torchvision's ``raft_large_C_T_V1`` file; any other layout fails naming the file.
     ``setting`` names the option that sets the checkpoint, for the error message of a missing file.
     """
 
@@ -57,19 +97,24 @@ class RaftFlow:
         self.setting = setting
 
     def setup(self) -> None:
-        import torch
         from torchvision.models.optical_flow import raft_large
 
-        path = Path(self.checkpoint)
-        if not self.checkpoint or not path.is_file():
+        from alchemist_data.models.checkpoints import load_exact, read_checkpoint, strip_prefix
+
+        if not self.checkpoint or not Path(self.checkpoint).is_file():
             raise FileNotFoundError(
-                f"RAFT checkpoint {self.checkpoint!r} not found. Download torchvision's raft-things weights "
-                f"(Raft_Large_Weights.C_T_V1, raft_large_C_T_V1-22a6c225.pth) and pass {self.setting} "
-                "or ALCHEMIST_RAFT_CHECKPOINT, or use --profile offline (OpenCV DIS)."
+                f"RAFT checkpoint {self.checkpoint!r} not found. Download the benchmark's RAFT weights "
+                "(princeton-vl/RAFT models.zip -> models/raft-things.pth) or torchvision's port of them "
+                f"(raft_large_C_T_V1-22a6c225.pth) and pass {self.setting} or ALCHEMIST_RAFT_CHECKPOINT, or use "
+                "--profile offline (OpenCV DIS)."
             )
+        state = read_checkpoint(self.checkpoint, "RAFT")
+        if isinstance(state, dict) and any(k.removeprefix("module.").startswith("fnet.") for k in state):
+            state = raft_princeton_to_torchvision(state)
+        elif isinstance(state, dict):
+            state = strip_prefix(state)
         self.model = raft_large(weights=None, progress=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        load_exact(self.model, state, self.checkpoint, "RAFT", RAFT_LAYOUT)
         self.model.to(self.device).eval()
 
     def _prepare(self, frames: np.ndarray):

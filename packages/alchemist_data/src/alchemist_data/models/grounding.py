@@ -25,7 +25,14 @@ import numpy as np
 import torch
 
 from alchemist_data.benchmark_rules import select_boxes, tag_token_positions
-from alchemist_data.models.base import LazyModel, ModelLoadError, check_rgb, load_pretrained, offline_hint
+from alchemist_data.models.base import (
+    LazyModel,
+    ModelLoadError,
+    check_rgb,
+    load_pretrained,
+    offline_hint,
+)
+from alchemist_data.models.configs import GDINO_TEXT_ENCODERS, check_gdino_text_encoder  # noqa: F401
 from alchemist_data.models.tiny import RANDOM_SIZES
 
 MAX_TEXT_LEN = 256  # GroundingDINO's text length (pred_logits has this many columns)
@@ -133,11 +140,28 @@ class HFGroundingDino(Grounder):
         self.setup()
         return self.processor.tokenizer
 
+    def pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """``pixel_values`` / ``pixel_mask`` of same-size RGB frames, at the official transform's size.
+
+        The processor's own resize rounds the long side from the unrounded short side (1333 px wide for 480x854
+        where groundingdino's ``RandomResize([800], max_size=1333)`` gives 1332), so the size is computed the
+        official way and given to it.
+        """
+        self.setup()
+        proc = self.processor.image_processor
+        size = proc.size if isinstance(proc.size, dict) else {}
+        short, longest = size.get("shortest_edge"), size.get("longest_edge")
+        kw: dict[str, Any] = {}
+        if short:
+            oh, ow = official_resize_hw(images[0].shape[0], images[0].shape[1], int(short), longest)
+            kw["size"] = {"height": oh, "width": ow}
+        return proc(images=images, return_tensors="pt", **kw)
+
     @torch.inference_mode()
     def _forward(self, images: list[np.ndarray], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         # The processor's own __call__ would merge a list of captions into one string (it treats a list of str as
         # candidate labels), so images and text are prepared separately.
-        pixels = self.processor.image_processor(images=images, return_tensors="pt")
+        pixels = self.pixel_inputs(images)
         # transformers' GroundingDINO fails on captions longer than max_text_len (groundingdino-py truncates
         # internally), so truncate the same way. Shorter captions are padded; the model masks padding out of the
         # text attention and gives it -inf logits, so a frame's scores do not depend on its neighbours' captions.
@@ -148,6 +172,25 @@ class HFGroundingDino(Grounder):
         inputs = {k: v.to(self.device) for k, v in {**pixels, **text}.items()}
         out = self.model(**inputs)
         return out.logits.float().sigmoid().cpu(), out.pred_boxes.float().cpu()
+
+
+def official_resize_hw(height: int, width: int, short: int = 800, max_size: int | None = 1333) -> tuple[int, int]:
+    """GroundingDINO's ``T.RandomResize([short], max_size)`` output size ``(h, w)`` for a ``height x width`` frame.
+
+    ``get_size_with_aspect_ratio`` of ``groundingdino/datasets/transforms.py``: the short side is lowered to
+    ``round(max_size * short_side / long_side)`` when the long side would pass ``max_size``, then the long side is
+    ``int(short * long / short_side)`` from that rounded short side.
+    """
+    size = short
+    if max_size is not None:
+        lo, hi = float(min(height, width)), float(max(height, width))
+        if hi / lo * size > max_size:
+            size = int(round(max_size * lo / hi))
+    if (width <= height and width == size) or (height <= width and height == size):
+        return height, width
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
 
 
 def _default_gdino_config() -> str:
@@ -173,6 +216,11 @@ def fix_mixed_caption_batches(model: Any) -> None:
     for layer in getattr(model.transformer.encoder, "text_layers", None) or []:
         layer.register_forward_pre_hook(_batch_major_text_mask, with_kwargs=True)
 
+
+GDINO_LAYOUT = "{'model': state dict}, keys optionally prefixed 'module.', as groundingdino_swint_ogc.pth"
+# Keys the released groundingdino_swint_ogc.pth carries that the model does not use: an unused label encoder, and
+# BERT's position ids, a non-persistent buffer in current transformers.
+GDINO_HARMLESS_EXTRAS = ("label_enc.weight", "bert.embeddings.position_ids")
 
 GDINO_CHECKPOINT_URL = (
     "https://github.com/IDEA-Research/GroundingDINO/releases/download/v0.1.0-alpha/groundingdino_swint_ogc.pth"
@@ -211,6 +259,8 @@ class GroundingDinoPy(Grounder):
         from groundingdino.util.misc import clean_state_dict
         from groundingdino.util.slconfig import SLConfig
 
+        from alchemist_data.models.checkpoints import load_exact, read_checkpoint, unwrap_state_dict
+
         if not os.path.isfile(self.config_file):
             raise FileNotFoundError(f"GroundingDINO config file not found: {self.config_file}")
         if not self.checkpoint or not os.path.isfile(self.checkpoint):
@@ -219,6 +269,7 @@ class GroundingDinoPy(Grounder):
                 f"groundingdino_swint_ogc.pth from {GDINO_CHECKPOINT_URL} and pass its path "
                 "(grounding.checkpoint or ALCHEMIST_GDINO_CHECKPOINT)."
             )
+        check_gdino_text_encoder(self.text_encoder)
         args = SLConfig.fromfile(self.config_file)
         args.device = self.device
         args.text_encoder_type = self.text_encoder
@@ -226,9 +277,12 @@ class GroundingDinoPy(Grounder):
             model = build_model(args)
         except OSError as exc:
             raise ModelLoadError(offline_hint(f"the GroundingDINO text encoder {self.text_encoder!r}", exc)) from exc
-        ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
-        state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
-        model.load_state_dict(clean_state_dict(state), strict=False)
+        # The released file may pickle training metadata beside the weights, as the benchmark's torch.load allows.
+        ckpt = read_checkpoint(self.checkpoint, "GroundingDINO", weights_only=False)
+        state = clean_state_dict(unwrap_state_dict(ckpt, ("model",)))
+        # The benchmark loads with strict=False and ignores the result; here the file must fill every tensor (the
+        # released file's extras are known), or a file of another layout would run random weights silently.
+        load_exact(model, state, self.checkpoint, "GroundingDINO", GDINO_LAYOUT, GDINO_HARMLESS_EXTRAS)
         fix_mixed_caption_batches(model)
         self.model = model.to(self.device).eval()
 

@@ -132,7 +132,13 @@ class SegmentAnything(Segmenter):
                     f"SAM checkpoint not found: {self.checkpoint or '(empty)'}. Download the {self.model_type} "
                     f"checkpoint from {url} and pass its path (segmentation.checkpoint or ALCHEMIST_SAM_CHECKPOINT)."
                 )
-            sam = sam_model_registry[self.model_type](checkpoint=self.checkpoint)
+            from alchemist_data.models.checkpoints import load_exact, read_checkpoint
+
+            # segment-anything's own loading (checkpoint=...) raises a bare key list that names no file
+            sam = sam_model_registry[self.model_type](checkpoint=None)
+            state = read_checkpoint(self.checkpoint, "SAM")
+            layout = f"a plain state dict of segment-anything's {self.model_type} Sam, as sam_vit_b_01ec64.pth"
+            load_exact(sam, state, self.checkpoint, "SAM", layout)
         # The predictor holds the model, its ResizeLongestSide transform and the device; its one-image state
         # (set_image) is not used, so that several frames can share one encoder forward.
         self.predictor = SamPredictor(sam.to(self.device).eval())
