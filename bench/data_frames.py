@@ -53,7 +53,7 @@ def _measure(fns: dict[str, object], repeats: int) -> dict[str, tuple[float, flo
 
 
 def run(quick: bool) -> list[dict]:
-    from alchemist_data.video import decode_all_frames, probe, reference_frames
+    from alchemist_data.media import decode_all_frames, probe, reference_frames
 
     fps = 30.0
     # (seconds, GOP, B-frames)

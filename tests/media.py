@@ -114,7 +114,7 @@ def make_video(
     as None, x264 decides (on this synthetic texture it picks almost none). ``grain`` adds per-frame noise of that
     amplitude (camera-like bitrates for benchmarks). ``options`` go to the encoder (e.g. ``x265-params``).
     """
-    from alchemist_data.video import write_video
+    from alchemist_data.media import write_video
 
     times = frame_times(seconds, fps, vfr=vfr, seed=seed)
     if num_frames is not None:

@@ -1,4 +1,4 @@
-"""Reference crops (RGBA, alpha = mask), white fill, centred square padding, PNG/JPEG round trips."""
+"""Reference crops (RGBA, alpha = mask), white fill, centred square padding."""
 
 from __future__ import annotations
 
@@ -6,10 +6,6 @@ import numpy as np
 import pytest
 
 from alchemist_data.crops import (
-    decode_image,
-    decode_png,
-    encode_jpg,
-    encode_png,
     face_crop,
     mask_crop,
     pad_to_square,
@@ -83,22 +79,3 @@ def test_subject_square(scene):
     # 30x20 crop centred vertically: 5 white rows above
     assert (sq[:5] == 255).all()
     assert np.array_equal(sq[5 + 5, 10], img[10, 25])  # inside the mask: original pixel
-
-
-def test_png_and_jpeg_round_trips(scene):
-    img, mask = scene
-    rgba = rgba_crop(img, mask, [0, 0, 60, 40])
-    assert np.array_equal(decode_png(encode_png(rgba)), rgba)
-    assert np.array_equal(decode_image(encode_png(img)), img)
-    gray = (mask * 255).astype(np.uint8)
-    assert np.array_equal(decode_image(encode_png(gray)), gray)
-    assert np.array_equal(decode_png(encode_png(mask)), gray)  # bool masks are stored as viewable 0/255
-    assert np.array_equal(decode_png(encode_png(mask)).astype(bool), mask)
-    yy, xx = np.mgrid[:40, :60]
-    smooth = np.stack([xx * 4, yy * 6, xx + yy], -1).astype(np.uint8)  # JPEG is lossy: compare a smooth image
-    jpg = encode_jpg(smooth, quality=95)
-    assert jpg[:2] == b"\xff\xd8"
-    back = decode_image(jpg)
-    assert back.shape == smooth.shape and np.abs(back.astype(int) - smooth).mean() < 3
-    with pytest.raises(ValueError, match="alpha"):
-        encode_jpg(rgba)

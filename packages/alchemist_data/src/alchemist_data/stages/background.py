@@ -30,7 +30,7 @@ class BackgroundStage(Stage):
         self.inpainter.setup()
 
     def process_row(self, row: dict[str, Any]) -> None:
-        from alchemist_data.crops import encode_jpg, encode_png
+        from alchemist_data.media import encode_jpg, encode_png
         from alchemist_data.models.inpaint import foreground_mask
 
         cfg = self.cfg

@@ -174,10 +174,10 @@ def frames_of(row: dict[str, Any]) -> list[np.ndarray]:
 
 def full_mask(det: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
     """The frame-sized boolean mask of a detection, rebuilt from its box-cropped mask PNG."""
-    from alchemist_data.crops import decode_png
+    from alchemist_data.media import decode_image
 
     x0, y0, x1, y1 = det["box_xyxy_px"]
-    crop = decode_png(det["mask_png"]).astype(bool)
+    crop = decode_image(det["mask_png"]).astype(bool)
     if crop.ndim == 3:
         crop = crop[..., 0]
     mask = np.zeros(shape, dtype=bool)

@@ -20,7 +20,8 @@ class CropsStage(Stage):
     name = "crops"
 
     def process_row(self, row: dict[str, Any]) -> None:
-        from alchemist_data.crops import encode_png, rgba_crop
+        from alchemist_data.crops import rgba_crop
+        from alchemist_data.media import encode_png
 
         frames = frames_of(row)
         for det in row["detections"]:

@@ -25,7 +25,7 @@ class FacesStage(Stage):
             self.detector.setup()
 
     def process_row(self, row: dict[str, Any]) -> None:
-        from alchemist_data.crops import encode_png
+        from alchemist_data.media import encode_png
         from alchemist_data.models.faces import extend_face_box
 
         frames = frames_of(row)

@@ -50,7 +50,8 @@ class SegmentationStage(Stage):
         return jobs
 
     def _apply(self, row: dict[str, Any], jobs: list[Any], results: list[list[Any]]) -> None:
-        from alchemist_data.crops import encode_png, mask_crop
+        from alchemist_data.crops import mask_crop
+        from alchemist_data.media import encode_png
         from alchemist_data.models.segmentation import is_valid_mask_for_box
 
         cfg = self.cfg
