@@ -331,6 +331,14 @@ def _to_rgb(frame: Any, rotation: int, max_side_px: int = 0, scaled_wh: tuple[in
     return arr
 
 
+def _reformatter() -> Any:
+    """A swscale context holder that survives across frames: ``frame.reformat`` builds a new context per frame, which
+    costs more than scaling a 720p frame down to thumbnail size (bench/data_frames.py)."""
+    from av.video.reformatter import VideoReformatter
+
+    return VideoReformatter()
+
+
 def _seek(container: Any, vs: Any, ts: int, times: _StreamTimes) -> None:
     """Seek to the keyframe at or before ``ts``. At or before the start, aim a second earlier: timestamp-searching
     demuxers (MPEG-TS) compare dts, and the first keyframe's dts is below its pts when the stream has B-frames."""
