@@ -367,12 +367,13 @@ def _prepare_clip(ann: Annotation, videos_dir: Path, root: Path, inpainter: Any,
     from alchemist_data.models.inpaint import foreground_mask
 
     rel = f"videos/{ann.clip_id}.mp4"
-    clip, fps = cut_clip(videos_dir / ann.video, root / rel, ann.start_s, ann.end_s, ann.resolution_wh)
+    clip = cut_clip(videos_dir / ann.video, root / rel, ann.start_s, ann.end_s, ann.resolution_wh)
+    fps = clip.fps
     duration = ann.end_s - ann.start_s
     fractions = (0.05, 0.50, 0.95)
     # GT frames go through JPEG like the official frame{1,2,3}.jpg (PIL's default quality, 75); crops and embeddings
     # use the decoded JPEGs.
-    jpgs = [encode_jpg(frame_at_time(clip, fps, f * duration), quality=75) for f in fractions]
+    jpgs = [encode_jpg(frame_at_time(clip, f * duration), quality=75) for f in fractions]
     frames = [decode_image(j, "RGB") for j in jpgs]
     H, W = frames[0].shape[:2]
     out: dict[str, list[dict[str, Any]]] = {"gt_frames": [], "entities": [], "backgrounds": [], "clips": []}

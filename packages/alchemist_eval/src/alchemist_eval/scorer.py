@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from alchemist_data.media import VideoError, read_first_frames
+from alchemist_data.media import VideoError, read_frames_at_rate
 from alchemist_eval import metrics as M
 from alchemist_eval.models import EvalConfig, build_face_embedder, build_flow
 
@@ -159,7 +159,7 @@ class Scorer:
                 row.update(status="missing_file", detail="no generated video named after this clip id")
             else:
                 try:
-                    decoded = read_first_frames(job.video_path, self.num_frames)
+                    decoded = read_frames_at_rate(job.video_path, self.num_frames)
                     frames = decoded.frames
                     row.update(num_frames=int(len(frames)), fps=float(decoded.fps),
                                width_px=int(frames.shape[2]), height_px=int(frames.shape[1]))

@@ -14,7 +14,7 @@ from alchemist_data.media.clip import decode_all_frames, decode_clip
 from alchemist_data.media.image import decode_image, encode_jpg, encode_png
 from alchemist_data.media.lowres import LOWRES_BACKENDS, decode_all_frames_lowres
 from alchemist_data.media.probe import VideoError, VideoInfo, probe
-from alchemist_data.media.read import DecodedVideo, cut_clip, frame_at_time, read_first_frames
+from alchemist_data.media.read import DecodedVideo, cut_clip, frame_at_time, read_frames_at_rate
 from alchemist_data.media.reference_frames import SEEK_MODES, reference_frames
 from alchemist_data.media.write import write_video
 
@@ -33,7 +33,7 @@ __all__ = [
     "encode_png",
     "frame_at_time",
     "probe",
-    "read_first_frames",
+    "read_frames_at_rate",
     "reference_frames",
     "write_video",
 ]
