@@ -36,8 +36,8 @@ def _padded(index, num_videos: int, rng: np.random.Generator):
 
 
 def run(quick: bool = False) -> list[dict]:
+    from alchemist_data.media import reference_frames
     from alchemist_data.overlap import OverlapConfig, OverlapIndex
-    from alchemist_data.video import reference_frames
     from tests import planted
 
     n_refs = 8 if quick else 24

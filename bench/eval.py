@@ -26,7 +26,7 @@ def _scene(n: int, h: int, w: int, seed: int) -> np.ndarray:
 
 
 def _dataset(root: Path, num_videos: int, num_frames: int, h: int = 96, w: int = 128):
-    from alchemist_data.video import write_video
+    from alchemist_data.media import write_video
     from alchemist_eval.scorer import GroundTruth, Job
 
     jobs = []

@@ -160,11 +160,7 @@ def demo_train_and_generate(curated_dir: Path, out_dir: Path, steps: int = 60) -
 
     Writes out_dir/train/ (the run) and out_dir/generated/<clip_id>.mp4 (named by clip id for the evaluator).
     """
-    import io
-
-    import numpy as np
-    from PIL import Image
-
+    from alchemist_data.media import decode_image
     from alchemist_model.pipeline import AlchemistPipeline
     from alchemist_model.train import train
 
@@ -190,10 +186,10 @@ def demo_train_and_generate(curated_dir: Path, out_dir: Path, steps: int = 60) -
     result = train(cfg, curated_dir, run_dir)
     # Up to 2 entity words x 2 crops (+ background) stays under the 6-image cap.
     references = {
-        word: [np.asarray(Image.open(io.BytesIO(png)).convert("RGBA")) for png in pngs[:2]]
+        word: [decode_image(png, "RGBA") for png in pngs[:2]]
         for word, pngs in list(crops.items())[:2]
     }
-    bg = np.asarray(Image.open(io.BytesIO(background)).convert("RGB")) if background else None
+    bg = decode_image(background, "RGB") if background else None
     pipe = AlchemistPipeline.from_run(run_dir)
     video = out_dir / "generated" / f"{clip['clip_id']}.mp4"
     pipe(clip["caption"], references=references, background=bg, output_path=video)

@@ -114,7 +114,7 @@ def make_video(
     as None, x264 decides (on this synthetic texture it picks almost none). ``grain`` adds per-frame noise of that
     amplitude (camera-like bitrates for benchmarks). ``options`` go to the encoder (e.g. ``x265-params``).
     """
-    from alchemist_data.video import write_video
+    from alchemist_data.media import write_video
 
     times = frame_times(seconds, fps, vfr=vfr, seed=seed)
     if num_frames is not None:
@@ -235,7 +235,7 @@ SCENES = [((230, 60, 40), 8, 3), ((40, 200, 80), 16, 2), ((50, 70, 230), 4, 4), 
 def make_multishot_video(path: str | os.PathLike, shot_frames: Sequence[int] = (50, 45, 60), fps: float = 24.0,
                          size: tuple[int, int] = (160, 120), seed: int = 0) -> Path:
     """Shots of ``shot_frames`` frames joined by hard cuts: shot k starts at frame ``sum(shot_frames[:k])``."""
-    from alchemist_data.video import write_video
+    from alchemist_data.media import write_video
 
     shots = [scene_frames(n, size, *SCENES[k % len(SCENES)][:2], step=SCENES[k % len(SCENES)][2], seed=seed + k)
              for k, n in enumerate(shot_frames)]
@@ -249,7 +249,7 @@ def make_still_video(path: str | os.PathLike, seconds: float = 2.0, fps: float =
     (relative) per frame, and/or with a disc crossing it at ``object_px`` px per frame."""
     import cv2
 
-    from alchemist_data.video import write_video
+    from alchemist_data.media import write_video
 
     w, h = size
     n = max(1, int(round(seconds * fps)))

@@ -70,7 +70,7 @@ def scene(background_seed: int, objects_seed: int, seconds: float = SECONDS, fps
 
 
 def write_scene(path: str | os.PathLike, background_seed: int, objects_seed: int, **kw) -> Path:
-    from alchemist_data.video import write_video
+    from alchemist_data.media import write_video
 
     return write_video(path, scene(background_seed, objects_seed, **kw), fps=FPS, crf=20, threads=1)
 
@@ -79,7 +79,7 @@ def make_copy(source: str | os.PathLike, path: str | os.PathLike, kind: str) -> 
     """Write a copy of ``source`` made as ``COPY_KINDS[kind]`` says."""
     import cv2
 
-    from alchemist_data.video import decode_all_frames, write_video
+    from alchemist_data.media import decode_all_frames, write_video
 
     if kind not in COPY_KINDS:
         raise ValueError(f"unknown copy kind {kind!r}; choose one of {', '.join(COPY_KINDS)}")

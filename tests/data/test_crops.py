@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from alchemist_data.benchmark_rules import rgba_crop
-from alchemist_data.crops import decode_image, decode_png, encode_jpg, encode_png
+from alchemist_data.media import decode_image, encode_jpg, encode_png
 
 
 @pytest.fixture()
@@ -21,12 +21,12 @@ def scene():
 def test_png_and_jpeg_round_trips(scene):
     img, mask = scene
     rgba = rgba_crop(img, mask, [0, 0, 60, 40])
-    assert np.array_equal(decode_png(encode_png(rgba)), rgba)
+    assert np.array_equal(decode_image(encode_png(rgba)), rgba)
     assert np.array_equal(decode_image(encode_png(img)), img)
     gray = (mask * 255).astype(np.uint8)
     assert np.array_equal(decode_image(encode_png(gray)), gray)
-    assert np.array_equal(decode_png(encode_png(mask)), gray)  # bool masks are stored as viewable 0/255
-    assert np.array_equal(decode_png(encode_png(mask)).astype(bool), mask)
+    assert np.array_equal(decode_image(encode_png(mask)), gray)  # bool masks are stored as viewable 0/255
+    assert np.array_equal(decode_image(encode_png(mask)).astype(bool), mask)
     yy, xx = np.mgrid[:40, :60]
     smooth = np.stack([xx * 4, yy * 6, xx + yy], -1).astype(np.uint8)  # JPEG is lossy: compare a smooth image
     jpg = encode_jpg(smooth, quality=95)

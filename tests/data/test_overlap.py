@@ -187,7 +187,7 @@ def test_embedding_backend_indexes_and_matches_with_a_tiny_random_dinov2(tmp_pat
     cfg = OverlapConfig(reference_dir=str(refs), backend="dinov2", model="random-tiny", min_similarity=0.99)
     index = OverlapIndex.build(cfg)
     assert index.codes["embedding"].shape[0] == 10 and index.codes["embedding"].dtype == np.float16
-    from alchemist_data.video import reference_frames
+    from alchemist_data.media import reference_frames
 
     _, times, frames = reference_frames(str(copy))
     match = index.query(frames, times)

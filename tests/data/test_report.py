@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from alchemist_data.benchmark_rules import crop_to_box
-from alchemist_data.crops import encode_png
+from alchemist_data.media import encode_png
 from alchemist_data.report import build_report
 from alchemist_data.report.charts import bars_svg, histogram_svg
 from alchemist_data.report.draw import CANVAS_WIDTH_PX, draw_detections, word_colours

@@ -48,7 +48,7 @@ def astronaut_frames(n: int, size: int = 256) -> np.ndarray:
 
 
 def write(path: Path, frames: np.ndarray, fps: float = 24.0) -> Path:
-    from alchemist_data.video import write_video
+    from alchemist_data.media import write_video
 
     write_video(path, frames, fps)
     return path

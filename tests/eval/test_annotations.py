@@ -11,9 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from alchemist_eval.annotations import AnnotationError, load_annotations
+from alchemist_eval.annotations import AnnotationError, load_annotations, parse_timestamp
 from alchemist_eval.safe_pickle import UnsafePickleError, restricted_load, restricted_loads
-from alchemist_eval.video_io import parse_timestamp
 
 
 class _Evil:

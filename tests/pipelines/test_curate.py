@@ -93,7 +93,7 @@ def test_every_bad_input_becomes_a_reject_and_the_job_goes_on(bad_manifest, tmp_
 
 
 def test_tables_match_the_contract_and_reference_crops_decode(corpus, tmp_path):
-    from alchemist_data.crops import decode_png
+    from alchemist_data.media import decode_image
 
     _run(corpus, tmp_path / "run")
     for name, sch in schema.TABLES.items():
@@ -101,7 +101,7 @@ def test_tables_match_the_contract_and_reference_crops_decode(corpus, tmp_path):
     ents = catalog.read_table(tmp_path / "run", "entities").to_pylist()
     detected = [e for e in ents if e["is_detected"]]
     assert detected, "tiny profile with threshold 0 must detect something"
-    crop = decode_png(detected[0]["crop_png"])
+    crop = decode_image(detected[0]["crop_png"])
     x0, y0, x1, y1 = detected[0]["box_xyxy_px"]
     assert crop.shape == (y1 - y0, x1 - x0, 4)
     assert all(e["is_random_model"] for e in ents)

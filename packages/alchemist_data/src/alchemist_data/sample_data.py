@@ -264,7 +264,7 @@ def write_sample_corpus(out_dir: str | os.PathLike, num_clips: int = 24, seed: i
     ``on_clip(done, total)`` is called after each clip (progress bars). Returns the manifest path.
     """
     from alchemist_data.manifest import write_manifest
-    from alchemist_data.video import write_video
+    from alchemist_data.media import write_video
 
     if num_clips < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")

@@ -21,13 +21,25 @@ from pathlib import Path
 import numpy as np
 
 from alchemist_eval.safe_pickle import restricted_loads
-from alchemist_eval.video_io import parse_timestamp
 
 FRAME_FILES = {"frame1.jpg": 0, "frame2.jpg": 1, "frame3.jpg": 2}
 
 
 class AnnotationError(ValueError):
     """An annotation file that does not follow the released format."""
+
+
+def parse_timestamp(timestamp: str) -> float:
+    """``HH:MM:SS.fff`` -> seconds (``convert_timestamp_to_second`` with ``%H:%M:%S.%f``)."""
+    try:
+        hms, _, frac = timestamp.strip().partition(".")
+        hours, minutes, seconds = (int(p) for p in hms.split(":"))
+        micro = int((frac + "000000")[:6]) if frac else 0
+    except ValueError as err:
+        raise ValueError(f"bad timestamp {timestamp!r}: expected HH:MM:SS.fff") from err
+    if not (0 <= minutes < 60 and 0 <= seconds < 60 and hours >= 0):
+        raise ValueError(f"bad timestamp {timestamp!r}: expected HH:MM:SS.fff")
+    return hours * 3600 + minutes * 60 + seconds + micro / 1_000_000
 
 
 @dataclass

@@ -15,7 +15,6 @@ GT frames are then decoded from the clip's video at ``ref_times_s`` and embeddin
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -30,6 +29,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from alchemist_data.media import (
+    VideoError,
+    cut_clip,
+    decode_image,
+    encode_jpg,
+    encode_png,
+    frame_at_time,
+    reference_frames,
+)
 from alchemist_eval.annotations import Annotation, load_annotations
 from alchemist_eval.scorer import GroundTruth
 
@@ -68,27 +76,6 @@ GT_EMBEDDINGS = pa.schema(
 
 EXTRA_TABLES = {"gt_frames": GT_FRAMES, "conditioning": CONDITIONING, "gt_embeddings": GT_EMBEDDINGS}
 MODES = ("subject", "face", "multi_subject")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# image helpers
-
-
-def decode_image(data: bytes, mode: str = "RGB") -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
-
-
-def encode_png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def encode_jpg(arr: np.ndarray, quality: int = 75) -> bytes:
-    """JPEG like PIL's ``Image.save(format="JPEG")`` default (quality 75), which made the official GT frames."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -325,7 +312,7 @@ class Benchmark:
         for cid in clip_ids:
             c = clips[cid]
             if cid in frames:
-                gt_frames = [decode_image(frames[cid][k]) for k in sorted(frames[cid])]
+                gt_frames = [decode_image(frames[cid][k], "RGB") for k in sorted(frames[cid])]
             else:
                 gt_frames = self._decode_ref_frames(c)
             tags = list(c["subject_words"] or []) + list(c["object_words"] or [])
@@ -333,14 +320,12 @@ class Benchmark:
             refs = {t: [decode_image(e["crop_png"], "RGBA") for e in rows
                         if e["entity_word"] == t and e["is_detected"] and e["crop_png"] is not None] for t in tags}
             word = face_word.get(cid)
-            faces = [decode_image(e["face_crop_png"]) for e in rows
+            faces = [decode_image(e["face_crop_png"], "RGB") for e in rows
                      if word is not None and e["entity_word"] == word and e["has_face"] and e["face_crop_png"]]
             out.append(GroundTruth(cid, c["caption"], gt_frames, refs, faces, cached.get(cid)))
         return out
 
     def _decode_ref_frames(self, clip: dict[str, Any]) -> list[np.ndarray]:
-        from alchemist_data.video import reference_frames
-
         _, _, frames = reference_frames(self._video_path(clip["video"]), clip["start_s"], clip["end_s"])
         return [np.asarray(f) for f in frames]
 
@@ -383,15 +368,16 @@ def embeddings_rows(clip_id: str, emb: dict[str, Any], signature: str) -> list[d
 def _prepare_clip(ann: Annotation, videos_dir: Path, root: Path, inpainter: Any, bg_cfg: Any, profile: str,
                   shard: str) -> dict[str, list[dict[str, Any]]]:
     from alchemist_data.benchmark_rules import foreground_mask, paste_box_mask, rgba_crop
-    from alchemist_eval.video_io import cut_clip, frame_at_time
 
     rel = f"videos/{ann.clip_id}.mp4"
-    clip, fps = cut_clip(videos_dir / ann.video, root / rel, ann.start_s, ann.end_s, ann.resolution_wh)
+    clip = cut_clip(videos_dir / ann.video, root / rel, ann.start_s, ann.end_s, ann.resolution_wh)
+    fps = clip.fps
     duration = ann.end_s - ann.start_s
     fractions = (0.05, 0.50, 0.95)
-    # GT frames go through JPEG like the official frame{1,2,3}.jpg; crops and embeddings use the decoded JPEGs.
-    jpgs = [encode_jpg(frame_at_time(clip, fps, f * duration)) for f in fractions]
-    frames = [decode_image(j) for j in jpgs]
+    # GT frames go through JPEG like the official frame{1,2,3}.jpg (PIL's default quality, 75); crops and embeddings
+    # use the decoded JPEGs.
+    jpgs = [encode_jpg(frame_at_time(clip, f * duration), quality=75) for f in fractions]
+    frames = [decode_image(j, "RGB") for j in jpgs]
     H, W = frames[0].shape[:2]
     out: dict[str, list[dict[str, Any]]] = {"gt_frames": [], "entities": [], "backgrounds": [], "clips": []}
     for k, j in enumerate(jpgs):
@@ -462,7 +448,6 @@ def prepare_benchmark(
     from alchemist_data.writer import RunWriter, environment_versions, shard_name
     from alchemist_eval.models import get_eval_config
     from alchemist_eval.scorer import Scorer
-    from alchemist_eval.video_io import VideoReadError
 
     anns = load_annotations(annotations)
     videos_dir, root = Path(videos_dir), Path(output)
@@ -495,7 +480,7 @@ def prepare_benchmark(
         for ann in chunk:
             try:
                 part = _prepare_clip(ann, videos_dir, root, inpainter, bg_cfg, profile, name)
-            except (VideoReadError, ValueError, OSError) as err:
+            except (VideoError, ValueError, OSError) as err:
                 reason = getattr(err, "reason", "unreadable")
                 tables["rejects"].append(dict(video=str(videos_dir / ann.video), clip_id=ann.clip_id, stage="prepare",
                                               reason=reason, detail=str(err), caption=ann.caption, shard=name))

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from alchemist_data import benchmark_rules as R
+from alchemist_data.media import VideoError, read_frames_at_rate
 from alchemist_eval import metrics as M
 from alchemist_eval.models import EvalConfig, build_face_embedder, build_flow
-from alchemist_eval.video_io import VideoReadError, read_first_frames
 
 ALL_METRICS = ("text", "video", "subject", "face", "dynamic")
 MODE_METRICS = {"subject": ("text", "video", "subject", "dynamic"), "face": ("text", "video", "face", "dynamic")}
@@ -160,13 +160,13 @@ class Scorer:
                 row.update(status="missing_file", detail="no generated video named after this clip id")
             else:
                 try:
-                    decoded = read_first_frames(job.video_path, self.num_frames)
+                    decoded = read_frames_at_rate(job.video_path, self.num_frames)
                     frames = decoded.frames
                     row.update(num_frames=int(len(frames)), fps=float(decoded.fps),
                                width_px=int(frames.shape[2]), height_px=int(frames.shape[1]))
                     if self.num_frames is not None and len(frames) < self.num_frames:
                         row["detail"] = f"only {len(frames)} of the {self.num_frames} frames asked for"
-                except VideoReadError as err:
+                except VideoError as err:
                     row.update(status=err.reason, detail=err.detail)
             for m in self.metrics:
                 row[SCORE_COLUMNS[m]] = MISSING_SCORE if frames is None else None

@@ -24,7 +24,6 @@ Determinism: every random choice of sample ``index`` in ``epoch`` comes from
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from alchemist_data.catalog import read_table
+from alchemist_data.media import decode_clip, decode_image
 from alchemist_model.augment import (
     BACKGROUND_AUGMENT,
     apply_augment,
@@ -88,53 +87,12 @@ def sample_references(
     return slots
 
 
-def _decode_png(data: bytes) -> np.ndarray:
-    image = Image.open(io.BytesIO(data))
-    return np.asarray(image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB"))
-
-
-def _decode_clip_pyav(video: str, start_s: float, num_frames: int, fps: float) -> np.ndarray:
-    """Fallback when alchemist_data.video is absent: nearest-frame resampling to ``fps`` with PyAV."""
-    import av
-
-    targets = start_s + np.arange(num_frames) / fps
-    frames: list[np.ndarray] = []
-    with av.open(video) as container:
-        stream = container.streams.video[0]
-        if start_s > 0:
-            container.seek(int(start_s / stream.time_base), stream=stream, backward=True)
-        last = None
-        target_i = 0
-        for frame in container.decode(stream):
-            time = float(frame.pts * stream.time_base) if frame.pts is not None else 0.0
-            while target_i < num_frames and time > targets[target_i] + 0.5 / fps:
-                frames.append(last if last is not None else frame.to_ndarray(format="rgb24"))
-                target_i += 1
-            if target_i >= num_frames:
-                break
-            last = frame.to_ndarray(format="rgb24")
-            if time >= targets[target_i] - 0.5 / fps:
-                frames.append(last)
-                target_i += 1
-            if target_i >= num_frames:
-                break
-        if last is not None:
-            frames.extend([last] * (num_frames - len(frames)))
-    if not frames:
-        raise ValueError(f"{video}: no frames decoded at {start_s:.2f}s")
-    return np.stack(frames[:num_frames])
-
-
 def decode_target_clip(video: str, start_s: float, end_s: float, num_frames: int, fps: float,
                        size: tuple[int, int] | None = None) -> np.ndarray:
     """(T, H, W, 3) uint8 at ``fps`` from ``start_s``; a clip shorter than needed holds its last frame.
 
-    ``size=(w, h)`` lets alchemist_data.video resize (cover) and centre-crop while decoding.
+    ``size=(w, h)`` lets the media layer resize (cover) and centre-crop while decoding.
     """
-    try:
-        from alchemist_data.video import decode_clip
-    except ImportError:
-        return _decode_clip_pyav(video, start_s, num_frames, fps)
     frames = np.asarray(decode_clip(video, start_s, end_s, fps=fps, num_frames=num_frames, size=size))
     if len(frames) < num_frames:
         frames = np.concatenate([frames, np.repeat(frames[-1:], num_frames - len(frames), axis=0)])
@@ -301,7 +259,7 @@ class AlchemistDataset(torch.utils.data.Dataset):
                 data = faces[slot.word][slot.image_index]
             else:
                 data = per_clip[slot.word][1][slot.image_index]
-            image = _decode_png(data)
+            image = decode_image(data)
             if self.cfg.augment:
                 params = sample_augment_params(rng, *image.shape[:2])
                 if slot.kind == BACKGROUND:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alchemist_data.media import decode_image, write_video
 from alchemist_model.configs import ModelProfile, TrainConfig, get_profile, sample_steps_for
 from alchemist_model.encoders import Components, encode_conditions, find_word_span, reference_to_tensor, white_fill
 from alchemist_model.flow import combine_guidance, euler_step, sampling_schedule, time_shift_for
@@ -34,48 +35,18 @@ class AlchemistPipelineOutput:
 def load_image(image: ImageLike, what: str = "image") -> np.ndarray:
     """Path or array -> RGB uint8 with transparent pixels filled white."""
     if isinstance(image, str | Path):
-        from PIL import Image, UnidentifiedImageError
-
         path = Path(image)
         if not path.is_file():
             raise ValueError(f"{what}: file {str(path)!r} does not exist")
         try:
-            with Image.open(path) as img:
-                array = np.asarray(img.convert("RGBA" if img.mode in ("RGBA", "LA", "P") else "RGB"))
-        except (UnidentifiedImageError, OSError) as err:
+            array = decode_image(path.read_bytes())
+        except OSError as err:  # PIL's UnidentifiedImageError is an OSError
             raise ValueError(f"{what}: {str(path)!r} is not a readable image ({err})") from err
     else:
         array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise ValueError(f"{what}: expected a uint8 HxW[xC] image, got {array.dtype} {array.shape}")
     return white_fill(array)
-
-
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 24.0) -> Path:
-    """Write (T, H, W, 3) uint8 as H.264 mp4 (alchemist_data.video.write_video when available)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        from alchemist_data.video import write_video
-    except ImportError:
-        write_video = None
-    if write_video is not None:
-        write_video(str(path), frames, fps=fps)
-        return path
-    from fractions import Fraction
-
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 class AlchemistPipeline:
@@ -246,5 +217,5 @@ class AlchemistPipeline:
         # CogVideoX decodes an even latent count to 4 frames more than 4k+1 (all paper lengths are 8k+1): trim.
         video = vae.decode(latents)[0][:, :num_frames]  # (3, T, H, W) in [-1, 1]
         frames = ((video.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-        path = write_mp4(output_path, frames, fps) if output_path is not None else None
+        path = write_video(output_path, frames, fps=fps) if output_path is not None else None
         return AlchemistPipelineOutput(frames, path)

@@ -7,16 +7,15 @@ without running the curation pipeline.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from alchemist_data import schema
+from alchemist_data.media import encode_jpg, encode_png, write_video
 
 CAPTIONS = (
     ("A man in a red shirt walks a dog across the park.", ["man", "dog"], ["shirt"], "park"),
@@ -25,18 +24,6 @@ CAPTIONS = (
     ("A boy throws a ball to a dog on the grass.", ["boy", "dog"], ["ball"], "grass"),
 )
 COLORS = ((220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 200, 40), (160, 60, 200))
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpg(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def _frames(num_frames: int, size: tuple[int, int], seed: int, num_shapes: int) -> np.ndarray:
@@ -78,8 +65,6 @@ def write_tiny_curated_run(out_dir: str | Path, num_clips: int = 3, size: tuple[
     ``faces``: subjects get face crops (RGB, as curation stores them); ``sizes`` / ``durations_s``: per-clip video
     size and length (cycled), for the multi-resolution / multi-duration buckets.
     """
-    from alchemist_data.video import write_video
-
     out = Path(out_dir)
     for folder in ("videos", *schema.TABLES, "_done"):
         (out / folder).mkdir(parents=True, exist_ok=True)
@@ -115,17 +100,17 @@ def write_tiny_curated_run(out_dir: str | Path, num_clips: int = 3, size: tuple[
                     "frame_index": frame_index, "frame_time_s": time_s, "frame_width_px": clip_size[0],
                     "frame_height_px": clip_size[1], "is_detected": True, "drop_reason": None,
                     "box_xyxy_px": [4, 4, 4 + crop.shape[1], 4 + crop.shape[0]], "box_score": 0.9,
-                    "mask_iou_score": 0.95, "mask_area_frac": 0.1, "mask_png": _png(crop[..., 3]),
-                    "crop_png": _png(crop), "has_face": has_face,
+                    "mask_iou_score": 0.95, "mask_area_frac": 0.1, "mask_png": encode_png(crop[..., 3]),
+                    "crop_png": encode_png(crop), "has_face": has_face,
                     "face_box_xyxy_px": [6, 6, 6 + face.shape[1], 6 + face.shape[0]] if has_face else None,
-                    "face_score": 0.9 if has_face else None, "face_crop_png": _png(face) if has_face else None,
+                    "face_score": 0.9 if has_face else None, "face_crop_png": encode_png(face) if has_face else None,
                     "is_random_model": True,
                 })
         plate = frames[num_frames // 2].copy()
         backgrounds.append({
             "clip_id": clip_id, "background_word": background_word, "frame_time_s": clip_s / 2,
             "width_px": clip_size[0], "height_px": clip_size[1], "foreground_area_frac": 0.2,
-            "inpaint_backend": "opencv", "image_jpg": _jpg(plate), "foreground_mask_png": None,
+            "inpaint_backend": "opencv", "image_jpg": encode_jpg(plate, quality=90), "foreground_mask_png": None,
         })
     tables = {"clips": clips, "entities": entities, "backgrounds": backgrounds, "rejects": []}
     for name, rows in tables.items():

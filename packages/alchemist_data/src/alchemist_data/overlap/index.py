@@ -122,7 +122,7 @@ def list_references(reference_dir: str | os.PathLike[str]) -> list[ReferenceVide
 
 def sample_video(path: str, step_s: float, max_side_px: int = _INDEX_SIDE_PX) -> tuple[list[float], list[np.ndarray]]:
     """Frames every ``step_s`` seconds over the whole video (never closer than one frame apart), with their times."""
-    from alchemist_data.video import VideoError, probe, reference_frames
+    from alchemist_data.media import VideoError, probe, reference_frames
 
     info = probe(path)
     duration = info.duration_s
@@ -218,7 +218,7 @@ class OverlapIndex:
     ) -> OverlapIndex:
         """Sample and code every reference video of ``cfg.reference_dir`` (or ``refs``). An unreadable reference
         video is logged and left out (``skipped``); no readable one at all is a ``ValueError``."""
-        from alchemist_data.video import VideoError
+        from alchemist_data.media import VideoError
 
         cfg.validate()
         refs = list_references(cfg.reference_dir) if refs is None else refs

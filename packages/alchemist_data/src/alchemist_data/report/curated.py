@@ -78,8 +78,7 @@ def _frames(src: RunSource, clip: dict[str, Any], frames_cfg: dict[str, Any], gt
             size: tuple[int, int] | None) -> tuple[list[np.ndarray | None], str | None]:
     """The clip's reference frames as curation saw them: a benchmark's stored GT frames, else decoded again from the
     video with the run's frame settings (the tables keep boxes and crops, not whole frames)."""
-    from alchemist_data.crops import decode_image
-    from alchemist_data.video import VideoError, reference_frames
+    from alchemist_data.media import VideoError, decode_image, reference_frames
 
     if gt:
         frames: list[np.ndarray | None] = [decode_image(gt[k]) if k in gt else None for k in range(3)]

@@ -27,7 +27,7 @@ FRACTIONS = (0.05, 0.50, 0.95)
 
 def _generated_frames(row: dict[str, Any], videos_dir: str | None) -> list[np.ndarray]:
     """The generated video's frames at 5/50/95 % (the benchmark's GT positions)."""
-    from alchemist_data.video import reference_frames
+    from alchemist_data.media import reference_frames
 
     video = row.get("video")
     if not video:
@@ -40,8 +40,7 @@ def _generated_frames(row: dict[str, Any], videos_dir: str | None) -> list[np.nd
 
 def _ground_truth(bench: RunSource | None, ids: list[str]) -> dict[str, list[np.ndarray]]:
     """GT frames of these clips: the benchmark's stored frames, else decoded from the curated run's videos."""
-    from alchemist_data.crops import decode_image
-    from alchemist_data.video import VideoError, reference_frames
+    from alchemist_data.media import VideoError, decode_image, reference_frames
 
     if bench is None or not ids:
         return {}

@@ -139,7 +139,7 @@ class ImageWriter:
 
     def array(self, stem: str, image: np.ndarray, quality: int = 85) -> str:
         """An RGB array as JPEG (frames) or an RGBA array as PNG."""
-        from alchemist_data.crops import encode_jpg, encode_png
+        from alchemist_data.media import encode_jpg, encode_png
 
         rgba = image.ndim == 3 and image.shape[2] == 4
         path, rel = self._name(stem, "png" if rgba else "jpg")

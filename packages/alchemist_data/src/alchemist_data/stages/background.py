@@ -31,7 +31,7 @@ class BackgroundStage(Stage):
 
     def process_row(self, row: dict[str, Any]) -> None:
         from alchemist_data.benchmark_rules import foreground_mask
-        from alchemist_data.crops import encode_jpg, encode_png
+        from alchemist_data.media import encode_jpg, encode_png
 
         cfg = self.cfg
         middle = frames_of(row)[1]

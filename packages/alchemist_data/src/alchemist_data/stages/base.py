@@ -186,8 +186,8 @@ def frames_of(row: dict[str, Any]) -> list[np.ndarray]:
 def full_mask(det: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
     """The frame-sized boolean mask of a detection, rebuilt from its box-cropped mask PNG."""
     from alchemist_data.benchmark_rules import paste_box_mask
-    from alchemist_data.crops import decode_png
+    from alchemist_data.media import decode_image
 
-    return paste_box_mask(decode_png(det["mask_png"]), det["box_xyxy_px"], shape)
+    return paste_box_mask(decode_image(det["mask_png"]), det["box_xyxy_px"], shape)
 
 

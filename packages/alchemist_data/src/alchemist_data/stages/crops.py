@@ -21,10 +21,11 @@ class CropsStage(Stage):
 
     def process_row(self, row: dict[str, Any]) -> None:
         from alchemist_data.benchmark_rules import rgba_crop
-        from alchemist_data.crops import decode_png, encode_png
+        from alchemist_data.media import decode_image, encode_png
 
         frames = frames_of(row)
         for det in row["detections"]:
             if det["is_detected"]:
-                box_mask = decode_png(det["mask_png"]).astype(bool)  # stored cropped to the box, as rgba_crop takes it
+                # stored cropped to the box, as rgba_crop takes it
+                box_mask = decode_image(det["mask_png"]).astype(bool)
                 det["crop_png"] = encode_png(rgba_crop(frames[det["frame_index"]], box_mask, det["box_xyxy_px"]))

@@ -24,7 +24,7 @@ class FacesStage(Stage):
 
     def process_row(self, row: dict[str, Any]) -> None:
         from alchemist_data.benchmark_rules import extend_face_box, face_crop
-        from alchemist_data.crops import encode_png
+        from alchemist_data.media import encode_png
 
         frames = frames_of(row)
         for det in row["detections"]:

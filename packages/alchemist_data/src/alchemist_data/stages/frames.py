@@ -42,7 +42,7 @@ class FramesStage(Stage):
     ]
 
     def process_row(self, row: dict[str, Any]) -> None:
-        from alchemist_data.video import reference_frames
+        from alchemist_data.media import reference_frames
 
         cfg = self.cfg
         info, times, frames = reference_frames(

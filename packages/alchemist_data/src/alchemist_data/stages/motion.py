@@ -137,12 +137,12 @@ class MotionStage(Stage):
             self._classify(row)
 
     def _classify(self, row: dict[str, Any]) -> None:
-        from alchemist_data.video import decode_clip
+        from alchemist_data.media import decode_clip
 
         start, end = row["start_s"], row["end_s"]
         clf = self.classifier
         if start is None or end is None:
-            from alchemist_data.video import _clip_window, probe
+            from alchemist_data.media.probe import _clip_window, probe
 
             start, end = _clip_window(probe(row["video"]), start, end, row["video"])
         n = clf.num_frames
@@ -159,7 +159,8 @@ class MotionStage(Stage):
 
 def _pair_frames(row: dict[str, Any], cfg: MotionConfig) -> tuple[list, list, list]:
     """(first frames, second frames, frames apart) of ``cfg.num_pairs`` pairs spread over the clip window."""
-    from alchemist_data.video import _clip_window, probe, reference_frames
+    from alchemist_data.media import reference_frames
+    from alchemist_data.media.probe import _clip_window, probe
 
     video = row["video"]
     info = probe(video)

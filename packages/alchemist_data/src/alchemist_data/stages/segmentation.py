@@ -51,7 +51,7 @@ class SegmentationStage(Stage):
 
     def _apply(self, row: dict[str, Any], jobs: list[Any], results: list[list[Any]]) -> None:
         from alchemist_data.benchmark_rules import crop_to_box, mask_drop_reason
-        from alchemist_data.crops import encode_png
+        from alchemist_data.media import encode_png
 
         cfg = self.cfg
         for (boxed, _, _), frame_results in zip(jobs, results, strict=True):

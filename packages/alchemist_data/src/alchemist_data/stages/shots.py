@@ -92,22 +92,18 @@ class _Window:
 def _lowres_frames(video: str, fps: float, stop_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every frame from the video's start (up to ``stop_s``) at TransNetV2's 48x27, and each frame's start time.
 
-    One sequential decode (no seeks). Until the media layer's full low-resolution decode lands, this decodes at full
-    size and resizes with INTER_AREA, and times are ``index / fps`` (exact for constant frame rate).
+    One sequential decode (no seeks) at TransNetV2's input size through the media layer's fastest full decode;
+    times are the frames' presentation times, so variable frame rate is handled.
     """
-    import cv2
-
+    from alchemist_data.media import decode_all_frames_lowres
     from alchemist_data.models.shots import INPUT_HW
-    from alchemist_data.video import decode_all_frames
 
     h, w = INPUT_HW
-    frames = []
-    for i, frame in enumerate(decode_all_frames(video)):
-        if stop_s is not None and i / fps >= stop_s:
-            break
-        frames.append(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA))
-    out = np.stack(frames) if frames else np.zeros((0, h, w, 3), np.uint8)
-    return out, np.arange(len(out), dtype=np.float64) / fps
+    frames, _, times = decode_all_frames_lowres(video, width=w, height=h)
+    if stop_s is not None:
+        keep = times < stop_s
+        frames, times = frames[keep], times[keep]
+    return frames, np.asarray(times, dtype=np.float64)
 
 
 class ShotsStage(Stage):
@@ -156,7 +152,7 @@ class ShotsStage(Stage):
 
     # ------------------------------------------------------------------------------------------------------------
     def _decode(self, row: dict[str, Any]) -> _Window:
-        from alchemist_data.video import VideoError, _clip_window, probe
+        from alchemist_data.media.probe import VideoError, _clip_window, probe
 
         video = row["video"]
         info = probe(video)

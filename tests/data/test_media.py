@@ -1,4 +1,4 @@
-"""alchemist_data.video on generated media: probe, accurate reference frames, clip decoding, bad input."""
+"""alchemist_data.media on generated media: probe, accurate reference frames, clip decoding, bad input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from alchemist_data.video import (
+from alchemist_data.media import (
     VideoError,
     decode_all_frames,
     decode_clip,

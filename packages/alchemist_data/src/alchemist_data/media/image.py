@@ -1,7 +1,7 @@
-"""Image codecs for reference crops, masks and frames: lossless PNG (RGBA, gray, bool masks) and JPEG.
+"""PNG / JPEG bytes <-> uint8 arrays (PIL): the one image codec of curation, training and the benchmark.
 
-The crop rules themselves (RGBA reference crops, white fill, square padding, the masked subject crop) are the
-benchmark's, in :mod:`alchemist_data.benchmark_rules`.
+Masks, crops and plates are stored in Parquet as PNG/JPEG bytes (``alchemist_data.schema``), so every package
+encodes and decodes them here and the stored form cannot drift between writer and reader.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 def encode_png(arr: np.ndarray) -> bytes:
     """Lossless PNG bytes of an HxW, HxWx3 or HxWx4 uint8 array. A bool mask is stored as 0/255 gray (viewable;
-    ``decode_png(...).astype(bool)`` gives the mask back)."""
+    ``decode_image(...).astype(bool)`` gives the mask back)."""
     from PIL import Image
 
     a = np.asarray(arr)
@@ -24,7 +24,11 @@ def encode_png(arr: np.ndarray) -> bytes:
 
 
 def encode_jpg(arr: np.ndarray, quality: int = 95) -> bytes:
-    """JPEG bytes of an RGB (or gray) uint8 array; RGBA is refused (JPEG has no alpha: white_fill it first)."""
+    """JPEG bytes of an RGB (or gray) uint8 array; RGBA is refused (JPEG has no alpha: white_fill it first).
+
+    The benchmark's ground-truth frames use ``quality=75``: PIL's default, with which the official ``frame*.jpg``
+    were saved.
+    """
     from PIL import Image
 
     a = np.asarray(arr)
@@ -35,11 +39,17 @@ def encode_jpg(arr: np.ndarray, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG bytes to a uint8 array, keeping the stored mode: RGBA -> HxWx4, gray -> HxW, else RGB."""
+def decode_image(data: bytes, mode: str | None = None) -> np.ndarray:
+    """Decode PNG/JPEG bytes to a uint8 array.
+
+    ``mode=None`` keeps the stored mode: RGBA (or gray/palette with transparency) -> HxWx4, gray -> HxW, else RGB.
+    A PIL mode (``"RGB"``, ``"RGBA"``, ``"L"``) converts to it, as the benchmark's ``Image.open(...).convert(mode)``.
+    """
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
+        if mode is not None:
+            return np.asarray(im.convert(mode))
         if im.mode == "RGBA":
             return np.asarray(im.convert("RGBA"))
         if im.mode in ("L", "1"):
@@ -48,7 +58,3 @@ def decode_image(data: bytes) -> np.ndarray:
             return np.asarray(im.convert("RGBA"))
         return np.asarray(im.convert("RGB"))
 
-
-def decode_png(data: bytes) -> np.ndarray:
-    """Decode PNG bytes (see :func:`decode_image`)."""
-    return decode_image(data)
