@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alchemist_data.media import decode_image, encode_jpg, encode_png, rgba_crop
+from alchemist_data.benchmark_rules import rgba_crop
+from alchemist_data.media import decode_image, encode_jpg, encode_png
 
 
 @pytest.fixture()
