@@ -77,7 +77,7 @@ _OFFICIAL = {
 def run(quick: bool) -> list[dict]:
     import torch
 
-    from alchemist_eval.models import get_eval_config
+    from alchemist_eval.models import eval_profile
     from alchemist_eval.scorer import MODE_METRICS, Scorer
 
     torch.set_num_threads(1)
@@ -86,16 +86,16 @@ def run(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="alchemist-bench-eval-") as tmp:
         jobs = _dataset(Path(tmp), num_videos, num_frames)
         # GT embeddings are precomputed in both protocols (the official prepare_msrvtt_personalization_embeddings.py)
-        gt_scorer = Scorer(get_eval_config("tiny"), ("text", "video", "subject"), num_frames)
+        gt_scorer = Scorer(eval_profile("tiny"), ("text", "video", "subject"), num_frames)
         for job, emb in zip(jobs, gt_scorer.gt_embeddings([j.gt for j in jobs]), strict=True):
             emb["faces"] = np.zeros((0, 128), np.float32)
             job.gt.embeddings = emb
         for label, metrics in (("Text-S + Vid-S", ("text", "video")),
                                ("subject mode (Text-S, Vid-S, Subj-S, Dync-D)", MODE_METRICS["subject"])):
-            batched = Scorer(get_eval_config("tiny", _BATCHED), metrics, num_frames)
+            batched = Scorer(eval_profile("tiny", _BATCHED), metrics, num_frames)
             # official: CLIP sees one video's frames per forward; GroundingDINO one video's frames (in the grounder's
             # batches); SAM one frame per set_image + predict_torch; DINO one subject crop per forward (batch 1)
-            official = [Scorer(get_eval_config("tiny", _OFFICIAL[m](num_frames)), (m,), num_frames) for m in metrics]
+            official = [Scorer(eval_profile("tiny", _OFFICIAL[m](num_frames)), (m,), num_frames) for m in metrics]
             for sc in (batched, *official):
                 sc.setup()
                 sc.score(jobs[:1])  # warm-up outside the timings

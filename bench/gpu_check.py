@@ -305,7 +305,7 @@ def eval_section(device: str, num_videos: int, smoke: bool, workdir: Path, ckpts
     """Batched scorer vs the official protocol (one pass per metric, one video at a time), same models."""
     import numpy as np
 
-    from alchemist_eval.models import get_eval_config
+    from alchemist_eval.models import eval_profile
     from alchemist_eval.scorer import MODE_METRICS, Scorer
     from bench.eval import _OFFICIAL, _dataset, _time_batched, _time_official
 
@@ -325,12 +325,12 @@ def eval_section(device: str, num_videos: int, smoke: bool, workdir: Path, ckpts
     root = workdir / "eval_videos"
     root.mkdir(parents=True, exist_ok=True)
     jobs = _dataset(root, num_videos, num_frames, h=h, w=w)
-    gt_scorer = Scorer(get_eval_config(profile, base), metrics, num_frames)
+    gt_scorer = Scorer(eval_profile(profile, base), metrics, num_frames)
     for job, emb in zip(jobs, gt_scorer.gt_embeddings([j.gt for j in jobs]), strict=True):
         emb["faces"] = np.zeros((0, 512), np.float32)
         job.gt.embeddings = emb
-    batched = Scorer(get_eval_config(profile, base), metrics, num_frames)
-    official = [Scorer(get_eval_config(profile, base | _OFFICIAL[m](num_frames)), (m,), num_frames) for m in metrics]
+    batched = Scorer(eval_profile(profile, base), metrics, num_frames)
+    official = [Scorer(eval_profile(profile, base | _OFFICIAL[m](num_frames)), (m,), num_frames) for m in metrics]
     for sc in (batched, *official):
         sc.setup()
         sc.score(jobs[:1])  # warm-up (cuDNN autotuning, lazy allocations) outside the timings

@@ -51,7 +51,7 @@ def _timed(fn, repeats: int, warmup: int = 2, sync: bool = False) -> float:
 
 
 def cpu_rows(quick: bool) -> list[dict]:
-    from alchemist_model.configs import TrainConfig, get_profile
+    from alchemist_model.configs import TrainConfig, model_profile
     from alchemist_model.data import AlchemistDataset, collate_samples
     from alchemist_model.encoders import encode_conditions, load_components
     from alchemist_model.flow import combine_guidance
@@ -64,7 +64,7 @@ def cpu_rows(quick: bool) -> list[dict]:
     steps = 10 if quick else 40
     with tempfile.TemporaryDirectory() as tmp:
         curated = write_tiny_curated_run(Path(tmp) / "curated", num_clips=4)
-        profile = get_profile("tiny")
+        profile = model_profile("tiny")
         cfg = TrainConfig(profile="tiny", steps=steps, warmup_steps=1, stage2_cross_attn_only_steps=0,
                           checkpoint_every=10**9)
         records: list[dict] = []
@@ -171,11 +171,11 @@ def _profile_rows(profile_name: str, quick: bool, device: torch.device, name: st
                   wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None, label: str = "") -> list[dict]:
     """Training step / throughput / MFU (and sampling) rows of a model profile. ``gradient_checkpointing`` None: the
     profile's; ``wrap``: applied to the model before the optimizer is built (e.g. FSDP), named by ``label``."""
-    from alchemist_model.configs import get_profile
+    from alchemist_model.configs import model_profile
     from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel, transformer_flops_per_token
 
     rows: list[dict] = []
-    profile = get_profile(profile_name)
+    profile = model_profile(profile_name)
     if gradient_checkpointing is not None:
         profile.gradient_checkpointing = gradient_checkpointing
     kwargs = dict(profile.transformer, text_dim=1024, cond_dim=1024)  # T5 v1.1 large / ViT-L widths

@@ -45,10 +45,10 @@ def local_path(uri: str, what: str) -> Path:
 
 def encode_config(profile: str, overrides: list[str] | None) -> Any:
     from alchemist_data.config import apply_overrides, parse_overrides
-    from alchemist_model.configs import get_profile
+    from alchemist_model.configs import model_profile
     from alchemist_model.latents import LatentEncodeConfig
 
-    get_profile(profile)  # a clear error for an unknown profile
+    model_profile(profile)  # a clear error for an unknown profile
     cfg = apply_overrides(LatentEncodeConfig(profile=profile), parse_overrides(overrides))
     if cfg.dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"--set dtype={cfg.dtype}: choose float32, bfloat16 or float16")
@@ -64,7 +64,7 @@ def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
     from alchemist_data.catalog import read_table
     from alchemist_data.runner import ShardPartWriter, ShardTracker, split_by_shard
     from alchemist_data.writer import RunWriter, environment_versions
-    from alchemist_model.configs import get_profile
+    from alchemist_model.configs import model_profile
     from alchemist_model.encoders import load_components
     from alchemist_model.latents import TABLE, LatentEncoder, encode_work_table
 
@@ -73,7 +73,7 @@ def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
     if opts.num_workers < 1:
         raise ValueError("--num-workers must be at least 1")
     cfg = encode_config(opts.profile, opts.overrides)
-    profile = get_profile(cfg.profile)
+    profile = model_profile(cfg.profile)
     curated, output = local_path(opts.curated, "CURATED"), local_path(opts.output, "--output")
     work = encode_work_table(curated, cfg, profile)  # reads the curated tables: fails early on a bad folder
     writer = RunWriter(output, tables=schema.LATENT_TABLES)

@@ -16,7 +16,7 @@ from alchemist_eval.models import (
     FaceEvalConfig,
     FaceFinder,
     RaftFlow,
-    get_eval_config,
+    eval_profile,
 )
 
 from .conftest import astronaut_frames, moving_frames
@@ -81,7 +81,7 @@ def test_one_random_weights_notice_for_the_three_packages(capsys):
 
     phrase = "RANDOMLY INITIALISED (no real weights were loaded)"
     assert phrase in curation_profile("tiny").random_model_notice()
-    assert phrase in get_eval_config("tiny").random_model_notice()
+    assert phrase in eval_profile("tiny").random_model_notice()
     announce_random("a unit-test component")
     assert f"a unit-test component is {phrase}" in capsys.readouterr().err
     # only the models that really are random are named
@@ -98,12 +98,12 @@ def test_clip_runs_in_fp16_on_cuda_only_like_the_official_clip_load():
     with pytest.raises(ValueError, match="clip_precision='bf16'"):
         clip_dtype("cuda", "bf16")
     with pytest.raises(ValueError, match="clip_precision"):
-        get_eval_config("tiny", {"clip_precision": "fp8"})
-    paper = get_eval_config("paper")
+        eval_profile("tiny", {"clip_precision": "fp8"})
+    paper = eval_profile("paper")
     assert paper.clip_precision == "fp16" and paper.device == "cuda"
     # what CLIP really ran in is part of the scores' signature: fp16 GT embeddings are never reused for fp32 runs
     assert paper.signature()["clip_precision"] == "float16"
-    assert get_eval_config("paper", {"clip_precision": "fp32"}).signature()["clip_precision"] == "float32"
+    assert eval_profile("paper", {"clip_precision": "fp32"}).signature()["clip_precision"] == "float32"
     enc = ClipEncoder("random-tiny", device="cpu", precision="fp16")
     enc.setup()
     assert enc.model.dtype == torch.float32  # the official clip package casts to float32 on CPU
@@ -186,12 +186,12 @@ def test_face_finder_keeps_thin_boxes_like_the_official_detect_face_crops():
 
 
 def test_profiles_and_overrides():
-    tiny = get_eval_config("tiny")
+    tiny = eval_profile("tiny")
     assert tiny.clip_model == "random-tiny" and tiny.flow == "dis" and "CLIP" in tiny.random_models
     assert "RANDOMLY INITIALISED" in tiny.random_model_notice()
-    paper = get_eval_config("paper", {"clip_model": "/models/clip", "face.arcface_checkpoint": "/m/bb.pth"})
+    paper = eval_profile("paper", {"clip_model": "/models/clip", "face.arcface_checkpoint": "/m/bb.pth"})
     assert paper.clip_model == "/models/clip" and paper.face.embedder == "arcface" and paper.flow == "raft"
     assert paper.face.arcface_checkpoint == "/m/bb.pth" and paper.random_model_notice() is None
     assert paper.grounding.box_threshold == 0.4 and paper.segmentation.iou_threshold == 0.9
     with pytest.raises(ValueError, match="unknown config field"):
-        get_eval_config("tiny", {"nope": "1"})
+        eval_profile("tiny", {"nope": "1"})

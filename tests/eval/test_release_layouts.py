@@ -11,7 +11,7 @@ import torch
 
 from alchemist_data.models.base import ModelLoadError
 from alchemist_eval import metrics as M
-from alchemist_eval.models import ArcFaceEmbedder, DinoEncoder, RaftFlow, get_eval_config
+from alchemist_eval.models import ArcFaceEmbedder, DinoEncoder, RaftFlow, eval_profile
 from tests.release_layouts import write_arcface, write_dino, write_raft_princeton
 
 from .conftest import astronaut_frames, moving_frames
@@ -62,7 +62,7 @@ def test_raft_torchvision_layout_still_loads_and_other_layouts_fail_naming_the_f
 
 def test_paper_profile_drives_dync_d_with_the_benchmarks_raft_file(monkeypatch):
     monkeypatch.delenv("ALCHEMIST_RAFT_CHECKPOINT", raising=False)
-    cfg = get_eval_config("paper")
+    cfg = eval_profile("paper")
     assert cfg.flow == "raft" and cfg.raft_checkpoint == "raft-things.pth"
 
 

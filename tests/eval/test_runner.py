@@ -13,7 +13,7 @@ from alchemist_data.benchmark_rules import face_crop
 from alchemist_data.models.grounding import Grounder
 from alchemist_data.models.tiny import tiny_bert_tokenizer
 from alchemist_eval.benchmark import Benchmark
-from alchemist_eval.models import get_eval_config
+from alchemist_eval.models import eval_profile
 from alchemist_eval.runner import EvalConfigMismatchError, run_eval
 from alchemist_eval.scorer import GroundTruth, Job, Scorer
 
@@ -57,7 +57,7 @@ def test_prepared_benchmark_has_the_curation_tables_and_the_mode_lists(prepared_
 
 
 def _scorer(metrics, profile="tiny", **overrides):
-    return Scorer(get_eval_config(profile, {k: str(v) for k, v in overrides.items()}), metrics)
+    return Scorer(eval_profile(profile, {k: str(v) for k, v in overrides.items()}), metrics)
 
 
 def test_static_video_is_not_dynamic_and_a_moving_one_is(tmp_path):
@@ -72,7 +72,7 @@ def test_static_video_is_not_dynamic_and_a_moving_one_is(tmp_path):
 def test_one_frame_fewer_frames_than_asked_and_unreadable_videos(tmp_path):
     gt = GroundTruth("x", "a scene", frames=list(moving_frames(3)))
     (tmp_path / "text.mp4").write_text("not a video")
-    scorer = Scorer(get_eval_config("tiny"), ["text", "video", "dynamic"], num_frames=16)
+    scorer = Scorer(eval_profile("tiny"), ["text", "video", "dynamic"], num_frames=16)
     rows = scorer.score([
         Job(gt, str(write(tmp_path / "one.mp4", moving_frames(1)))),
         Job(gt, str(write(tmp_path / "five.mp4", moving_frames(5)))),
@@ -195,7 +195,7 @@ def test_cached_and_recomputed_ground_truth_embeddings_agree(prepared_benchmark)
     import json
 
     bench = Benchmark.load(prepared_benchmark)
-    cfg = get_eval_config("tiny")
+    cfg = eval_profile("tiny")
     sig = json.dumps(cfg.signature(), sort_keys=True)
     (cached,) = bench.ground_truth(["clip_a"], "face", sig)
     (fresh,) = bench.ground_truth(["clip_a"], "face", None)

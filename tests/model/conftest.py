@@ -16,10 +16,10 @@ def curated_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_components():
-    from alchemist_model.configs import get_profile
+    from alchemist_model.configs import model_profile
     from alchemist_model.encoders import load_components
 
-    return load_components(get_profile("tiny"), "dinov2", seed=0)
+    return load_components(model_profile("tiny"), "dinov2", seed=0)
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alchemist_model.buckets import TABLE6, BucketBatchSampler, BucketPlan, aspect_size, parse_cells
-from alchemist_model.configs import DataConfig, TrainConfig, get_profile, sample_steps_for
+from alchemist_model.configs import DataConfig, TrainConfig, model_profile, sample_steps_for
 from alchemist_model.data import AlchemistDataset, collate_samples
 
 ASPECTS = DataConfig().bucket_aspect_ratios
@@ -94,7 +94,7 @@ def test_dataset_and_training_with_buckets_resume_exactly(tmp_path):
     run = write_tiny_curated_run(tmp_path / "curated", num_clips=3, sizes=[(80, 60), (48, 80), (80, 60)],
                                  durations_s=[1.0, 1.0, 0.5])
     data = DataConfig(buckets="64x48x9,64x48x17")
-    profile = get_profile("tiny")
+    profile = model_profile("tiny")
     ds = AlchemistDataset(run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px, data)
     shapes = {(g.width_px, g.height_px, g.num_frames): len(g.members) for g in ds.buckets.groups}
     assert shapes == {(64, 48, 9): 2, (64, 48, 17): 1, (48, 80, 9): 1, (48, 80, 17): 1}
@@ -121,7 +121,7 @@ def test_dataset_and_training_with_buckets_resume_exactly(tmp_path):
 
 
 def test_sampling_steps_follow_the_requested_resolution(monkeypatch):
-    small, tiny = get_profile("small"), get_profile("tiny")
+    small, tiny = model_profile("small"), model_profile("tiny")
     assert [sample_steps_for(w, h, small) for w, h in ((256, 144), (144, 256), (512, 288), (1024, 576))] == [
         256, 256, 128, 64]
     assert sample_steps_for(64, 48, tiny) == tiny.sample_steps  # no spec class near 64x48

@@ -16,7 +16,7 @@ from alchemist_model.augment import (
     crop_size,
     sample_augment_params,
 )
-from alchemist_model.configs import DataConfig, get_profile
+from alchemist_model.configs import DataConfig, model_profile
 from alchemist_model.data import (
     BACKGROUND,
     FACE,
@@ -29,7 +29,7 @@ from alchemist_model.encoders import white_fill
 
 
 def _dataset(run, **kwargs) -> AlchemistDataset:
-    profile = get_profile("tiny")
+    profile = model_profile("tiny")
     return AlchemistDataset(run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px,
                             **kwargs)
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from alchemist_data import schema
 from alchemist_data.catalog import read_table
-from alchemist_model.configs import DataConfig, TrainConfig, get_profile
+from alchemist_model.configs import DataConfig, TrainConfig, model_profile
 from alchemist_model.data import AlchemistDataset, collate_samples
 from alchemist_model.encoders import Components, TextEncoder, VideoVAE, encode_text, entity_word_tokens
 from alchemist_model.latents import WORK_SCHEMA, LatentEncodeConfig, LatentEncoder, LatentStore
@@ -62,7 +62,7 @@ def test_encode_writes_committed_resumable_shards(curated_run, latents_dir, tmp_
 def test_stored_tensors_are_the_on_the_fly_inputs(curated_run, latents_dir):
     store = LatentStore(latents_dir)
     components = Components.load_saved(latents_dir / "encoders")
-    profile = get_profile("tiny")
+    profile = model_profile("tiny")
     fly = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames,
                            profile.image_size_px, DataConfig(clip_start="start"))
     pre = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from alchemist_model.checkpoint import latest_checkpoint
-from alchemist_model.configs import TrainConfig, get_profile
+from alchemist_model.configs import TrainConfig, model_profile
 from alchemist_model.data import AlchemistDataset, ResumableSampler
 from alchemist_model.train import ray_fit, train_ray
 
@@ -38,7 +38,7 @@ def test_ray_train_runs_two_steps_with_one_worker(ray_local, curated_run, tmp_pa
 def test_dataset_as_a_ray_data_stream(ray_local, curated_run):
     from alchemist_model.data import to_ray_dataset
 
-    profile = get_profile("tiny")
+    profile = model_profile("tiny")
     ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
     rows = to_ray_dataset(ds, num_samples=3).take_all()
     keys = [next(iter(ResumableSampler(len(ds), 0, start=i))) for i in range(3)]

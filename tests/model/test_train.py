@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from alchemist_model.checkpoint import latest_checkpoint
-from alchemist_model.configs import TrainConfig, get_profile
+from alchemist_model.configs import TrainConfig, model_profile
 from alchemist_model.data import AlchemistDataset, collate_samples
 from alchemist_model.encoders import encode_conditions
 from alchemist_model.train import build_transformer, train, training_step
@@ -33,7 +33,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 def test_loss_falls_by_half_on_a_fixed_batch(curated_run, tiny_components):
     """Overfit one batch (fixed latents, conditions, noise and timesteps): the model can fit what it is fed."""
-    profile = get_profile("tiny")
+    profile = model_profile("tiny")
     cfg = _cfg(text_drop_prob=0.0, image_drop_prob=0.0, timestep_sampling="uniform")
     ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
     batch = collate_samples([ds[0], ds[1]])
@@ -90,9 +90,9 @@ def test_resume_equals_the_uninterrupted_run(curated_run, tmp_path):
 def test_stage2_trains_only_the_personalization_branch_first(curated_run, tmp_path, tiny_components):
     cfg = _cfg(steps=2, stage2_cross_attn_only_steps=2, checkpoint_every=2)
     train(cfg, curated_run, tmp_path / "run", progress=False)
-    init = build_transformer(get_profile("tiny"), cfg, tiny_components).state_dict()
+    init = build_transformer(model_profile("tiny"), cfg, tiny_components).state_dict()
     trained = _weights(tmp_path / "run")
-    model = build_transformer(get_profile("tiny"), cfg, tiny_components)
+    model = build_transformer(model_profile("tiny"), cfg, tiny_components)
     new = {n for n, p in model.named_parameters() if any(p is q for q in model.personalization_parameters())}
     changed = {k for k in trained if not torch.equal(trained[k], init[k])}
     assert changed and changed <= new
@@ -108,7 +108,7 @@ def test_stage2_trains_only_the_personalization_branch_first(curated_run, tmp_pa
 def test_stage1_then_stage2_from_it(curated_run, tmp_path, tiny_components):
     cfg1 = _cfg(steps=2, stage=1, checkpoint_every=2)
     train(cfg1, curated_run, tmp_path / "stage1", progress=False)
-    model = build_transformer(get_profile("tiny"), cfg1, tiny_components)
+    model = build_transformer(model_profile("tiny"), cfg1, tiny_components)
     init = model.state_dict()
     new = {n for n, p in model.named_parameters() if any(p is q for q in model.personalization_parameters())}
     trained = _weights(tmp_path / "stage1")
@@ -125,7 +125,7 @@ def test_defaults_follow_spec_section_4_and_dropped_conditions_are_zeroed(curate
     cfg = TrainConfig()
     assert (cfg.lr, tuple(cfg.betas), cfg.weight_decay, cfg.grad_clip) == (1e-4, (0.9, 0.99), 0.01, 0.05)
     assert (cfg.text_drop_prob, cfg.image_drop_prob, cfg.stage2_cross_attn_only_steps) == (0.1, 0.1, 10_000)
-    profile = get_profile("tiny")
+    profile = model_profile("tiny")
     ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
     batch = collate_samples([ds[0], ds[1]])
     latents = tiny_components.vae.encode(batch["video"])
@@ -245,7 +245,7 @@ def _forward_calls(model: torch.nn.Module) -> list[dict]:
 
 
 def test_self_conditioning_second_pass_sees_the_first_pass_estimate(curated_run, tiny_components):
-    profile = get_profile("tiny")
+    profile = model_profile("tiny")
     ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
     batch = collate_samples([ds[0], ds[1]])
     latents = tiny_components.vae.encode(batch["video"])

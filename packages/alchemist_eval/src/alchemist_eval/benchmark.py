@@ -446,7 +446,7 @@ def prepare_benchmark(
     from alchemist_data.models.inpaint import build_inpainter
     from alchemist_data.models.presets import vision_models
     from alchemist_data.writer import RunWriter, environment_versions, shard_name
-    from alchemist_eval.models import get_eval_config
+    from alchemist_eval.models import eval_profile
     from alchemist_eval.scorer import Scorer
 
     anns = load_annotations(annotations)
@@ -463,7 +463,7 @@ def prepare_benchmark(
     done = writer.done_shards()
     shards = [anns[i : i + shard_size] for i in range(0, len(anns), shard_size)]
     inpainter, scorer = None, None
-    cfg = get_eval_config(profile, overrides)
+    cfg = eval_profile(profile, overrides)
     signature = json.dumps(cfg.signature(), sort_keys=True)
     t0 = time.time()
     for s, chunk in enumerate(shards):

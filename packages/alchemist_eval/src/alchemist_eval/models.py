@@ -109,7 +109,7 @@ class EvalConfig:
         return json.loads(json.dumps(d, default=str))
 
 
-def get_eval_config(profile: str, overrides: dict[str, str] | None = None) -> EvalConfig:
+def eval_profile(profile: str, overrides: dict[str, str] | None = None) -> EvalConfig:
     """Models of a profile; ``overrides`` are ``{"section.field": value}`` like curation's ``--set``."""
     from alchemist_data.config import apply_overrides
     from alchemist_data.models.presets import vision_models

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from alchemist_eval import metrics as M
 from alchemist_eval.benchmark import Benchmark
-from alchemist_eval.models import EvalConfig, get_eval_config
+from alchemist_eval.models import EvalConfig, eval_profile
 from alchemist_eval.scorer import MODE_METRICS, SCORE_COLUMNS, Job, Scorer
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
@@ -128,7 +128,7 @@ def run_eval(
         if not ids:
             raise ValueError(f"no generated video in {str(videos_dir)!r} is named after a {mode!r}-mode clip id")
     metrics = list(metrics or MODE_METRICS.get(mode, MODE_METRICS["subject"]))
-    cfg = get_eval_config(profile, overrides)
+    cfg = eval_profile(profile, overrides)
     notice = cfg.random_model_notice()
     if notice:
         log(f"WARNING: {notice}")

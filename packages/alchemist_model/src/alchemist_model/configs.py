@@ -125,7 +125,7 @@ def sample_steps_for(width: int, height: int, profile: ModelProfile) -> int:
     return steps if abs(math.log(area / (w * h))) <= math.log(2.0) else profile.sample_steps
 
 
-def get_profile(name: str) -> ModelProfile:
+def model_profile(name: str) -> ModelProfile:
     if name not in PROFILES:
         raise ValueError(f"unknown model profile {name!r}: choose one of {sorted(PROFILES)}")
     return dataclasses.replace(PROFILES[name], transformer=dict(PROFILES[name].transformer))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from alchemist_data.media import decode_image, write_video
-from alchemist_model.configs import ModelProfile, TrainConfig, get_profile, sample_steps_for
+from alchemist_model.configs import ModelProfile, TrainConfig, model_profile, sample_steps_for
 from alchemist_model.encoders import Components, encode_conditions, find_word_span, reference_to_tensor, white_fill
 from alchemist_model.flow import combine_guidance, euler_step, sampling_schedule, time_shift_for
 from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel
@@ -76,7 +76,7 @@ class AlchemistPipeline:
         )
         components = Components.load_saved(run_dir / "encoders")
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        pipe = cls(transformer, components, get_profile(cfg.profile), cfg)
+        pipe = cls(transformer, components, model_profile(cfg.profile), cfg)
         return pipe.to(dev)
 
     def to(self, device: torch.device | str) -> AlchemistPipeline:

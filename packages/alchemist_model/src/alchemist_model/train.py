@@ -48,7 +48,7 @@ from alchemist_model.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from alchemist_model.configs import RANDOM_INIT, ModelProfile, TrainConfig, get_profile
+from alchemist_model.configs import RANDOM_INIT, ModelProfile, TrainConfig, model_profile
 from alchemist_model.data import AlchemistDataset, ResumableSampler, collate_samples
 from alchemist_model.encoders import Components, ImageEncoder, TextConditions, encode_conditions, load_components
 from alchemist_model.flow import add_noise, sample_timesteps, time_shift_for, velocity_target
@@ -182,7 +182,7 @@ def prepare_run(cfg: TrainConfig, output_dir: Path, resume: bool,
     and the target window at each clip's start (what the latents hold).
     """
     output_dir = Path(output_dir)
-    profile = get_profile(cfg.profile)
+    profile = model_profile(cfg.profile)
     cfg = cfg.resolved()
     if latents is not None and cfg.data.clip_start != "start":
         print("[alchemist] note: --latents holds each clip's window at its start: data.clip_start=start",
@@ -494,7 +494,7 @@ def _ray_worker_loop(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    profile = get_profile(cfg.profile)
+    profile = model_profile(cfg.profile)
     components = Components.load_saved(Path(config["output_dir"]) / "encoders")
     strategy = profile.parallelism
 
@@ -545,7 +545,7 @@ def train_ray(
     if cfg.data_source == "ray_data":
         from alchemist_model.data import to_ray_dataset
 
-        profile = get_profile(cfg.profile)
+        profile = model_profile(cfg.profile)
         batch_size = cfg.batch_size or profile.batch_size
         dataset = AlchemistDataset(data_dir, profile.width_px, profile.height_px, profile.num_frames,
                                    profile.image_size_px, cfg.data, seed=cfg.seed, with_references=int(cfg.stage) == 2)
