@@ -32,6 +32,7 @@ def test_paper_profile_curates_a_clip_on_cpu_from_released_layout_files(released
         "entities.backend": "spacy",
         "faces.backend": "mtcnn",
         "background.backend": "opencv",
+        "motion.backend": "dis",  # the motion pre-filter's RAFT has its own release-layout test (tests/eval)
         # Random weights score meaninglessly: at the benchmark's 0.4 / 0.9 no mask survives and the clip is rejected
         # (subject_not_detected). Every box is kept (threshold 0), and every mask: random SAM ViT-B predicts IoUs
         # <= 0 here (clamped to 0), which even the offline profile's 0 would drop, hence -1.

@@ -104,7 +104,7 @@ def _paper() -> Profile:
         shots=ShotsConfig(mode="filter", windows_per_forward=32, resources=quarter),
         motion=MotionConfig(
             backend="raft",
-            raft_checkpoint=os.environ.get("ALCHEMIST_RAFT_CHECKPOINT", "raft_large_C_T_V1-22a6c225.pth"),
+            raft_checkpoint=os.environ.get("ALCHEMIST_RAFT_CHECKPOINT", "raft-things.pth"),  # as Dync-D
             videomae_model=os.environ.get("ALCHEMIST_VIDEOMAE_MODEL", ""),
             resources=quarter,
         ),
