@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from alchemist_data.manifest import read_manifest
-from alchemist_data.sample_data import ANIMALS, make_caption, write_sample_corpus
 from alchemist_data.media import decode_clip, probe, reference_frames
+from alchemist_data.sample_data import ANIMALS, make_caption, write_sample_corpus
 
 HUMANS_AND_ANIMALS = {"man", "woman", "boy", "girl", "chef", "dancer", "dog", "cat", "horse", "rabbit", "goat"}
 
