@@ -9,16 +9,20 @@ layer's convention (seconds from the first frame, from each frame's pts):
 * ``decord``: decord 0.6.0 decodes and scales inside its own FFmpeg (bilinear), at 4/3 of the target size (64x36 for
   48x27: decord breaks at a width of 48, see :func:`_decord_reader`), then ``cv2.INTER_AREA`` down to the target.
 
-``backend="auto"`` is ``pyav``: it does less work and is the faithful one. Measured by ``bench/data_frames.py``
+``backend="auto"`` is ``pyav``: it does less work and it is the faithful one. Measured by ``bench/data_frames.py``
 (``make bench``, rows ``data/lowres_decode``) on a 240-frame 1280x720 H.264 clip (30 fps, x264 veryfast CRF 23 with
-grain, 3 B-frames), 2 cores shared with other jobs, two runs:
+grain, 3 B-frames) on 2 cores shared with other jobs (load average 5-14), three runs:
 
-* CPU per frame, one decoding thread: decoding alone 2.57-2.60 ms; ``pyav`` 2.99-3.32 ms; ``decord`` 3.37-3.80 ms;
-  PyAV's per-frame ``frame.to_ndarray(width=48, height=27)`` (a new swscale context per frame) 3.21-3.78 ms.
-* Against ``ffmpeg -i CLIP -f rawvideo -pix_fmt rgb24 -s 48x27`` (TransNetV2's ``predict_video``): ``pyav`` 0.09 grey
-  levels mean absolute difference (the swscale of PyAV's FFmpeg build is not the system ffmpeg's), ``decord`` 5.0.
-* Wall frames/s with FFmpeg's threads swung by 2x between repeats under the other jobs' load (decoding alone 158-278,
-  ``pyav`` 157-161, ``decord`` 149-177), so they decided nothing here; ``make bench`` records them per run.
+* CPU ms per frame with one decoding thread (decoding alone / ``pyav`` / ``decord`` / PyAV's per-frame
+  ``frame.to_ndarray(width=48, height=27)``, which builds a new swscale context every frame): 2.60 / 3.32 / 3.80 /
+  3.78, 2.57 / 2.99 / 3.37 / 3.21, 3.44 / 4.23 / 4.49 / 4.91. ``pyav`` needs 6-15 % less CPU than ``decord`` in
+  every run.
+* Against ``ffmpeg -i CLIP -f rawvideo -pix_fmt rgb24 -s 48x27`` (TransNetV2's ``predict_video``): ``pyav`` is 0.09
+  grey levels mean absolute difference away (the swscale of PyAV's FFmpeg build is not the system ffmpeg's),
+  ``decord`` 5.0.
+* Wall frames/s with FFmpeg's threads swung by up to 2x between repeats under that load (median of 5, decoding alone
+  / ``pyav`` / ``decord``: 158 / 157 / 149, 278 / 161 / 177, 169 / 137 / 92; best of 12: 240 / 208 / 209), so they
+  decide nothing here; ``make bench`` records them per run.
 """
 
 from __future__ import annotations
