@@ -19,7 +19,7 @@ Every field can be overridden from the CLI with ``--set section.field=value``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from alchemist_data.config import Resources, apply_overrides, to_dict
@@ -84,15 +84,8 @@ class Profile:
 
 def _from_presets(name: str, **kw: Any) -> Profile:
     vm = vision_models(name)
-    return Profile(
-        name=name,
-        grounding=vm.grounding,
-        segmentation=vm.segmentation,
-        faces=vm.faces,
-        background=vm.background,
-        device=vm.device,
-        **kw,
-    )
+    # every field of the shared vision presets is a field of Profile of the same name
+    return Profile(name=name, **{f.name: getattr(vm, f.name) for f in fields(vm)}, **kw)
 
 
 def _paper() -> Profile:
