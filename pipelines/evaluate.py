@@ -6,10 +6,13 @@ See docs/eval.md.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
+
+T = TypeVar("T")
 
 benchmark_app = typer.Typer(help="Build the MSRVTT-Personalization benchmark from its released annotations.",
                             no_args_is_help=True)
@@ -27,6 +30,17 @@ def _progress(description: str):
         progress.update(state["task"], advance=advance)
 
     return progress, update
+
+
+def _with_progress(console: Any, description: str, work: Callable[[Callable[[int, int], None]], T]) -> T:
+    """``work(update)`` under a progress bar; bad input (a ValueError) is printed and exits with code 2."""
+    progress, update = _progress(description)
+    try:
+        with progress:
+            return work(update)
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
 
 
 def _overrides(items: list[str] | None) -> dict[str, str]:
@@ -63,18 +77,12 @@ def eval_cmd(
     from alchemist_eval.runner import run_eval
 
     console = Console()
-    progress, update = _progress("scoring")
-    try:
-        with progress:
-            summary = run_eval(
-                videos, benchmark, mode=mode, metrics=[m.strip() for m in metrics.split(",") if m.strip()] or None,
-                num_frames=num_frames or None, profile=profile, overrides=_overrides(set_), output=output,
-                num_workers=num_workers, ray_address=ray_address, chunk_size=chunk_size,
-                only_generated=only_generated, progress=update, log=lambda s: console.print(f"[yellow]{s}"),
-            )
-    except ValueError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
+    summary = _with_progress(console, "scoring", lambda update: run_eval(
+        videos, benchmark, mode=mode, metrics=[m.strip() for m in metrics.split(",") if m.strip()] or None,
+        num_frames=num_frames or None, profile=profile, overrides=_overrides(set_), output=output,
+        num_workers=num_workers, ray_address=ray_address, chunk_size=chunk_size,
+        only_generated=only_generated, progress=update, log=lambda s: console.print(f"[yellow]{s}"),
+    ))
     if method:
         summary["method"] = method
     _report(console, summary)
@@ -114,14 +122,10 @@ def prepare_cmd(
     from alchemist_eval.benchmark import prepare_benchmark
 
     console = Console()
-    progress, update = _progress("preparing")
-    try:
-        with progress:
-            info = prepare_benchmark(annotations, videos, output, profile=profile, overrides=_overrides(set_),
-                                     shard_size=shard_size, embeddings=embeddings, progress=update)
-    except ValueError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
+    info = _with_progress(console, "preparing", lambda update: prepare_benchmark(
+        annotations, videos, output, profile=profile, overrides=_overrides(set_), shard_size=shard_size,
+        embeddings=embeddings, progress=update,
+    ))
     console.print(json.dumps({k: info[k] for k in ("num_annotations", "num_clips", "num_rejects", "modes")}))
     console.print(f"benchmark written to {output} (tables clips, entities, backgrounds, gt_frames, conditioning, "
                   "gt_embeddings; rejects lists clips that could not be prepared)")

@@ -45,29 +45,23 @@ def spacy_extractor() -> SpacyWordNetExtractor:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_paper_example_caption(spacy_extractor):
-    r = spacy_extractor.extract(PAPER_CAPTION)
+@pytest.mark.parametrize(
+    ("caption", "subject", "objects", "background"),
+    [
+        # The paper's answer is mask, coat, long brown hair, green-capped bottle; we keep the adjective "small".
+        pytest.param(PAPER_CAPTION, ["woman"], ["mask", "coat", "long brown hair", "small green-capped bottle"], [],
+                     id="paper_example"),
+        pytest.param(HORSE_CAPTION, ["man", "horse"], ["blue cap"], ["cloudy, forested area"],
+                     id="man_horse_keeps_adjectives_and_strips_articles"),
+        pytest.param(DOG_CAPTION, ["brown dog"], ["frisbee"], ["sunny park"], id="dog"),
+    ],
+)
+def test_hand_written_caption(spacy_extractor, caption, subject, objects, background):
+    r = spacy_extractor.extract(caption)
     assert r.reject_reason is None
-    assert r.subject == ["woman"]
-    # The paper's answer is mask, coat, long brown hair, green-capped bottle; we keep the adjective "small".
-    assert r.object == ["mask", "coat", "long brown hair", "small green-capped bottle"]
-    assert r.background == []
-
-
-def test_man_horse_caption_keeps_adjectives_and_strips_articles(spacy_extractor):
-    r = spacy_extractor.extract(HORSE_CAPTION)
-    assert r.reject_reason is None
-    assert r.subject == ["man", "horse"]
-    assert r.object == ["blue cap"]
-    assert r.background == ["cloudy, forested area"]
-
-
-def test_dog_caption(spacy_extractor):
-    r = spacy_extractor.extract(DOG_CAPTION)
-    assert r.reject_reason is None
-    assert r.subject == ["brown dog"]
-    assert r.object == ["frisbee"]
-    assert r.background == ["sunny park"]
+    assert r.subject == subject
+    assert r.object == objects
+    assert r.background == background
 
 
 def test_no_subject_is_rejected(spacy_extractor):

@@ -57,45 +57,44 @@ def _assert_same_masks(got: list[list[MaskResult]], want: list[list[MaskResult]]
             assert np.allclose(a.iou_score, b.iou_score, atol=1e-5)
 
 
-def test_segment_anything_many_frames_per_forward_equals_the_predictor():
-    seg = SegmentAnything("random-tiny", batch_size=2)
+def _assert_batched_equals_one_frame_oracle(seg, oracle) -> list[list[MaskResult]]:
+    """``seg.segment_many`` over :func:`_many_requests`, two frames a forward, against ``oracle(img, boxes)`` run frame
+    by frame (a frame without boxes has no masks); returns the batched masks."""
     requests = _many_requests()
     many = seg.segment_many(requests)
-    assert many[2] == [] and sum(r.mask.sum() for res in many for r in res) > 0
-    _assert_same_masks(many, [seg.segment(img, boxes) for img, boxes in requests])
-    # the oracle: segment-anything's own one-frame path, SamPredictor.set_image + predict_torch (the benchmark's)
-    pred = seg.predictor
-    want = []
-    for img, boxes in requests:
-        if not boxes:
-            want.append([])
-            continue
-        with torch.inference_mode():
-            pred.set_image(img)
-            prompts = pred.transform.apply_boxes_torch(torch.tensor(boxes), img.shape[:2])
-            masks, scores, _ = pred.predict_torch(None, None, boxes=prompts, multimask_output=False)
-        want.append(_as_results(masks[:, 0], scores[:, 0]))
+    with torch.inference_mode():
+        want = [oracle(img, boxes) if boxes else [] for img, boxes in requests]
     _assert_same_masks(many, want)
+    return many
+
+
+def test_segment_anything_many_frames_per_forward_equals_the_predictor():
+    seg = SegmentAnything("random-tiny", batch_size=2)
+
+    def predictor(img, boxes):  # the oracle: segment-anything's own one-frame path (the benchmark's)
+        pred = seg.predictor  # built by the first segment_many call
+        pred.set_image(img)
+        prompts = pred.transform.apply_boxes_torch(torch.tensor(boxes), img.shape[:2])
+        masks, scores, _ = pred.predict_torch(None, None, boxes=prompts, multimask_output=False)
+        return _as_results(masks[:, 0], scores[:, 0])
+
+    many = _assert_batched_equals_one_frame_oracle(seg, predictor)
+    assert many[2] == [] and sum(r.mask.sum() for res in many for r in res) > 0
+    _assert_same_masks(many, [seg.segment(img, boxes) for img, boxes in _many_requests()])
 
 
 def test_hf_sam_many_frames_per_forward_equals_the_processor_path():
     seg = HFSam("random-tiny", batch_size=2)
-    requests = _many_requests()
-    many = seg.segment_many(requests)
-    want = []
-    for img, boxes in requests:  # the documented one-image path: SamProcessor with the boxes, SamModel, post-process
-        if not boxes:
-            want.append([])
-            continue
-        with torch.inference_mode():
-            prompts = [[[float(v) for v in b] for b in boxes]]
-            inputs = seg.processor(images=img, input_boxes=prompts, return_tensors="pt")
-            sizes, reshaped = inputs.pop("original_sizes"), inputs.pop("reshaped_input_sizes")
-            out = seg.model(**inputs, multimask_output=False)
+
+    def processor(img, boxes):  # the documented one-image path: SamProcessor with the boxes, SamModel, post-process
+        prompts = [[[float(v) for v in b] for b in boxes]]
+        inputs = seg.processor(images=img, input_boxes=prompts, return_tensors="pt")
+        sizes, reshaped = inputs.pop("original_sizes"), inputs.pop("reshaped_input_sizes")
+        out = seg.model(**inputs, multimask_output=False)
         masks = seg.processor.image_processor.post_process_masks(out.pred_masks, sizes, reshaped)[0]
-        scores = out.iou_scores[0, :, 0]
-        want.append(_as_results(masks[:, 0], scores))
-    _assert_same_masks(many, want)
+        return _as_results(masks[:, 0], out.iou_scores[0, :, 0])
+
+    _assert_batched_equals_one_frame_oracle(seg, processor)
 
 
 def test_segment_anything_bad_inputs():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import typer
 from typer.testing import CliRunner
 
 from pipelines import evaluate
+
+from .generated import generated_videos
 
 
 def _app() -> typer.Typer:
@@ -25,9 +26,7 @@ def test_prepare_then_eval_prints_the_table_and_names_the_missing_video(annotati
                                  "--profile", "tiny", "--no-embeddings"])
     assert res.exit_code == 0, res.output
     assert '"num_clips": 3' in res.output and '"num_rejects": 1' in res.output
-    gen = tmp_path / "gen"
-    gen.mkdir()
-    shutil.copy(bench / "videos" / "clip_a.mp4", gen / "clip_a.mp4")
+    gen = generated_videos(bench, tmp_path / "gen", ["clip_a"])
     res = runner.invoke(_app(), ["eval", str(gen), "--benchmark", str(bench), "--mode", "face", "--profile", "tiny",
                                  "--num-frames", "8", "--output", str(tmp_path / "out"), "--method", "copy-of-GT"])
     assert res.exit_code == 0, res.output
@@ -45,9 +44,7 @@ def test_prepare_then_eval_prints_the_table_and_names_the_missing_video(annotati
 
 
 def test_demo_hook_scores_only_the_generated_clips(prepared_benchmark, tmp_path):
-    gen = tmp_path / "generated"
-    gen.mkdir()
-    shutil.copy(prepared_benchmark / "videos" / "clip_b.mp4", gen / "clip_b.mp4")
+    gen = generated_videos(prepared_benchmark, tmp_path / "generated", ["clip_b"])
     summary = evaluate.demo_evaluate(gen, prepared_benchmark, tmp_path / "eval")
     assert summary["mode"] == "subject" and summary["num_videos"] == 1 and summary["num_left_out"] == 1
     assert summary["random_models"] and (tmp_path / "eval" / "scores.parquet").exists()

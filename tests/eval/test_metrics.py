@@ -111,22 +111,29 @@ def _official_clip(pil: Image.Image):
     return t(pil).numpy()
 
 
-def _official_dino_from_rgba(pil_rgba: Image.Image):
+def _official_pad_to_square_dino(img: Image.Image):
+    """The official white square padding, bicubic 224 px resize and ImageNet normalisation: the same steps in
+    ``pil_to_tensor(square_mode="padding")`` and ``load_subject_image_dino``."""
     import torchvision.transforms as T
 
-    arr = np.array(pil_rgba)
-    arr[arr[:, :, 3] == 0] = [255, 255, 255, 255]
-    img = Image.fromarray(arr[:, :, :3], mode="RGB")
-    w, h = img.size
-    if w > h:
-        sq = Image.new(img.mode, (w, w), color=(255, 255, 255))
-        sq.paste(img, (0, (w - h) // 2))
+    width, height = img.size
+    if width == height:
+        padded = img
+    elif width > height:
+        padded = Image.new(img.mode, (width, width), color=(255, 255, 255))
+        padded.paste(img, (0, (width - height) // 2))
     else:
-        sq = Image.new(img.mode, (h, h), color=(255, 255, 255))
-        sq.paste(img, ((h - w) // 2, 0))
+        padded = Image.new(img.mode, (height, height), color=(255, 255, 255))
+        padded.paste(img, ((height - width) // 2, 0))
     t = T.Compose([T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
                    T.Normalize(M.IMAGENET_MEAN, M.IMAGENET_STD)])
-    return t(sq).numpy()
+    return t(padded).numpy()
+
+
+def _official_dino_from_rgba(pil_rgba: Image.Image):
+    arr = np.array(pil_rgba)
+    arr[arr[:, :, 3] == 0] = [255, 255, 255, 255]
+    return _official_pad_to_square_dino(Image.fromarray(arr[:, :, :3], mode="RGB"))
 
 
 @pytest.mark.parametrize("size", [(97, 160), (160, 97), (64, 64)])
@@ -148,24 +155,11 @@ def test_dino_reference_preprocess_matches_the_official_transform(size):
 
 def _official_subject_dino(image: np.ndarray, box_xyxy: list[int], mask: np.ndarray):
     """``load_subject_image_dino`` written out literally, as the oracle."""
-    import torchvision.transforms as T
-
     cropped = image[box_xyxy[1] : box_xyxy[3], box_xyxy[0] : box_xyxy[2]]
     mask = mask[..., None]
     masked = Image.fromarray((mask * cropped + (1 - mask) * np.ones_like(cropped, dtype=np.uint8) * 255).astype(
         np.uint8))
-    width, height = masked.size
-    if width == height:
-        padded = masked
-    elif width > height:
-        padded = Image.new(masked.mode, (width, width), color=(255, 255, 255))
-        padded.paste(masked, (0, (width - height) // 2))
-    else:
-        padded = Image.new(masked.mode, (height, height), color=(255, 255, 255))
-        padded.paste(masked, ((height - width) // 2, 0))
-    t = T.Compose([T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
-                   T.Normalize(M.IMAGENET_MEAN, M.IMAGENET_STD)])
-    return t(padded).numpy()
+    return _official_pad_to_square_dino(masked)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -22,13 +24,19 @@ from alchemist_eval.models import (
 from .conftest import astronaut_frames, moving_frames
 
 
-def test_clip_loads_from_a_local_folder_and_gives_the_same_embeddings(tmp_path):
-    rnd = ClipEncoder("random-tiny")
+def _random_and_reloaded(encoder_cls, folder: Path, parts: tuple[str, ...]):
+    """A tiny random encoder, and a second one loaded from the folder its ``parts`` were saved to."""
+    rnd = encoder_cls("random-tiny")
     rnd.setup()
-    rnd.model.save_pretrained(tmp_path / "clip")
-    rnd.tokenizer.save_pretrained(tmp_path / "clip")
-    loaded = ClipEncoder(str(tmp_path / "clip"))
+    for part in parts:
+        getattr(rnd, part).save_pretrained(folder)
+    loaded = encoder_cls(str(folder))
     loaded.setup()
+    return rnd, loaded
+
+
+def test_clip_loads_from_a_local_folder_and_gives_the_same_embeddings(tmp_path):
+    rnd, loaded = _random_and_reloaded(ClipEncoder, tmp_path / "clip", ("model", "tokenizer"))
     frames = np.stack([M.clip_preprocess(f) for f in moving_frames(3)])
     np.testing.assert_allclose(loaded.encode_images(frames), rnd.encode_images(frames), atol=1e-5)
     text = ["A man in a red shirt walks a dog. " * 20]  # longer than 77 tokens: truncated, not an error
@@ -36,11 +44,7 @@ def test_clip_loads_from_a_local_folder_and_gives_the_same_embeddings(tmp_path):
 
 
 def test_dino_loads_from_a_local_folder_and_uses_the_cls_token(tmp_path):
-    rnd = DinoEncoder("random-tiny")
-    rnd.setup()
-    rnd.model.save_pretrained(tmp_path / "dino")
-    loaded = DinoEncoder(str(tmp_path / "dino"))
-    loaded.setup()
+    rnd, loaded = _random_and_reloaded(DinoEncoder, tmp_path / "dino", ("model",))
     x = np.stack([M.dino_preprocess_rgb(f) for f in moving_frames(2)])
     np.testing.assert_allclose(loaded.encode(x), rnd.encode(x), atol=1e-5)
     with torch.inference_mode():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 
 from alchemist_data.report import build_report
 from alchemist_eval.runner import run_eval
 from tests import browser
+
+from .generated import generated_videos
 
 
 def _quiet(_msg: str) -> None:
@@ -15,9 +16,7 @@ def _quiet(_msg: str) -> None:
 
 
 def test_eval_report_shows_scores_and_generated_next_to_ground_truth_frames(prepared_benchmark, tmp_path):
-    gen = tmp_path / "generated"
-    gen.mkdir()
-    shutil.copy(prepared_benchmark / "videos" / "clip_a.mp4", gen / "clip_a.mp4")  # clip_b is missing: scores 0
+    gen = generated_videos(prepared_benchmark, tmp_path / "generated", ["clip_a"])  # clip_b is missing: scores 0
     run_eval(gen, prepared_benchmark, mode="subject", metrics=["text", "dynamic"], profile="tiny",
              output=tmp_path / "eval", log=_quiet)
     info = build_report(tmp_path / "eval", tmp_path / "report")

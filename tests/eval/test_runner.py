@@ -18,6 +18,7 @@ from alchemist_eval.runner import EvalConfigMismatchError, run_eval
 from alchemist_eval.scorer import GroundTruth, Job, Scorer
 
 from .conftest import astronaut_frames, moving_frames, static_frames, write
+from .generated import generated_videos
 
 
 def _quiet(_msg: str) -> None:
@@ -163,9 +164,7 @@ def test_batched_scores_equal_one_by_one_scores(prepared_benchmark):
 
 
 def test_runner_counts_missing_videos_resumes_and_refuses_other_settings(prepared_benchmark, tmp_path):
-    gen = tmp_path / "gen"
-    gen.mkdir()
-    shutil.copy(prepared_benchmark / "videos" / "clip_a.mp4", gen / "clip_a.mp4")
+    gen = generated_videos(prepared_benchmark, tmp_path / "gen", ["clip_a"])
     out = tmp_path / "out"
     s = run_eval(gen, prepared_benchmark, mode="subject", profile="tiny", output=out, chunk_size=1, log=_quiet)
     assert s["num_videos"] == 2 and s["num_missing"] == 1
@@ -183,7 +182,7 @@ def test_runner_counts_missing_videos_resumes_and_refuses_other_settings(prepare
     again = run_eval(gen, prepared_benchmark, mode="subject", profile="tiny", output=out, chunk_size=1, log=_quiet)
     assert again["num_scored_this_run"] == 0 and again["scores"] == s["scores"]
     (out / "parts" / "part-00001.parquet").unlink()  # a crash before clip_b's part was written
-    shutil.copy(prepared_benchmark / "videos" / "clip_b.mp4", gen / "clip_b.mp4")
+    generated_videos(prepared_benchmark, gen, ["clip_b"])
     third = run_eval(gen, prepared_benchmark, mode="subject", profile="tiny", output=out, chunk_size=1, log=_quiet)
     assert third["num_scored_this_run"] == 1 and third["num_missing"] == 0
     with pytest.raises(EvalConfigMismatchError, match="num_frames"):
@@ -234,10 +233,7 @@ def test_bad_inputs_name_what_to_fix(prepared_benchmark, tmp_path):
 
 @pytest.mark.ray
 def test_same_scores_with_one_and_two_ray_workers(prepared_benchmark, tmp_path):
-    gen = tmp_path / "gen"
-    gen.mkdir()
-    for cid in ("clip_a", "clip_c"):
-        shutil.copy(prepared_benchmark / "videos" / f"{cid}.mp4", gen / f"{cid}.mp4")
+    gen = generated_videos(prepared_benchmark, tmp_path / "gen", ["clip_a", "clip_c"])
     (gen / "clip_b.mp4").write_bytes(b"")  # empty file: counted as a miss by both
     results = []
     for workers in (1, 2):

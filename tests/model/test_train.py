@@ -31,15 +31,22 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(latest_checkpoint(run) / "transformer" / "diffusion_pytorch_model.safetensors")
 
 
-def test_loss_falls_by_half_on_a_fixed_batch(curated_run, tiny_components):
-    """Overfit one batch (fixed latents, conditions, noise and timesteps): the model can fit what it is fed."""
+def _fixed_batch(curated_run: Path, tiny_components) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The first two curated samples of the tiny profile as VAE latents and encoded conditions."""
     profile = model_profile("tiny")
-    cfg = _cfg(text_drop_prob=0.0, image_drop_prob=0.0, timestep_sampling="uniform")
     ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
     batch = collate_samples([ds[0], ds[1]])
     latents = tiny_components.vae.encode(batch["video"])
     cond = encode_conditions(tiny_components, batch["captions"], batch["ref_images"], batch["ref_mask"],
                              batch["ref_words"])
+    return latents, cond
+
+
+def test_loss_falls_by_half_on_a_fixed_batch(curated_run, tiny_components):
+    """Overfit one batch (fixed latents, conditions, noise and timesteps): the model can fit what it is fed."""
+    profile = model_profile("tiny")
+    cfg = _cfg(text_drop_prob=0.0, image_drop_prob=0.0, timestep_sampling="uniform")
+    latents, cond = _fixed_batch(curated_run, tiny_components)
     model = build_transformer(profile, cfg, tiny_components)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=cfg.betas, weight_decay=cfg.weight_decay)
     losses = []
@@ -126,11 +133,7 @@ def test_defaults_follow_spec_section_4_and_dropped_conditions_are_zeroed(curate
     assert (cfg.lr, tuple(cfg.betas), cfg.weight_decay, cfg.grad_clip) == (1e-4, (0.9, 0.99), 0.01, 0.05)
     assert (cfg.text_drop_prob, cfg.image_drop_prob, cfg.stage2_cross_attn_only_steps) == (0.1, 0.1, 10_000)
     profile = model_profile("tiny")
-    ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
-    batch = collate_samples([ds[0], ds[1]])
-    latents = tiny_components.vae.encode(batch["video"])
-    cond = encode_conditions(tiny_components, batch["captions"], batch["ref_images"], batch["ref_mask"],
-                             batch["ref_words"])
+    latents, cond = _fixed_batch(curated_run, tiny_components)
     model = build_transformer(profile, _cfg(), tiny_components)
     seen = {}
     model.register_forward_pre_hook(lambda _m, args, kwargs: seen.update(args=args, kwargs=kwargs), with_kwargs=True)
@@ -246,11 +249,7 @@ def _forward_calls(model: torch.nn.Module) -> list[dict]:
 
 def test_self_conditioning_second_pass_sees_the_first_pass_estimate(curated_run, tiny_components):
     profile = model_profile("tiny")
-    ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
-    batch = collate_samples([ds[0], ds[1]])
-    latents = tiny_components.vae.encode(batch["video"])
-    cond = encode_conditions(tiny_components, batch["captions"], batch["ref_images"], batch["ref_mask"],
-                             batch["ref_words"])
+    latents, cond = _fixed_batch(curated_run, tiny_components)
     cfg = _cfg(self_conditioning_prob=1.0)
     model = build_transformer(profile, cfg, tiny_components)
     with torch.no_grad():  # a non-trivial network, so the estimate is not zero

@@ -13,13 +13,16 @@ from alchemist_model.transformer_alchemist import (
 )
 
 
-def _randomize_zero_init(model: torch.nn.Module, seed: int = 0) -> None:
-    """Give the zero-initialised adaLN / output layers random values so the network is not trivially zero."""
+def _randomized_model(kwargs: dict, seed: int = 0, **extra) -> AlchemistTransformer3DModel:
+    """A model whose zero-initialised adaLN / output layers get random values, so the network is not trivially
+    zero."""
+    model = AlchemistTransformer3DModel(**kwargs, **extra)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if any(k in name for k in ("adaln_modulation", "personalization_gate", "norm_out_modulation", "proj_out")):
                 param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+    return model
 
 
 def _inputs(batch: int = 2, num_images: int = 3, seed: int = 0) -> dict:
@@ -40,8 +43,7 @@ def _inputs(batch: int = 2, num_images: int = 3, seed: int = 0) -> dict:
 
 
 def test_output_shape_matches_latents(tiny_transformer_kwargs):
-    model = AlchemistTransformer3DModel(**tiny_transformer_kwargs)
-    _randomize_zero_init(model)
+    model = _randomized_model(tiny_transformer_kwargs)
     out = model(**_inputs()).sample
     assert out.shape == (2, 4, 3, 6, 8)
     assert torch.isfinite(out).all()
@@ -89,8 +91,7 @@ def test_new_personalization_branch_starts_as_the_stage1_model(tiny_transformer_
 
 
 def test_references_and_padding_matter_as_expected(tiny_transformer_kwargs):
-    model = AlchemistTransformer3DModel(**tiny_transformer_kwargs)
-    _randomize_zero_init(model)
+    model = _randomized_model(tiny_transformer_kwargs)
     inputs = _inputs()
     base = model(**inputs).sample
     # a padding slot's content is ignored
@@ -108,8 +109,7 @@ def test_references_and_padding_matter_as_expected(tiny_transformer_kwargs):
 
 
 def test_save_load_round_trip(tmp_path, tiny_transformer_kwargs):
-    model = AlchemistTransformer3DModel(**tiny_transformer_kwargs)
-    _randomize_zero_init(model)
+    model = _randomized_model(tiny_transformer_kwargs)
     model.save_pretrained(tmp_path / "transformer")
     loaded = AlchemistTransformer3DModel.from_pretrained(tmp_path / "transformer", low_cpu_mem_usage=False)
     assert loaded.config.num_layers == 2 and loaded.config.cond_dim == 8
@@ -118,8 +118,7 @@ def test_save_load_round_trip(tmp_path, tiny_transformer_kwargs):
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_transformer_kwargs):
-    model = AlchemistTransformer3DModel(**tiny_transformer_kwargs)
-    _randomize_zero_init(model)
+    model = _randomized_model(tiny_transformer_kwargs)
     inputs = _inputs()
     model(**inputs).sample.square().mean().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -164,8 +163,7 @@ def test_personalization_parameters_are_the_new_branch(tiny_transformer_kwargs):
 
 
 def test_self_conditioning_input_is_zero_initialised(tiny_transformer_kwargs):
-    model = AlchemistTransformer3DModel(**tiny_transformer_kwargs, self_conditioning=True)
-    _randomize_zero_init(model)
+    model = _randomized_model(tiny_transformer_kwargs, self_conditioning=True)
     inputs = _inputs()
     estimate = torch.randn_like(inputs["hidden_states"])
     fresh = model(**inputs).sample

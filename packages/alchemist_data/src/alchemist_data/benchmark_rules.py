@@ -31,6 +31,13 @@ import numpy as np
 
 Box = Sequence[int] | Sequence[float]
 
+#: Per-channel RGB normalisation of the encoders' inputs: CLIP's and ImageNet's (DINO, DINOv2), as the benchmark's
+#: ``transforms.py`` applies them; the model's reference-image encoders take the same inputs.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 # ---------------------------------------------------------------------------------------------------------------
 # GroundingDINO: one box per entity word
 

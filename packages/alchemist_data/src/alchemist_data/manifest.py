@@ -27,6 +27,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from alchemist_data.schema import CLIPS
+
 REQUIRED_COLUMNS = {
     "video": "the video file: a path relative to the manifest's folder, an absolute path, or a URI (s3://...)",
     "caption": "the clip's text caption",
@@ -36,14 +38,10 @@ OPTIONAL_COLUMNS = {
     "end_s": "clip end in seconds (null = end of the video)",
     "clip_id": "unique id of the clip (default: sha1 of video + start_s + end_s, 16 hex digits)",
 }
+# The clips table's columns, except that the window may be open (null = the start / the end of the video).
 MANIFEST_SCHEMA = pa.schema(
-    [
-        pa.field("clip_id", pa.string(), nullable=False),
-        pa.field("video", pa.string(), nullable=False),
-        pa.field("caption", pa.string(), nullable=False),
-        pa.field("start_s", pa.float64()),
-        pa.field("end_s", pa.float64()),
-    ]
+    [CLIPS.field(name) for name in ("clip_id", "video", "caption")]
+    + [CLIPS.field(name).with_nullable(True) for name in ("start_s", "end_s")]
 )
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4")
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",

@@ -19,12 +19,11 @@ Every field can be overridden from the CLI with ``--set section.field=value``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from alchemist_data.config import Resources, apply_overrides, to_dict
-from alchemist_data.models.configs import BackgroundConfig, FacesConfig, GroundingConfig, SegmentationConfig
-from alchemist_data.models.presets import vision_models
+from alchemist_data.models.presets import VisionModels, vision_models
 from alchemist_data.overlap import OverlapConfig
 from alchemist_data.stages.crops import CropsConfig
 from alchemist_data.stages.entities import EntitiesConfig
@@ -34,20 +33,18 @@ from alchemist_data.stages.shots import ShotsConfig
 
 
 @dataclass
-class Profile:
+class Profile(VisionModels):
+    """The vision models (grounding, segmentation, faces, background, device: shared with the benchmark) and the
+    other curation stages' settings."""
+
     name: str
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)
     overlap: OverlapConfig = field(default_factory=OverlapConfig)
     entities: EntitiesConfig = field(default_factory=EntitiesConfig)
-    grounding: GroundingConfig = field(default_factory=GroundingConfig)
-    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
-    faces: FacesConfig = field(default_factory=FacesConfig)
     crops: CropsConfig = field(default_factory=CropsConfig)
-    background: BackgroundConfig = field(default_factory=BackgroundConfig)
     shard_size: int = 32  # clips per output shard (the unit of atomic commit and resume)
-    device: str = "cpu"
 
     @property
     def has_random_models(self) -> bool:
@@ -84,15 +81,8 @@ class Profile:
 
 def _from_presets(name: str, **kw: Any) -> Profile:
     vm = vision_models(name)
-    return Profile(
-        name=name,
-        grounding=vm.grounding,
-        segmentation=vm.segmentation,
-        faces=vm.faces,
-        background=vm.background,
-        device=vm.device,
-        **kw,
-    )
+    # every field of the shared vision presets is a field of Profile of the same name
+    return Profile(name=name, **{f.name: getattr(vm, f.name) for f in fields(vm)}, **kw)
 
 
 def _paper() -> Profile:

@@ -22,14 +22,19 @@ CATEGORIES: tuple[str, str, str] = ("subject", "object", "background")
 
 BOX = pa.list_(pa.int32())
 
+#: A clip's or shot's time window in the source video, in seconds (end exclusive): one convention for both tables.
+_TIME_WINDOW = [
+    pa.field("start_s", pa.float64(), nullable=False),
+    pa.field("end_s", pa.float64(), nullable=False),
+    pa.field("duration_s", pa.float64(), nullable=False),
+]
+
 CLIPS = pa.schema(
     [
         pa.field("clip_id", pa.string(), nullable=False),
         pa.field("video", pa.string(), nullable=False),  # path or URI as resolved from the manifest
         pa.field("caption", pa.string(), nullable=False),
-        pa.field("start_s", pa.float64(), nullable=False),
-        pa.field("end_s", pa.float64(), nullable=False),
-        pa.field("duration_s", pa.float64(), nullable=False),
+        *_TIME_WINDOW,
         pa.field("fps", pa.float64()),
         pa.field("width_px", pa.int32()),  # display size, after rotation metadata is applied
         pa.field("height_px", pa.int32()),
@@ -117,9 +122,7 @@ SHOTS = pa.schema(
         pa.field("video", pa.string(), nullable=False),
         pa.field("shot_index", pa.int32(), nullable=False),
         pa.field("num_shots", pa.int32(), nullable=False),  # shots in this source clip window
-        pa.field("start_s", pa.float64(), nullable=False),
-        pa.field("end_s", pa.float64(), nullable=False),
-        pa.field("duration_s", pa.float64(), nullable=False),
+        *_TIME_WINDOW,
         pa.field("start_frame", pa.int64(), nullable=False),
         pa.field("end_frame", pa.int64(), nullable=False),
         # TransNetV2's transition probability at the cut that ends this shot (max over the cut's frames); null for

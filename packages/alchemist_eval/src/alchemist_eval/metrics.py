@@ -29,11 +29,8 @@ import numpy as np
 from PIL import Image
 
 from alchemist_data import benchmark_rules as R
+from alchemist_data.benchmark_rules import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ENCODER_SIZE_PX = 224
 FACE_SIZE_PX = 112
 

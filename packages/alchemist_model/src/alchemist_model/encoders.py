@@ -26,16 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from alchemist_data.benchmark_rules import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from alchemist_data.models.base import ModelLoadError, offline_hint, random_weights_notice
 from alchemist_model.configs import RANDOM_TINY
 
 RANDOM_MARKER = "RANDOM_WEIGHTS"
 _ANNOUNCED: set[str] = set()
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Words the tiny tokenizer knows as whole pieces (the sample corpus' vocabulary); anything else splits into
 # characters, so every caption still tokenizes and has offsets.

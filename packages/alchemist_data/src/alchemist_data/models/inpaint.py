@@ -140,13 +140,6 @@ def build_inpainter(cfg: Any, device: str = "cpu") -> Inpainter:
     if cfg.backend == "opencv":
         return OpenCVInpainter(device=device)
     if cfg.backend == "sd2":
-        return SD2Inpainter(
-            model=cfg.model,
-            device=device,
-            prompt=cfg.prompt,
-            negative_prompt=cfg.negative_prompt,
-            guidance_scale=cfg.guidance_scale,
-            num_inference_steps=cfg.num_inference_steps,
-            seed=cfg.seed,
-        )
+        settings = ("model", "prompt", "negative_prompt", "guidance_scale", "num_inference_steps", "seed")
+        return SD2Inpainter(device=device, **{name: getattr(cfg, name) for name in settings})
     raise ValueError(f"unknown background backend {cfg.backend!r}; choose 'opencv' or 'sd2'")

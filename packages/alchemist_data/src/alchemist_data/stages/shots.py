@@ -25,26 +25,15 @@ import numpy as np
 import pyarrow as pa
 
 from alchemist_data.config import StageConfig, check_choice
+from alchemist_data.schema import SHOTS
 from alchemist_data.stages.base import RowReject, Stage, output_schema, reject
 
 log = logging.getLogger(__name__)
 
-#: One row of the shots side table, carried in the work column ``shots`` of the first row derived from a source.
-SHOT = pa.struct(
-    [
-        pa.field("shot_index", pa.int32()),
-        pa.field("num_shots", pa.int32()),
-        pa.field("start_s", pa.float64()),
-        pa.field("end_s", pa.float64()),
-        pa.field("duration_s", pa.float64()),
-        pa.field("start_frame", pa.int64()),
-        pa.field("end_frame", pa.int64()),
-        pa.field("transnet_score", pa.float32()),
-        pa.field("max_inside_score", pa.float32()),
-        pa.field("clip_ids", pa.list_(pa.string())),
-        pa.field("reject_reason", pa.string()),
-    ]
-)
+#: One row of the shots side table, carried in the work column ``shots`` of the first row derived from a source: the
+#: table's columns but the source's ``clip_id`` / ``video`` (the work row's own) and ``shard`` (set when written),
+#: all nullable.
+SHOT = pa.struct([f.with_nullable(True) for f in SHOTS if f.name not in ("clip_id", "video", "shard")])
 
 
 @dataclass(kw_only=True)
