@@ -36,8 +36,18 @@ from pathlib import Path
 def _make_clip(path: Path, seconds: float, fps: float, gop: int, bframes: int) -> Path:
     from tests.media import make_video
 
-    return make_video(path, seconds=seconds, fps=fps, size=(1280, 720), gop=gop, preset="veryfast", crf=23, seed=1,
-                      bframes=bframes, grain=12)
+    return make_video(
+        path,
+        seconds=seconds,
+        fps=fps,
+        size=(1280, 720),
+        gop=gop,
+        preset="veryfast",
+        crf=23,
+        seed=1,
+        bframes=bframes,
+        grain=12,
+    )
 
 
 def _measure(fns: dict[str, object], repeats: int) -> dict[str, tuple[float, float]]:
@@ -102,9 +112,18 @@ def run(quick: bool) -> list[dict]:
             )
             goal = ">= 3x cheaper than full decode (anchors §5.1 clip: 20 s)" if gop == 250 and bframes else None
             label = f"{seconds:g} s, GOP {gop}" + ("" if bframes else ", no B-frames")
-            rows.append({"group": "data/reference_frames", "metric": f"CPU ms per clip, 3 ref frames, {label}",
-                         "value": round(ref_cpu, 1), "unit": "ms", "baseline": round(full_cpu, 1),
-                         "baseline_name": "decode every frame to RGB", "goal": goal, "note": note})
+            rows.append(
+                {
+                    "group": "data/reference_frames",
+                    "metric": f"CPU ms per clip, 3 ref frames, {label}",
+                    "value": round(ref_cpu, 1),
+                    "unit": "ms",
+                    "baseline": round(full_cpu, 1),
+                    "baseline_name": "decode every frame to RGB",
+                    "goal": goal,
+                    "note": note,
+                }
+            )
             if long_gop:
                 key_cpu, key_wall = timing["key"]
                 snapped = ", ".join(f"{t:.2f}" for t in key_times)
@@ -115,10 +134,18 @@ def run(quick: bool) -> list[dict]:
                     f"{full_cpu / key_cpu:.1f}x cheaper than decode-all, {ref_cpu / key_cpu:.1f}x cheaper than exact "
                     f"({ref_cpu:.0f} ms, same run; wall {key_wall:.0f} vs {full_wall:.0f} ms); 1 decode thread"
                 )
-                rows.append({"group": "data/reference_frames",
-                             "metric": f"CPU ms per clip, 3 ref frames keyframe-snapped, {label}",
-                             "value": round(key_cpu, 1), "unit": "ms", "baseline": round(full_cpu, 1),
-                             "baseline_name": "decode every frame to RGB", "goal": None, "note": note})
+                rows.append(
+                    {
+                        "group": "data/reference_frames",
+                        "metric": f"CPU ms per clip, 3 ref frames keyframe-snapped, {label}",
+                        "value": round(key_cpu, 1),
+                        "unit": "ms",
+                        "baseline": round(full_cpu, 1),
+                        "baseline_name": "decode every frame to RGB",
+                        "goal": None,
+                        "note": note,
+                    }
+                )
     rows.extend(_lowres_rows(quick))
     return rows
 
@@ -181,15 +208,34 @@ def _lowres_rows(quick: bool) -> list[dict]:
         for name in paths:
             if name == base:
                 continue
-            note = (f"240 frames 1280x720 H.264 @ 30 fps; CPU {cpu[name]:.2f} ms/frame with 1 decode thread vs "
-                    f"{cpu[base]:.2f} decoding alone; {os.cpu_count()} cores; median of {repeats}")
-            rows.append({"group": "data/lowres_decode", "metric": f"frames/s, 48x27 RGB, {name}",
-                         "value": round(wall[name], 1), "unit": "frames/s", "baseline": round(wall[base], 1),
-                         "baseline_name": "decode only, PyAV threaded", "goal": None, "note": note})
-            rows.append({"group": "data/lowres_decode", "metric": f"CPU ms per frame, 48x27 RGB, {name}",
-                         "value": round(cpu[name], 3), "unit": "ms", "baseline": round(cpu[base], 3),
-                         "baseline_name": "decode only, 1 thread", "goal": None,
-                         "note": "1 decode thread; the scaling cost is the difference to the baseline"})
+            note = (
+                f"240 frames 1280x720 H.264 @ 30 fps; CPU {cpu[name]:.2f} ms/frame with 1 decode thread vs "
+                f"{cpu[base]:.2f} decoding alone; {os.cpu_count()} cores; median of {repeats}"
+            )
+            rows.append(
+                {
+                    "group": "data/lowres_decode",
+                    "metric": f"frames/s, 48x27 RGB, {name}",
+                    "value": round(wall[name], 1),
+                    "unit": "frames/s",
+                    "baseline": round(wall[base], 1),
+                    "baseline_name": "decode only, PyAV threaded",
+                    "goal": None,
+                    "note": note,
+                }
+            )
+            rows.append(
+                {
+                    "group": "data/lowres_decode",
+                    "metric": f"CPU ms per frame, 48x27 RGB, {name}",
+                    "value": round(cpu[name], 3),
+                    "unit": "ms",
+                    "baseline": round(cpu[base], 3),
+                    "baseline_name": "decode only, 1 thread",
+                    "goal": None,
+                    "note": "1 decode thread; the scaling cost is the difference to the baseline",
+                }
+            )
     return rows
 
 

@@ -14,8 +14,11 @@ def _scene(n: int, h: int, w: int, seed: int) -> np.ndarray:
     import cv2
 
     rng = np.random.default_rng(seed)
-    bg = cv2.resize(rng.integers(0, 255, (h // 8 + 2, (w + 4 * n) // 8 + 2, 3), dtype=np.uint8),
-                    (w + 4 * n + 16, h + 16), interpolation=cv2.INTER_CUBIC)[:h]
+    bg = cv2.resize(
+        rng.integers(0, 255, (h // 8 + 2, (w + 4 * n) // 8 + 2, 3), dtype=np.uint8),
+        (w + 4 * n + 16, h + 16),
+        interpolation=cv2.INTER_CUBIC,
+    )[:h]
     frames = []
     for t in range(n):
         f = bg[:, 2 * t : 2 * t + w].copy()
@@ -35,9 +38,12 @@ def _dataset(root: Path, num_videos: int, num_frames: int, h: int = 96, w: int =
         path = root / f"clip_{i:03d}.mp4"
         write_video(path, frames, fps=24.0)
         crop = np.concatenate([frames[0, 20:70, 10:40], np.full((50, 30, 1), 255, np.uint8)], axis=2)
-        gt = GroundTruth(f"clip_{i:03d}", f"A red block number {i} slides over a textured wall.",
-                         frames=[frames[0], frames[num_frames // 2], frames[-1]],
-                         subject_refs={"block": [crop, crop], "wall": [crop]})
+        gt = GroundTruth(
+            f"clip_{i:03d}",
+            f"A red block number {i} slides over a textured wall.",
+            frames=[frames[0], frames[num_frames // 2], frames[-1]],
+            subject_refs={"block": [crop, crop], "wall": [crop]},
+        )
         jobs.append(Job(gt, str(path)))
     return jobs
 
@@ -90,8 +96,10 @@ def run(quick: bool) -> list[dict]:
         for job, emb in zip(jobs, gt_scorer.gt_embeddings([j.gt for j in jobs]), strict=True):
             emb["faces"] = np.zeros((0, 128), np.float32)
             job.gt.embeddings = emb
-        for label, metrics in (("Text-S + Vid-S", ("text", "video")),
-                               ("subject mode (Text-S, Vid-S, Subj-S, Dync-D)", MODE_METRICS["subject"])):
+        for label, metrics in (
+            ("Text-S + Vid-S", ("text", "video")),
+            ("subject mode (Text-S, Vid-S, Subj-S, Dync-D)", MODE_METRICS["subject"]),
+        ):
             batched = Scorer(eval_profile("tiny", _BATCHED), metrics, num_frames)
             # official: CLIP sees one video's frames per forward; GroundingDINO one video's frames (in the grounder's
             # batches); SAM one frame per set_image + predict_torch; DINO one subject crop per forward (batch 1)
@@ -111,22 +119,48 @@ def run(quick: bool) -> list[dict]:
             cols = [c for c in ("text_s", "video_s", "subject_s", "dynamic_d") if c in rows_b[0]]
             same = all(abs(a[c] - b[c]) < 1e-4 for a, b in zip(rows_b, rows_o, strict=True) for c in cols)
             vps_b, vps_o = num_videos / t_b, num_videos / t_o
-            note = (f"{label}; {num_videos} videos x {num_frames} frames 128x96, tiny profile (random CLIP/DINO/"
-                    f"GDINO/SAM, DIS flow), 1 thread, best of {repeats} alternating runs; batched = {chunk} videos "
-                    f"per call, one decode and one CLIP pass shared by all metrics, GDINO/SAM/DINO batched across "
-                    f"frames and videos; identical scores: {same}")
-            out.append({"group": "eval", "metric": f"scorer videos/s, {label}", "value": round(vps_b, 3),
-                        "unit": "videos/s", "baseline": round(vps_o, 3),
-                        "baseline_name": "official protocol: one pass per metric, one video at a time",
-                        "goal": ">= 5x baseline on CPU with tiny", "note": note})
-            out.append({"group": "eval", "metric": f"scorer speed-up, {label}", "value": round(vps_b / vps_o, 2),
-                        "unit": "x", "baseline": 1.0, "baseline_name": "official protocol (batch size 1)",
-                        "goal": ">= 5", "note": note})
-            out.append({"group": "eval", "metric": f"scorer speed-up in CPU time, {label}",
-                        "value": round(c_o / c_b, 2),
-                        "unit": "x", "baseline": 1.0, "baseline_name": "official protocol (batch size 1)",
-                        "goal": ">= 5", "note": f"CPU seconds of this process, batched {c_b:.2f} vs official "
-                                               f"{c_o:.2f}; {note}"})
+            note = (
+                f"{label}; {num_videos} videos x {num_frames} frames 128x96, tiny profile (random CLIP/DINO/"
+                f"GDINO/SAM, DIS flow), 1 thread, best of {repeats} alternating runs; batched = {chunk} videos "
+                f"per call, one decode and one CLIP pass shared by all metrics, GDINO/SAM/DINO batched across "
+                f"frames and videos; identical scores: {same}"
+            )
+            out.append(
+                {
+                    "group": "eval",
+                    "metric": f"scorer videos/s, {label}",
+                    "value": round(vps_b, 3),
+                    "unit": "videos/s",
+                    "baseline": round(vps_o, 3),
+                    "baseline_name": "official protocol: one pass per metric, one video at a time",
+                    "goal": ">= 5x baseline on CPU with tiny",
+                    "note": note,
+                }
+            )
+            out.append(
+                {
+                    "group": "eval",
+                    "metric": f"scorer speed-up, {label}",
+                    "value": round(vps_b / vps_o, 2),
+                    "unit": "x",
+                    "baseline": 1.0,
+                    "baseline_name": "official protocol (batch size 1)",
+                    "goal": ">= 5",
+                    "note": note,
+                }
+            )
+            out.append(
+                {
+                    "group": "eval",
+                    "metric": f"scorer speed-up in CPU time, {label}",
+                    "value": round(c_o / c_b, 2),
+                    "unit": "x",
+                    "baseline": 1.0,
+                    "baseline_name": "official protocol (batch size 1)",
+                    "goal": ">= 5",
+                    "note": f"CPU seconds of this process, batched {c_b:.2f} vs official {c_o:.2f}; {note}",
+                }
+            )
     return out
 
 

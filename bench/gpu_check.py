@@ -50,8 +50,9 @@ REAL, RANDOM = "real checkpoint", "released layout, RANDOM weights"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.gpu_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--output", default=DEFAULT_OUTPUT, help="the report (markdown)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu, which needs --smoke")
@@ -113,8 +114,12 @@ class BusySampler:
             return None
         index = torch.device(device).index or 0
         try:
-            out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=utilization.gpu",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+            out = subprocess.run(
+                ["nvidia-smi", f"--id={index}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
             return float(out.stdout.strip().splitlines()[0])
         except Exception:
             return None
@@ -192,8 +197,10 @@ def prepare_checkpoints(workdir: Path, env: dict[str, str] | None = None, small:
     if bert is None:
         from alchemist_data.models.tiny import tiny_bert_dir
 
-        out["ALCHEMIST_BERT_DIR"] = {"path": str(tiny_bert_dir()), "source": "tiny random BERT (bert-base-uncased "
-                                     "is not cached here)"}
+        out["ALCHEMIST_BERT_DIR"] = {
+            "path": str(tiny_bert_dir()),
+            "source": "tiny random BERT (bert-base-uncased is not cached here)",
+        }
     else:
         out["ALCHEMIST_BERT_DIR"] = {"path": bert, "source": REAL}
     builders = {
@@ -228,11 +235,25 @@ def _write_random_clip(path: Path, small: bool) -> None:
 
     tok = CLIPTokenizer.from_pretrained(_byte_level_clip_tokenizer_dir())
     n = len(tok)
-    text = dict(vocab_size=max(n, 49408), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                num_attention_heads=12, max_position_embeddings=77, bos_token_id=n - 2, eos_token_id=n - 1,
-                pad_token_id=n - 1)
-    vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                  image_size=224, patch_size=14)
+    text = dict(
+        vocab_size=max(n, 49408),
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=77,
+        bos_token_id=n - 2,
+        eos_token_id=n - 1,
+        pad_token_id=n - 1,
+    )
+    vision = dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+    )
     if small:
         text |= dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
         vision |= dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
@@ -260,11 +281,13 @@ def curation_section(device: str, num_clips: int, smoke: bool, workdir: Path, ck
         profile = curation_profile("tiny", {"device": device})
         notes.append("tiny profile (smoke run)")
     else:
-        overrides = {"device": device,
-                     "grounding.checkpoint": ckpts["ALCHEMIST_GDINO_CHECKPOINT"]["path"],
-                     "grounding.text_encoder": ckpts["ALCHEMIST_BERT_DIR"]["path"],
-                     "segmentation.checkpoint": ckpts["ALCHEMIST_SAM_CHECKPOINT"]["path"],
-                     "faces.checkpoint": ckpts["ALCHEMIST_YOLO_FACE_CHECKPOINT"]["path"]}
+        overrides = {
+            "device": device,
+            "grounding.checkpoint": ckpts["ALCHEMIST_GDINO_CHECKPOINT"]["path"],
+            "grounding.text_encoder": ckpts["ALCHEMIST_BERT_DIR"]["path"],
+            "segmentation.checkpoint": ckpts["ALCHEMIST_SAM_CHECKPOINT"]["path"],
+            "faces.checkpoint": ckpts["ALCHEMIST_YOLO_FACE_CHECKPOINT"]["path"],
+        }
         # The entity LLM and the SD2 inpainter are only run from real weights (no released-layout stand-in):
         # without them the offline entity words and OpenCV inpainting run, and the report says so.
         if os.environ.get("ALCHEMIST_LLM_MODEL"):
@@ -292,13 +315,25 @@ def curation_section(device: str, num_clips: int, smoke: bool, workdir: Path, ck
             table = stage.process_batch(table)
             _sync(device)
             seconds = time.perf_counter() - t0
-        rows.append({"stage": stage.name, "setup_s": setup_s, "seconds": seconds,
-                     "clips_per_h": num_clips / seconds * 3600 if seconds > 0 else None,
-                     "peak_gpu_mib": _peak_mib(device), "gpu_busy_pct": busy.value,
-                     "gpu": stage.resources.gpus > 0})
+        rows.append(
+            {
+                "stage": stage.name,
+                "setup_s": setup_s,
+                "seconds": seconds,
+                "clips_per_h": num_clips / seconds * 3600 if seconds > 0 else None,
+                "peak_gpu_mib": _peak_mib(device),
+                "gpu_busy_pct": busy.value,
+                "gpu": stage.resources.gpus > 0,
+            }
+        )
     rejected = [r for r in table.column("reject_reason").to_pylist() if r is not None]
-    return {"profile": profile.name, "num_clips": num_clips, "num_curated": num_clips - len(rejected),
-            "notes": notes, "stages": rows}
+    return {
+        "profile": profile.name,
+        "num_clips": num_clips,
+        "num_curated": num_clips - len(rejected),
+        "notes": notes,
+        "stages": rows,
+    }
 
 
 def eval_section(device: str, num_videos: int, smoke: bool, workdir: Path, ckpts: dict[str, dict]) -> dict:
@@ -316,12 +351,15 @@ def eval_section(device: str, num_videos: int, smoke: bool, workdir: Path, ckpts
         h, w = 96, 128
     else:
         profile, h, w = "paper", 144, 256
-        base = {"device": device, "clip_model": ckpts["ALCHEMIST_CLIP_MODEL"]["path"],
-                "dino_model": ckpts["ALCHEMIST_DINO_MODEL"]["path"],
-                "raft_checkpoint": ckpts["ALCHEMIST_RAFT_CHECKPOINT"]["path"],
-                "grounding.checkpoint": ckpts["ALCHEMIST_GDINO_CHECKPOINT"]["path"],
-                "grounding.text_encoder": ckpts["ALCHEMIST_BERT_DIR"]["path"],
-                "segmentation.checkpoint": ckpts["ALCHEMIST_SAM_CHECKPOINT"]["path"]}
+        base = {
+            "device": device,
+            "clip_model": ckpts["ALCHEMIST_CLIP_MODEL"]["path"],
+            "dino_model": ckpts["ALCHEMIST_DINO_MODEL"]["path"],
+            "raft_checkpoint": ckpts["ALCHEMIST_RAFT_CHECKPOINT"]["path"],
+            "grounding.checkpoint": ckpts["ALCHEMIST_GDINO_CHECKPOINT"]["path"],
+            "grounding.text_encoder": ckpts["ALCHEMIST_BERT_DIR"]["path"],
+            "segmentation.checkpoint": ckpts["ALCHEMIST_SAM_CHECKPOINT"]["path"],
+        }
     root = workdir / "eval_videos"
     root.mkdir(parents=True, exist_ok=True)
     jobs = _dataset(root, num_videos, num_frames, h=h, w=w)
@@ -342,12 +380,28 @@ def eval_section(device: str, num_videos: int, smoke: bool, workdir: Path, ckpts
         t_o, _, rows_o = _time_official(official, jobs)
         _sync(device)
     cols = [c for c in ("text_s", "video_s", "subject_s", "dynamic_d") if c in rows_b[0]]
-    diff = max((abs(a[c] - b[c]) for a, b in zip(rows_b, rows_o, strict=True) for c in cols
-                if a.get(c) is not None and b.get(c) is not None), default=0.0)
-    return {"profile": profile, "num_videos": num_videos, "num_frames": num_frames, "size": f"{w}x{h}",
-            "metrics": list(metrics), "batched_videos_per_s": num_videos / t_b,
-            "official_videos_per_s": num_videos / t_o, "speedup": t_o / t_b, "max_score_diff": diff,
-            "batched_busy_pct": busy_b.value, "official_busy_pct": busy_o.value}
+    diff = max(
+        (
+            abs(a[c] - b[c])
+            for a, b in zip(rows_b, rows_o, strict=True)
+            for c in cols
+            if a.get(c) is not None and b.get(c) is not None
+        ),
+        default=0.0,
+    )
+    return {
+        "profile": profile,
+        "num_videos": num_videos,
+        "num_frames": num_frames,
+        "size": f"{w}x{h}",
+        "metrics": list(metrics),
+        "batched_videos_per_s": num_videos / t_b,
+        "official_videos_per_s": num_videos / t_o,
+        "speedup": t_o / t_b,
+        "max_score_diff": diff,
+        "batched_busy_pct": busy_b.value,
+        "official_busy_pct": busy_o.value,
+    }
 
 
 def train_section(device: str, smoke: bool) -> dict:
@@ -363,8 +417,9 @@ def train_section(device: str, smoke: bool) -> dict:
     profile = "tiny" if smoke else "base"
     runs = []
     for label, ckpt in (("grad ckpt", True), ("no grad ckpt", False)):
-        runs.append({"run": label, "rows": _profile_rows(profile, smoke, dev, name, on_gpu, peak,
-                                                         gradient_checkpointing=ckpt)})
+        runs.append(
+            {"run": label, "rows": _profile_rows(profile, smoke, dev, name, on_gpu, peak, gradient_checkpointing=ckpt)}
+        )
         if on_gpu:
             torch.cuda.empty_cache()
     runs.append({"run": "FSDP2, 1 rank, grad ckpt", "rows": _fsdp_rows(profile, smoke, dev, name, on_gpu, peak)})
@@ -386,8 +441,7 @@ def _fsdp_rows(profile: str, smoke: bool, dev, name: str, on_gpu: bool, peak: fl
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dist.init_process_group("nccl" if on_gpu else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
-                            world_size=1)
+    dist.init_process_group("nccl" if on_gpu else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         mesh = init_device_mesh(dev.type, (1,))
 
@@ -397,8 +451,9 @@ def _fsdp_rows(profile: str, smoke: bool, dev, name: str, on_gpu: bool, peak: fl
             fully_shard(model, mesh=mesh)
             return model
 
-        return _profile_rows(profile, smoke, dev, name, on_gpu, peak, gradient_checkpointing=True, wrap=wrap,
-                             label="FSDP2 1 rank")
+        return _profile_rows(
+            profile, smoke, dev, name, on_gpu, peak, gradient_checkpointing=True, wrap=wrap, label="FSDP2 1 rank"
+        )
     finally:
         dist.destroy_process_group()
 
@@ -406,10 +461,18 @@ def _fsdp_rows(profile: str, smoke: bool, dev, name: str, on_gpu: bool, peak: fl
 def tests_section(timeout_s: int = 300) -> dict:
     """``pytest -m gpu``: the tests ``make test`` skips without CUDA."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"],
-                          capture_output=True, text=True, timeout=timeout_s)
-    return {"exit_code": proc.returncode, "summary": pytest_summary(proc.stdout), "seconds": time.perf_counter() - t0,
-            "tail": proc.stdout[-3000:] if proc.returncode else ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    return {
+        "exit_code": proc.returncode,
+        "summary": pytest_summary(proc.stdout),
+        "seconds": time.perf_counter() - t0,
+        "tail": proc.stdout[-3000:] if proc.returncode else "",
+    }
 
 
 def pytest_summary(stdout: str) -> str:
@@ -436,17 +499,24 @@ def write_report(results: dict, path: str | os.PathLike) -> str:
     """Write the markdown report of a ``results`` dict (``meta``, ``checkpoints`` and one entry per section that
     ran; a failed section is ``{"error": text}``) to ``path`` and return it."""
     meta = results.get("meta", {})
-    md = [f"# GPU check ({meta.get('when', '?')})", "",
-          f"{meta.get('gpu', '?')}; torch {meta.get('torch', '?')}, CUDA {meta.get('cuda', '?')}; "
-          f"{meta.get('machine', '?')}; total {_f(meta.get('total_s'), 3)} s"
-          + ("; **smoke run (tiny models), not GPU numbers**" if meta.get("smoke") else ""), ""]
+    md = [
+        f"# GPU check ({meta.get('when', '?')})",
+        "",
+        f"{meta.get('gpu', '?')}; torch {meta.get('torch', '?')}, CUDA {meta.get('cuda', '?')}; "
+        f"{meta.get('machine', '?')}; total {_f(meta.get('total_s'), 3)} s"
+        + ("; **smoke run (tiny models), not GPU numbers**" if meta.get("smoke") else ""),
+        "",
+    ]
     ckpts = results.get("checkpoints")
     if ckpts:
         md += ["## Checkpoints", "", "| model | source | path |", "|---|---|---|"]
         md += [f"| {c['what']} | {c['source']} | `{c['path']}` |" for c in ckpts.values()]
         if any(c["source"] != REAL for c in ckpts.values()):
-            md += ["", "Random weights give meaningless boxes, masks and scores: the numbers below are speed and "
-                   "memory, not quality."]
+            md += [
+                "",
+                "Random weights give meaningless boxes, masks and scores: the numbers below are speed and "
+                "memory, not quality.",
+            ]
         md.append("")
     for section in SECTIONS:
         if section not in results:
@@ -464,30 +534,47 @@ def write_report(results: dict, path: str | os.PathLike) -> str:
 
 
 def _curation_md(res: dict) -> list[str]:
-    md = [f"`{res['profile']}` stages over {res['num_clips']} sample clips ({res['num_curated']} curated), one stage "
-          "at a time (setup excluded from clips/h)."]
+    md = [
+        f"`{res['profile']}` stages over {res['num_clips']} sample clips ({res['num_curated']} curated), one stage "
+        "at a time (setup excluded from clips/h)."
+    ]
     md += [f"- {n}" for n in res.get("notes", [])]
-    md += ["", "| stage | GPU stage | setup s | seconds | clips/h | peak GPU MiB | GPU busy % |",
-           "|---|---|---|---|---|---|---|"]
-    md += [f"| {r['stage']} | {'yes' if r['gpu'] else 'no'} | {_f(r['setup_s'], 3)} | {_f(r['seconds'], 3)} | "
-           f"{_f(r['clips_per_h'])} | {_f(r['peak_gpu_mib'])} | {_f(r['gpu_busy_pct'], 3)} |" for r in res["stages"]]
+    md += [
+        "",
+        "| stage | GPU stage | setup s | seconds | clips/h | peak GPU MiB | GPU busy % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['stage']} | {'yes' if r['gpu'] else 'no'} | {_f(r['setup_s'], 3)} | {_f(r['seconds'], 3)} | "
+        f"{_f(r['clips_per_h'])} | {_f(r['peak_gpu_mib'])} | {_f(r['gpu_busy_pct'], 3)} |"
+        for r in res["stages"]
+    ]
     return md
 
 
 def _eval_md(res: dict) -> list[str]:
-    return [f"`{res['profile']}` models, {res['num_videos']} videos x {res['num_frames']} frames {res['size']}, "
-            f"metrics {', '.join(res['metrics'])}.", "",
-            "| protocol | videos/s | GPU busy % |", "|---|---|---|",
-            f"| batched (8 videos per call) | {_f(res['batched_videos_per_s'])} | {_f(res['batched_busy_pct'], 3)} |",
-            f"| official (one pass per metric, batch size 1) | {_f(res['official_videos_per_s'])} | "
-            f"{_f(res['official_busy_pct'], 3)} |", "",
-            f"Speed-up {_f(res['speedup'], 3)}x; largest score difference between the protocols "
-            f"{_f(res['max_score_diff'], 3)}."]
+    return [
+        f"`{res['profile']}` models, {res['num_videos']} videos x {res['num_frames']} frames {res['size']}, "
+        f"metrics {', '.join(res['metrics'])}.",
+        "",
+        "| protocol | videos/s | GPU busy % |",
+        "|---|---|---|",
+        f"| batched (8 videos per call) | {_f(res['batched_videos_per_s'])} | {_f(res['batched_busy_pct'], 3)} |",
+        f"| official (one pass per metric, batch size 1) | {_f(res['official_videos_per_s'])} | "
+        f"{_f(res['official_busy_pct'], 3)} |",
+        "",
+        f"Speed-up {_f(res['speedup'], 3)}x; largest score difference between the protocols "
+        f"{_f(res['max_score_diff'], 3)}.",
+    ]
 
 
 def _train_md(res: dict) -> list[str]:
-    md = [f"`{res['profile']}` model on {res['gpu']} (dense bf16 peak {_f(res['peak_tflops'], 4)} TFLOP/s).", "",
-          "| run | metric | value | unit |", "|---|---|---|---|"]
+    md = [
+        f"`{res['profile']}` model on {res['gpu']} (dense bf16 peak {_f(res['peak_tflops'], 4)} TFLOP/s).",
+        "",
+        "| run | metric | value | unit |",
+        "|---|---|---|---|",
+    ]
     for run in res["runs"]:
         md += [f"| {run['run']} | {r['metric']} | {_f(r['value'])} | {r['unit']} |" for r in run["rows"]]
     notes = {r["note"] for run in res["runs"] for r in run["rows"] if r.get("note")}
@@ -512,10 +599,16 @@ def run(args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     on_gpu = args.device.startswith("cuda")
-    results: dict[str, Any] = {"meta": {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
-        "gpu": torch.cuda.get_device_name(torch.device(args.device)) if on_gpu else "no GPU (CPU)",
-        "torch": torch.__version__, "cuda": torch.version.cuda, "smoke": args.smoke}}
+    results: dict[str, Any] = {
+        "meta": {
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": platform.platform(),
+            "gpu": torch.cuda.get_device_name(torch.device(args.device)) if on_gpu else "no GPU (CPU)",
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "smoke": args.smoke,
+        }
+    }
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="alchemist-gpu-check-"))
     try:
         ckpts: dict[str, dict] = {}

@@ -21,16 +21,40 @@ from pathlib import Path
 import torch
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.
-GPU_PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12,
-                 "A10G": 70e12, "L4": 121e12, "RTX 4090": 165e12}
+GPU_PEAK_BF16 = {
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+}
 # "H100" matches SXM/NVL names; the PCIe card is listed first so its lower peak wins.
 GPU_PEAK_BF16 = dict(sorted(GPU_PEAK_BF16.items(), key=lambda kv: -len(kv[0])))
 
 
-def _row(group: str, metric: str, value: float, unit: str, note: str = "", baseline: float | None = None,
-         baseline_name: str | None = None, goal: str | None = None) -> dict:
-    return {"group": group, "metric": metric, "value": float(value), "unit": unit, "baseline": baseline,
-            "baseline_name": baseline_name, "goal": goal, "note": note}
+def _row(
+    group: str,
+    metric: str,
+    value: float,
+    unit: str,
+    note: str = "",
+    baseline: float | None = None,
+    baseline_name: str | None = None,
+    goal: str | None = None,
+) -> dict:
+    return {
+        "group": group,
+        "metric": metric,
+        "value": float(value),
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_name": baseline_name,
+        "goal": goal,
+        "note": note,
+    }
 
 
 def _peak_rss_mb() -> float:
@@ -65,8 +89,9 @@ def cpu_rows(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         curated = write_tiny_curated_run(Path(tmp) / "curated", num_clips=4)
         profile = model_profile("tiny")
-        cfg = TrainConfig(profile="tiny", steps=steps, warmup_steps=1, stage2_cross_attn_only_steps=0,
-                          checkpoint_every=10**9)
+        cfg = TrainConfig(
+            profile="tiny", steps=steps, warmup_steps=1, stage2_cross_attn_only_steps=0, checkpoint_every=10**9
+        )
         records: list[dict] = []
         train(cfg, curated, Path(tmp) / "run", progress=False, on_step=records.append)
         timed = records[2:]  # skip warm-up steps
@@ -91,13 +116,35 @@ def cpu_rows(quick: bool) -> list[dict]:
             optimizer.step()
 
         model_s = _timed(model_step, steps)
-        rows.append(_row(group, "train step, full (decode + encoders + DiT)", step_s * 1e3, "ms",
-                         f"batch {batch_size}, {tokens} video tokens/sample, {len(timed)} steps",
-                         baseline=model_s * 1e3, baseline_name="DiT step on a pre-encoded batch"))
-        rows.append(_row(group, "train throughput, full step", batch_size * tokens / step_s, "tokens/s",
-                         f"{batch_size / step_s:.1f} samples/s"))
-        rows.append(_row(group, "train throughput, DiT only", batch_size * tokens / model_s, "tokens/s",
-                         f"{batch_size / model_s:.1f} samples/s"))
+        rows.append(
+            _row(
+                group,
+                "train step, full (decode + encoders + DiT)",
+                step_s * 1e3,
+                "ms",
+                f"batch {batch_size}, {tokens} video tokens/sample, {len(timed)} steps",
+                baseline=model_s * 1e3,
+                baseline_name="DiT step on a pre-encoded batch",
+            )
+        )
+        rows.append(
+            _row(
+                group,
+                "train throughput, full step",
+                batch_size * tokens / step_s,
+                "tokens/s",
+                f"{batch_size / step_s:.1f} samples/s",
+            )
+        )
+        rows.append(
+            _row(
+                group,
+                "train throughput, DiT only",
+                batch_size * tokens / model_s,
+                "tokens/s",
+                f"{batch_size / model_s:.1f} samples/s",
+            )
+        )
 
         # Sampling: one denoising step = 3 evaluations (spec §6), batched vs one by one.
         model.eval()
@@ -107,28 +154,50 @@ def cpu_rows(quick: bool) -> list[dict]:
 
         @torch.no_grad()
         def batched() -> None:
-            out = model(z.repeat(3, 1, 1, 1, 1), torch.full((3,), 0.5), three["encoder_hidden_states"],
-                        three["encoder_attention_mask"], three["reference_image_tokens"],
-                        three["reference_word_tokens"], three["reference_mask"],
-                        reference_keep=torch.tensor([1.0, 1.0, 0.0])).sample
+            out = model(
+                z.repeat(3, 1, 1, 1, 1),
+                torch.full((3,), 0.5),
+                three["encoder_hidden_states"],
+                three["encoder_attention_mask"],
+                three["reference_image_tokens"],
+                three["reference_word_tokens"],
+                three["reference_mask"],
+                reference_keep=torch.tensor([1.0, 1.0, 0.0]),
+            ).sample
             combine_guidance(*out.chunk(3))
 
         @torch.no_grad()
         def sequential() -> None:
             outs = []
             for text_scale, keep in ((1.0, 1.0), (0.0, 1.0), (1.0, 0.0)):
-                outs.append(model(z, torch.full((1,), 0.5), one["encoder_hidden_states"] * text_scale,
-                                  one["encoder_attention_mask"], one["reference_image_tokens"],
-                                  one["reference_word_tokens"], one["reference_mask"],
-                                  reference_keep=torch.tensor([keep])).sample)
+                outs.append(
+                    model(
+                        z,
+                        torch.full((1,), 0.5),
+                        one["encoder_hidden_states"] * text_scale,
+                        one["encoder_attention_mask"],
+                        one["reference_image_tokens"],
+                        one["reference_word_tokens"],
+                        one["reference_mask"],
+                        reference_keep=torch.tensor([keep]),
+                    ).sample
+                )
             combine_guidance(*outs)
 
         repeats = 20 if quick else 100
         seq_s = _timed(sequential, repeats)
         bat_s = _timed(batched, repeats)
-        rows.append(_row(group, "sampling step (3 CFG evaluations, batched)", bat_s * 1e3, "ms",
-                         "Euler step cost without VAE decode", baseline=seq_s * 1e3,
-                         baseline_name="3 evaluations one by one"))
+        rows.append(
+            _row(
+                group,
+                "sampling step (3 CFG evaluations, batched)",
+                bat_s * 1e3,
+                "ms",
+                "Euler step cost without VAE decode",
+                baseline=seq_s * 1e3,
+                baseline_name="3 evaluations one by one",
+            )
+        )
     rows += latent_rows(quick)
     rows.append(_row(group, "peak memory (RSS)", _peak_rss_mb(), "MiB", "resource.getrusage ru_maxrss"))
     return rows
@@ -147,11 +216,18 @@ def latent_rows(quick: bool, profile_name: str = "tiny") -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         curated = write_tiny_curated_run(Path(tmp) / "curated", num_clips=4)
         start = time.perf_counter()
-        info = encode_job(EncodeOptions(str(curated), str(Path(tmp) / "latents"), profile_name, runner="local"),
-                          progress=False)
+        info = encode_job(
+            EncodeOptions(str(curated), str(Path(tmp) / "latents"), profile_name, runner="local"), progress=False
+        )
         encode_s = time.perf_counter() - start
-        cfg = TrainConfig(profile=profile_name, steps=steps, warmup_steps=1, stage2_cross_attn_only_steps=0,
-                          checkpoint_every=10**9, data=DataConfig(clip_start="start"))
+        cfg = TrainConfig(
+            profile=profile_name,
+            steps=steps,
+            warmup_steps=1,
+            stage2_cross_attn_only_steps=0,
+            checkpoint_every=10**9,
+            data=DataConfig(clip_start="start"),
+        )
         rates = {}
         for name, latents in (("on the fly", None), ("precomputed", Path(tmp) / "latents")):
             records: list[dict] = []
@@ -159,16 +235,40 @@ def latent_rows(quick: bool, profile_name: str = "tiny") -> list[dict]:
             # the median step: robust to the other jobs sharing this machine's cores; skip the warm-up steps
             rates[name] = 1.0 / statistics.median(r["seconds"] for r in records[2:])
     note = f"same run (stage II, seed 0, batch of the profile), median of {steps - 2} steps"
-    rows.append(_row(group, "train steps/s, precomputed latents", rates["precomputed"], "steps/s", note,
-                     baseline=rates["on the fly"], baseline_name="on the fly (decode + VAE + T5 per step)"))
-    rows.append(_row(group, "alchemist encode (local runner)", info["counts"]["rows"] / encode_s, "rows/s",
-                     f"{info['counts']['rows']} (clip, size) rows incl. loading the encoders"))
+    rows.append(
+        _row(
+            group,
+            "train steps/s, precomputed latents",
+            rates["precomputed"],
+            "steps/s",
+            note,
+            baseline=rates["on the fly"],
+            baseline_name="on the fly (decode + VAE + T5 per step)",
+        )
+    )
+    rows.append(
+        _row(
+            group,
+            "alchemist encode (local runner)",
+            info["counts"]["rows"] / encode_s,
+            "rows/s",
+            f"{info['counts']['rows']} (clip, size) rows incl. loading the encoders",
+        )
+    )
     return rows
 
 
-def _profile_rows(profile_name: str, quick: bool, device: torch.device, name: str, on_gpu: bool,
-                  peak: float | None, gradient_checkpointing: bool | None = None,
-                  wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None, label: str = "") -> list[dict]:
+def _profile_rows(
+    profile_name: str,
+    quick: bool,
+    device: torch.device,
+    name: str,
+    on_gpu: bool,
+    peak: float | None,
+    gradient_checkpointing: bool | None = None,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    label: str = "",
+) -> list[dict]:
     """Training step / throughput / MFU (and sampling) rows of a model profile. ``gradient_checkpointing`` None: the
     profile's; ``wrap``: applied to the model before the optimizer is built (e.g. FSDP), named by ``label``."""
     from alchemist_model.configs import model_profile
@@ -212,21 +312,31 @@ def _profile_rows(profile_name: str, quick: bool, device: torch.device, name: st
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)
     seconds = _timed(step, 3 if quick else 10, warmup=2, sync=on_gpu)
-    flops = 3 * transformer_flops_per_token(kwargs | {"num_layers": profile.transformer["num_layers"]},
-                                            video_tokens, text_len, num_images * image_tokens)
+    flops = 3 * transformer_flops_per_token(
+        kwargs | {"num_layers": profile.transformer["num_layers"]}, video_tokens, text_len, num_images * image_tokens
+    )
     flops *= batch * video_tokens
     params = sum(p.numel() for p in model.parameters()) / 1e6
     group = f"model {profile_name} ({name})"
-    note = (f"{params:.0f}M params, batch {batch} x {video_tokens} video tokens ({profile.num_frames}f "
-            f"{profile.width_px}x{profile.height_px}), 6 refs, bf16 autocast"
-            + (", grad ckpt" if profile.gradient_checkpointing else ", no grad ckpt")
-            + (f", {label}" if label else ""))
+    note = (
+        f"{params:.0f}M params, batch {batch} x {video_tokens} video tokens ({profile.num_frames}f "
+        f"{profile.width_px}x{profile.height_px}), 6 refs, bf16 autocast"
+        + (", grad ckpt" if profile.gradient_checkpointing else ", no grad ckpt")
+        + (f", {label}" if label else "")
+    )
     rows.append(_row(group, "train step", seconds * 1e3, "ms", note))
     rows.append(_row(group, "train throughput", batch * video_tokens / seconds, "tokens/s", note))
     rows.append(_row(group, "achieved model TFLOP/s", flops / seconds / 1e12, "TFLOP/s", note))
     if peak is not None and on_gpu:
-        rows.append(_row(group, "MFU", 100 * flops / seconds / peak, "%",
-                         f"peak {peak / 1e12:.0f} TFLOP/s dense bf16 for {name}"))
+        rows.append(
+            _row(
+                group,
+                "MFU",
+                100 * flops / seconds / peak,
+                "%",
+                f"peak {peak / 1e12:.0f} TFLOP/s dense bf16 for {name}",
+            )
+        )
     if on_gpu:
         rows.append(_row(group, "peak GPU memory", torch.cuda.max_memory_allocated(device) / 2**20, "MiB", note))
 
@@ -238,8 +348,15 @@ def _profile_rows(profile_name: str, quick: bool, device: torch.device, name: st
         with torch.autocast(device.type, dtype=torch.bfloat16):
             model(**three, reference_keep=torch.tensor([1.0, 1.0, 0.0], device=device))
 
-    rows.append(_row(group, "sampling step (3 CFG evaluations)", _timed(sample_step, 5 if quick else 20,
-                                                                         sync=on_gpu) * 1e3, "ms", note))
+    rows.append(
+        _row(
+            group,
+            "sampling step (3 CFG evaluations)",
+            _timed(sample_step, 5 if quick else 20, sync=on_gpu) * 1e3,
+            "ms",
+            note,
+        )
+    )
     return rows
 
 

@@ -38,8 +38,10 @@ def local_path(uri: str, what: str) -> Path:
     except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid, or a store that cannot be reached
         raise ValueError(f"{what} {uri!r}: not a usable path or filesystem URI ({err})") from err
     if not isinstance(fs, pafs.LocalFileSystem):
-        raise ValueError(f"{what} {uri!r}: encode reads and writes local (or mounted) folders, because the saved "
-                         f"encoders are local model folders; got a {fs.type_name} filesystem")
+        raise ValueError(
+            f"{what} {uri!r}: encode reads and writes local (or mounted) folders, because the saved "
+            f"encoders are local model folders; got a {fs.type_name} filesystem"
+        )
     return Path(path)
 
 
@@ -80,8 +82,10 @@ def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
     writer.prepare()
     previous = writer.read_run_json()
     if previous and previous.get("fingerprint") != cfg.fingerprint():
-        raise ValueError(f"{str(output)!r} holds latents made with other settings ({previous.get('config')}); "
-                         "resume with the same --profile/--set or choose a new --output")
+        raise ValueError(
+            f"{str(output)!r} holds latents made with other settings ({previous.get('config')}); "
+            "resume with the same --profile/--set or choose a new --output"
+        )
     encoders = output / "encoders"
     if not (encoders / "components.json").exists():
         load_components(profile, cfg.image_encoder, seed=cfg.seed).save(encoders)
@@ -92,10 +96,19 @@ def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
     work = work.filter(pc.is_in(work.column("shard"), pa.array(pending, pa.string()))) if pending else work.slice(0, 0)
     started = time.time()
     info: dict[str, Any] = {
-        "kind": "latents", "status": "running", "curated": str(curated), "output": str(output),
-        "profile": cfg.profile, "config": cfg.content(), "fingerprint": cfg.fingerprint(),
-        "max_text_tokens": profile.max_text_tokens, "runner": opts.runner, "num_workers": opts.num_workers,
-        "versions": environment_versions(), "started_at": started, "num_shards": len(expected),
+        "kind": "latents",
+        "status": "running",
+        "curated": str(curated),
+        "output": str(output),
+        "profile": cfg.profile,
+        "config": cfg.content(),
+        "fingerprint": cfg.fingerprint(),
+        "max_text_tokens": profile.max_text_tokens,
+        "runner": opts.runner,
+        "num_workers": opts.num_workers,
+        "versions": environment_versions(),
+        "started_at": started,
+        "num_shards": len(expected),
         "num_shards_skipped": len(expected) - len(pending),
     }
     writer.write_run_json(info)
@@ -104,8 +117,9 @@ def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
     bar = tqdm(total=work.num_rows, desc="encode", unit="row", disable=not progress)
     # One row group per row: a training sample is then a single read of its own row.
     tracker = ShardTracker(writer, {s: expected[s] for s in pending}, lambda _shard, _counts, n: bar.update(n))
-    part_writer = ShardPartWriter(str(output), functools.partial(_as_latents_table, TABLE), schema.LATENT_TABLES,
-                                  row_group_size=1)
+    part_writer = ShardPartWriter(
+        str(output), functools.partial(_as_latents_table, TABLE), schema.LATENT_TABLES, row_group_size=1
+    )
     if work.num_rows:
         if opts.runner == "local":
             stage = LatentEncoder(cfg, encoders)
@@ -121,8 +135,13 @@ def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
     errors = read_table(output, TABLE, columns=["error"]).column("error")
     counts = {"rows": len(errors), "errors": len(errors) - errors.null_count}
     elapsed = time.time() - started
-    info |= {"status": "complete", "finished_at": time.time(), "elapsed_s": round(elapsed, 3), "counts": counts,
-             "rows_per_s_this_run": round(work.num_rows / elapsed, 3) if elapsed > 0 else None}
+    info |= {
+        "status": "complete",
+        "finished_at": time.time(),
+        "elapsed_s": round(elapsed, 3),
+        "counts": counts,
+        "rows_per_s_this_run": round(work.num_rows / elapsed, 3) if elapsed > 0 else None,
+    }
     writer.write_run_json(info)
     return info
 
@@ -177,24 +196,36 @@ def _run_ray(cfg: Any, encoders: Path, work: Any, part_writer: Any, tracker: Any
 def encode_cmd(
     curated: Path = typer.Argument(..., help="A curated run folder (output of `alchemist curate`)."),
     output: str = typer.Option(..., "--output", "-o", help="LATENTS folder (created; re-running resumes)."),
-    profile: str = typer.Option("tiny", "--profile", "-p", help="Model profile whose VAE, text encoder and "
-                                "clip size (or --set buckets=...) the latents are for: tiny | small | base | paper."),
+    profile: str = typer.Option(
+        "tiny",
+        "--profile",
+        "-p",
+        help="Model profile whose VAE, text encoder and "
+        "clip size (or --set buckets=...) the latents are for: tiny | small | base | paper.",
+    ),
     runner: str = typer.Option("ray", "--runner", help="ray (default) or local (in-process)."),
     ray_address: str = typer.Option(None, "--ray-address", help="Join an existing Ray cluster (e.g. auto)."),
     num_workers: int = typer.Option(1, "--num-workers", "-w", help="Encoder actors (one GPU each on GPU clusters)."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a LatentEncodeConfig field, e.g. --set "
-                                   "dtype=bfloat16, --set buckets=table6-256x144, --set batch_size=8."),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="Override a LatentEncodeConfig field, e.g. --set "
+        "dtype=bfloat16, --set buckets=table6-256x144, --set batch_size=8.",
+    ),
 ) -> None:
     """Precompute VAE latents and text embeddings of a curated run for `alchemist train --latents`."""
     try:
-        info = encode_job(EncodeOptions(str(curated), output, profile, list(set_ or []), runner, ray_address,
-                                        num_workers))
+        info = encode_job(
+            EncodeOptions(str(curated), output, profile, list(set_ or []), runner, ray_address, num_workers)
+        )
     except (ValueError, FileNotFoundError) as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(2) from err
     c = info["counts"]
-    typer.echo(f"done in {info['elapsed_s']:.1f}s: {c['rows']} (clip, size) rows, {c['errors']} errors "
-               f"({info['num_shards_skipped']} of {info['num_shards']} shards were already done)")
+    typer.echo(
+        f"done in {info['elapsed_s']:.1f}s: {c['rows']} (clip, size) rows, {c['errors']} errors "
+        f"({info['num_shards_skipped']} of {info['num_shards']} shards were already done)"
+    )
     typer.echo(f"train:  alchemist train --data {curated} --latents {output} --profile {profile} ...")
 
 

@@ -31,13 +31,21 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 def generate_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A training RUN folder (alchemist train -o)."),
     prompt: str = typer.Option(..., "--prompt", help="The text prompt; every --ref word must occur in it."),
-    ref: list[str] = typer.Option(None, "--ref", help="WORD=IMAGE: a reference image bound to a prompt word "
-                                  "(segmented RGBA crops work best; repeat for more images/words, at most 6)."),
+    ref: list[str] = typer.Option(
+        None,
+        "--ref",
+        help="WORD=IMAGE: a reference image bound to a prompt word "
+        "(segmented RGBA crops work best; repeat for more images/words, at most 6).",
+    ),
     background: Path = typer.Option(None, "--background", help="A clean background image (optional)."),
     background_word: str = typer.Option(None, "--background-word", help="The prompt word the background binds to."),
     output: Path = typer.Option(..., "--output", "-o", help="Output .mp4 path."),
-    steps: int = typer.Option(None, "--steps", help="Sampling steps (default: from --size, spec §6: 256 at 256x144, "
-                              "128 at 512x288, 64 at 1024x576, any aspect; else the profile's)."),
+    steps: int = typer.Option(
+        None,
+        "--steps",
+        help="Sampling steps (default: from --size, spec §6: 256 at 256x144, "
+        "128 at 512x288, 64 at 1024x576, any aspect; else the profile's).",
+    ),
     frames: int = typer.Option(None, "--frames", help="4k+1 frames at 24 fps (default: the profile's)."),
     size: str = typer.Option(None, "--size", help="WIDTHxHEIGHT, multiples of 16 (default: the profile's)."),
     text_guidance: float = typer.Option(8.0, "--text-guidance", help="sT of spec §6."),

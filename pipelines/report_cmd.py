@@ -8,11 +8,15 @@ import typer
 
 
 def report_cmd(
-    run: str = typer.Argument(..., help="A curated run, a benchmark folder or an `alchemist eval` output (path or "
-                                        "URI)."),
+    run: str = typer.Argument(
+        ..., help="A curated run, a benchmark folder or an `alchemist eval` output (path or URI)."
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for index.html and its img/ (created)."),
-    max_clips: int = typer.Option(None, "--max-clips", help="Clips (or videos) shown with pictures, sampled "
-                                                            "deterministically by md5 of the clip id (default 100)."),
+    max_clips: int = typer.Option(
+        None,
+        "--max-clips",
+        help="Clips (or videos) shown with pictures, sampled deterministically by md5 of the clip id (default 100).",
+    ),
 ) -> None:
     """Write a self-contained HTML report (opens offline): counts, settings, distributions, rejects and clips."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -29,13 +33,16 @@ def report_cmd(
 
     try:
         with progress:
-            info = build_report(run, output, max_clips=DEFAULT_MAX_CLIPS if max_clips is None else max_clips,
-                                progress=update)
+            info = build_report(
+                run, output, max_clips=DEFAULT_MAX_CLIPS if max_clips is None else max_clips, progress=update
+            )
     except ValueError as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(2) from err
-    typer.echo(f"{info['kind']} report: {info['num_clips_shown']} of {info['num_clips']} clips shown, "
-               f"{info['num_images']} pictures -> {info['index']}")
+    typer.echo(
+        f"{info['kind']} report: {info['num_clips_shown']} of {info['num_clips']} clips shown, "
+        f"{info['num_images']} pictures -> {info['index']}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -31,7 +31,12 @@ def sample_data_cmd(
         with Progress(TextColumn("sample clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
             task = bar.add_task("clips", total=num_clips)
             manifest = write_sample_corpus(
-                out_dir, num_clips=num_clips, seed=seed, size=(width, height), seconds=seconds, fps=fps,
+                out_dir,
+                num_clips=num_clips,
+                seed=seed,
+                size=(width, height),
+                seconds=seconds,
+                fps=fps,
                 on_clip=lambda done, total: bar.update(task, completed=done),
             )
     except (ValueError, OSError) as err:

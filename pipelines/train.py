@@ -47,8 +47,9 @@ def resolve_data(data: Path | None, latents: Path | None) -> Path:
     return Path(json.loads(run.read_text())["curated"])
 
 
-def resume_config(output: Path, steps: int, profile: str | None, stage: int | None, seed: int | None,
-                  overrides: list[str] | None) -> tuple[Any, str | None]:
+def resume_config(
+    output: Path, steps: int, profile: str | None, stage: int | None, seed: int | None, overrides: list[str] | None
+) -> tuple[Any, str | None]:
     """RUN's saved config with the new end point; the schedule (warm-up, phases, checkpoints) stays as saved.
 
     Returns the config and a note for the user when ``--steps`` moved the end point. Options that would change the
@@ -58,42 +59,73 @@ def resume_config(output: Path, steps: int, profile: str | None, stage: int | No
 
     cfg = TrainConfig.load(output / "config.json")
     if overrides:
-        raise ValueError(f"--resume continues {output} with its saved config.json; --set cannot change it (use a new "
-                         "--output, or edit nothing and pass only --steps)")
-    for flag, given, saved in (("--profile", profile, cfg.profile), ("--stage", stage, int(cfg.stage)),
-                               ("--seed", seed, cfg.seed)):
+        raise ValueError(
+            f"--resume continues {output} with its saved config.json; --set cannot change it (use a new "
+            "--output, or edit nothing and pass only --steps)"
+        )
+    for flag, given, saved in (
+        ("--profile", profile, cfg.profile),
+        ("--stage", stage, int(cfg.stage)),
+        ("--seed", seed, cfg.seed),
+    ):
         if given is not None and given != saved:
-            raise ValueError(f"--resume: {flag} {given} differs from the run's saved {flag} {saved}; drop {flag} or "
-                             "use a new --output")
+            raise ValueError(
+                f"--resume: {flag} {given} differs from the run's saved {flag} {saved}; drop {flag} or "
+                "use a new --output"
+            )
     note = None
     if steps != cfg.steps:
         schedule = f"warm-up {cfg.warmup_steps} steps"
         if int(cfg.stage) == 2:
             schedule += f", personalization-only until step {cfg.stage2_cross_attn_only_steps}"
-        note = (f"--steps {steps} (the run was started with {cfg.steps}): training continues to step {steps}; the "
-                f"schedule saved at the first start stays ({schedule}, a checkpoint every {cfg.checkpoint_every} "
-                "steps)")
+        note = (
+            f"--steps {steps} (the run was started with {cfg.steps}): training continues to step {steps}; the "
+            f"schedule saved at the first start stays ({schedule}, a checkpoint every {cfg.checkpoint_every} "
+            "steps)"
+        )
     cfg.steps = steps
     return cfg, note
 
 
 def train_cmd(
-    data: Path = typer.Option(None, "--data", "-d", help="A curated run folder (output of `alchemist curate`); "
-                              "with --latents it defaults to the curated run they were encoded from."),
-    latents: Path = typer.Option(None, "--latents", help="Precomputed VAE latents and text embeddings of --data "
-                                 "(`alchemist encode`): no video decode, VAE or text encoder per step."),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="A curated run folder (output of `alchemist curate`); "
+        "with --latents it defaults to the curated run they were encoded from.",
+    ),
+    latents: Path = typer.Option(
+        None,
+        "--latents",
+        help="Precomputed VAE latents and text embeddings of --data "
+        "(`alchemist encode`): no video decode, VAE or text encoder per step.",
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder: config, encoders, checkpoints, metrics."),
-    profile: str = typer.Option(None, "--profile", "-p", help="Model size: tiny (CPU) | small | base | paper "
-                                "[default: tiny]."),
-    steps: int = typer.Option(100, "--steps", help="Total optimiser steps (a resumed run continues up to this; its "
-                              "warm-up and phase lengths stay as saved at the first start)."),
-    stage: int = typer.Option(None, "--stage", help="1: text-to-video backbone; 2: personalization (spec §4), which "
-                              "needs --set init_from=STAGE1_RUN outside the tiny profile [default: 2]."),
+    profile: str = typer.Option(
+        None, "--profile", "-p", help="Model size: tiny (CPU) | small | base | paper [default: tiny]."
+    ),
+    steps: int = typer.Option(
+        100,
+        "--steps",
+        help="Total optimiser steps (a resumed run continues up to this; its "
+        "warm-up and phase lengths stay as saved at the first start).",
+    ),
+    stage: int = typer.Option(
+        None,
+        "--stage",
+        help="1: text-to-video backbone; 2: personalization (spec §4), which "
+        "needs --set init_from=STAGE1_RUN outside the tiny profile [default: 2].",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's latest checkpoint, exactly."),
     num_workers: int = typer.Option(0, "--num-workers", help="Ray Train workers (0: single process here)."),
     seed: int = typer.Option(None, "--seed", help="[default: 0]"),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config field, e.g. --set data.augment=false, "
-                                   "--set image_encoder=clip, --set use_word_tokens=false, --set ema_decay=0.999."),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="Override a config field, e.g. --set data.augment=false, "
+        "--set image_encoder=clip, --set use_word_tokens=false, --set ema_decay=0.999.",
+    ),
 ) -> None:
     """Train the personalization video model (rectified flow) on curated clips; logs to RUN/metrics.jsonl."""
     try:
@@ -122,8 +154,9 @@ def train_cmd(
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(2) from err
     typer.echo(f"metrics: {output}/metrics.jsonl  config: {output}/config.json")
-    typer.echo(f'generate: alchemist generate --checkpoint {output} --prompt "..." --ref "word=image.png" '
-               "--output out.mp4")
+    typer.echo(
+        f'generate: alchemist generate --checkpoint {output} --prompt "..." --ref "word=image.png" --output out.mp4'
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -139,8 +172,12 @@ def pick_demo_reference(curated_dir: Path) -> tuple[dict[str, Any], dict[str, li
     refs: dict[str, dict[str, list[bytes]]] = {}
     for row in read_table(curated_dir, "entities").to_pylist():
         clip = clips.get(row["clip_id"])
-        if clip is None or not row["is_detected"] or not row["crop_png"] or row["category"] not in ("subject",
-                                                                                                   "object"):
+        if (
+            clip is None
+            or not row["is_detected"]
+            or not row["crop_png"]
+            or row["category"] not in ("subject", "object")
+        ):
             continue
         try:
             find_word_span(clip["caption"], row["entity_word"])
@@ -185,10 +222,7 @@ def demo_train_and_generate(curated_dir: Path, out_dir: Path, steps: int = 60) -
         cfg.stage, cfg.warmup_steps = 1, 0
     result = train(cfg, curated_dir, run_dir)
     # Up to 2 entity words x 2 crops (+ background) stays under the 6-image cap.
-    references = {
-        word: [decode_image(png, "RGBA") for png in pngs[:2]]
-        for word, pngs in list(crops.items())[:2]
-    }
+    references = {word: [decode_image(png, "RGBA") for png in pngs[:2]] for word, pngs in list(crops.items())[:2]}
     bg = decode_image(background, "RGB") if background else None
     pipe = AlchemistPipeline.from_run(run_dir)
     video = out_dir / "generated" / f"{clip['clip_id']}.mp4"

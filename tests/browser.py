@@ -69,8 +69,10 @@ def find_chromium() -> str:
         if path:
             return path
     if os.environ.get("CI"):
-        pytest.fail("headless Chromium is required under CI (CI is set) but none is installed: "
-                    "apt-get install -y chromium (make setup does it when apt is allowed)")
+        pytest.fail(
+            "headless Chromium is required under CI (CI is set) but none is installed: "
+            "apt-get install -y chromium (make setup does it when apt is allowed)"
+        )
     pytest.skip("no chromium on this machine: `sudo apt-get install -y chromium` (make setup does it when allowed)")
 
 
@@ -79,8 +81,16 @@ def screenshot(index: Path, png: Path, size: tuple[int, int] = (1400, 1000), tim
     from PIL import Image
 
     browser = find_chromium()
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={png}",
-           f"--window-size={size[0]},{size[1]}", index.resolve().as_uri()]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--screenshot={png}",
+        f"--window-size={size[0]},{size[1]}",
+        index.resolve().as_uri(),
+    ]
     # A private profile folder: parallel test runs must not share Chromium's lock file.
     profile = png.parent / f".chromium-{png.stem}"
     result = subprocess.run([*cmd, f"--user-data-dir={profile}"], capture_output=True, timeout=timeout_s, text=True)

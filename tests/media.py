@@ -140,8 +140,18 @@ def make_video(
         options["preset"] = preset
     if codec == "libx264" and bframes is not None:
         options["x264-params"] = f"bframes={bframes}:b-adapt=0:b-pyramid=normal" if bframes else "bframes=0"
-    return write_video(path, frames, fps=fps, codec=codec, pix_fmt=pix_fmt, gop=gop, crf=crf, rotation_deg=rotation,
-                       times_s=use_times, options=options)
+    return write_video(
+        path,
+        frames,
+        fps=fps,
+        codec=codec,
+        pix_fmt=pix_fmt,
+        gop=gop,
+        crf=crf,
+        rotation_deg=rotation,
+        times_s=use_times,
+        options=options,
+    )
 
 
 def make_single_frame(path: str | os.PathLike, size: tuple[int, int] = (160, 120)) -> Path:
@@ -173,8 +183,9 @@ def make_audio_only(path: str | os.PathLike, seconds: float = 1.0, sample_rate: 
     return path
 
 
-def make_truncated(path: str | os.PathLike, fraction: float = 0.4, seconds: float = 2.0,
-                   size: tuple[int, int] = (160, 120)) -> Path:
+def make_truncated(
+    path: str | os.PathLike, fraction: float = 0.4, seconds: float = 2.0, size: tuple[int, int] = (160, 120)
+) -> Path:
     """A video cut after ``fraction`` of its bytes, as an interrupted download leaves it.
 
     The container comes from the extension: an ``.mp4`` from PyAV keeps its index (moov) at the end, so a cut MP4
@@ -214,8 +225,14 @@ def expected_index_at(times: Sequence[float], t: float) -> int:
 # shots and motion
 
 
-def scene_frames(num_frames: int, size: tuple[int, int] = (160, 120), tint: tuple[int, int, int] = (230, 60, 40),
-                 block: int = 8, step: int = 3, seed: int = 0) -> np.ndarray:
+def scene_frames(
+    num_frames: int,
+    size: tuple[int, int] = (160, 120),
+    tint: tuple[int, int, int] = (230, 60, 40),
+    block: int = 8,
+    step: int = 3,
+    seed: int = 0,
+) -> np.ndarray:
     """A scene of ``num_frames`` RGB frames: blocks of random brightness in one ``tint``, sliding ``step`` px per
     frame. Scenes with different tints and block sizes joined back to back are hard cuts TransNetV2 finds."""
     w, h = size
@@ -232,19 +249,34 @@ def scene_frames(num_frames: int, size: tuple[int, int] = (160, 120), tint: tupl
 SCENES = [((230, 60, 40), 8, 3), ((40, 200, 80), 16, 2), ((50, 70, 230), 4, 4), ((220, 210, 60), 12, 3)]
 
 
-def make_multishot_video(path: str | os.PathLike, shot_frames: Sequence[int] = (50, 45, 60), fps: float = 24.0,
-                         size: tuple[int, int] = (160, 120), seed: int = 0) -> Path:
+def make_multishot_video(
+    path: str | os.PathLike,
+    shot_frames: Sequence[int] = (50, 45, 60),
+    fps: float = 24.0,
+    size: tuple[int, int] = (160, 120),
+    seed: int = 0,
+) -> Path:
     """Shots of ``shot_frames`` frames joined by hard cuts: shot k starts at frame ``sum(shot_frames[:k])``."""
     from alchemist_data.media import write_video
 
-    shots = [scene_frames(n, size, *SCENES[k % len(SCENES)][:2], step=SCENES[k % len(SCENES)][2], seed=seed + k)
-             for k, n in enumerate(shot_frames)]
+    shots = [
+        scene_frames(n, size, *SCENES[k % len(SCENES)][:2], step=SCENES[k % len(SCENES)][2], seed=seed + k)
+        for k, n in enumerate(shot_frames)
+    ]
     return write_video(path, np.concatenate(shots), fps=fps, options={"preset": "ultrafast"}, threads=1)
 
 
-def make_still_video(path: str | os.PathLike, seconds: float = 2.0, fps: float = 24.0,
-                     size: tuple[int, int] = (192, 144), *, pan_px: float = 0.0, zoom: float = 0.0,
-                     object_px: float = 0.0, seed: int = 0) -> Path:
+def make_still_video(
+    path: str | os.PathLike,
+    seconds: float = 2.0,
+    fps: float = 24.0,
+    size: tuple[int, int] = (192, 144),
+    *,
+    pan_px: float = 0.0,
+    zoom: float = 0.0,
+    object_px: float = 0.0,
+    seed: int = 0,
+) -> Path:
     """One textured still image for ``seconds``: unchanged, or panned ``pan_px`` px per frame, zoomed by ``zoom``
     (relative) per frame, and/or with a disc crossing it at ``object_px`` px per frame."""
     import cv2
@@ -260,8 +292,9 @@ def make_still_video(path: str | os.PathLike, seconds: float = 2.0, fps: float =
     for i in range(n):
         m = cv2.getRotationMatrix2D((w / 2 + margin, h / 2 + margin), 0, 1 + zoom * i)
         m[0, 2] -= pan_px * i
-        frame = cv2.warpAffine(still, m, still.shape[1::-1], flags=cv2.INTER_LINEAR)[margin : margin + h,
-                                                                                    margin : margin + w].copy()
+        frame = cv2.warpAffine(still, m, still.shape[1::-1], flags=cv2.INTER_LINEAR)[
+            margin : margin + h, margin : margin + w
+        ].copy()
         if object_px:  # drawn at 1/16 px precision, so slow motion is smooth rather than whole-pixel steps
             centre = (int(round((w * 0.15 + object_px * i) * 16)), int(h / 2 * 16))
             cv2.circle(frame, centre, max(4, h // 10) * 16, (250, 30, 30), -1, lineType=cv2.LINE_AA, shift=4)

@@ -40,8 +40,9 @@ def _background(seed: int, w: int, h: int, extra_w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def scene(background_seed: int, objects_seed: int, seconds: float = SECONDS, fps: float = FPS,
-          size: tuple[int, int] = SIZE) -> np.ndarray:
+def scene(
+    background_seed: int, objects_seed: int, seconds: float = SECONDS, fps: float = FPS, size: tuple[int, int] = SIZE
+) -> np.ndarray:
     """Frames [T, H, W, 3] uint8 of a scene (see the module docstring)."""
     import cv2
 
@@ -51,9 +52,15 @@ def scene(background_seed: int, objects_seed: int, seconds: float = SECONDS, fps
     bg = _background(background_seed, w, h, int(pan * n) + 2)
     rng = np.random.default_rng([objects_seed, 2])
     shapes = [
-        dict(kind=int(rng.integers(2)), r=int(rng.uniform(0.08, 0.18) * h), x=rng.uniform(0.1, 0.9) * w,
-             y=rng.uniform(0.3, 0.8) * h, vx=rng.uniform(-1.5, 1.5), vy=rng.uniform(-0.6, 0.6),
-             color=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        dict(
+            kind=int(rng.integers(2)),
+            r=int(rng.uniform(0.08, 0.18) * h),
+            x=rng.uniform(0.1, 0.9) * w,
+            y=rng.uniform(0.3, 0.8) * h,
+            vx=rng.uniform(-1.5, 1.5),
+            vy=rng.uniform(-0.6, 0.6),
+            color=tuple(int(c) for c in rng.integers(0, 255, 3)),
+        )
         for _ in range(int(rng.integers(2, 4)))
     ]
     frames = np.empty((n, h, w, 3), np.uint8)

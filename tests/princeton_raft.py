@@ -122,8 +122,9 @@ class BasicUpdateBlock(nn.Module):
         self.encoder = BasicMotionEncoder()
         self.gru = SepConvGRU(hidden_dim=hidden_dim, input_dim=128 + hidden_dim)
         self.flow_head = FlowHead(hidden_dim, hidden_dim=256)
-        self.mask = nn.Sequential(nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(256, 64 * 9, 1, padding=0))
+        self.mask = nn.Sequential(
+            nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(256, 64 * 9, 1, padding=0)
+        )
 
     def forward(self, net, inp, corr, flow):
         inp = torch.cat([inp, self.encoder(flow, corr)], dim=1)

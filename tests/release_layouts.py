@@ -116,8 +116,9 @@ def write_dino(path: str | os.PathLike, seed: int = SEED) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     _seeded(seed)
-    model = VisionTransformer(patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4, qkv_bias=True,
-                              num_classes=0).eval()
+    model = VisionTransformer(
+        patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4, qkv_bias=True, num_classes=0
+    ).eval()
     with torch.no_grad():  # timm starts pos_embed / cls_token near zero; random values test their mapping
         model.pos_embed.normal_(0, 0.02)
         model.cls_token.normal_(0, 0.02)

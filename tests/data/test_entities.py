@@ -49,10 +49,20 @@ def spacy_extractor() -> SpacyWordNetExtractor:
     ("caption", "subject", "objects", "background"),
     [
         # The paper's answer is mask, coat, long brown hair, green-capped bottle; we keep the adjective "small".
-        pytest.param(PAPER_CAPTION, ["woman"], ["mask", "coat", "long brown hair", "small green-capped bottle"], [],
-                     id="paper_example"),
-        pytest.param(HORSE_CAPTION, ["man", "horse"], ["blue cap"], ["cloudy, forested area"],
-                     id="man_horse_keeps_adjectives_and_strips_articles"),
+        pytest.param(
+            PAPER_CAPTION,
+            ["woman"],
+            ["mask", "coat", "long brown hair", "small green-capped bottle"],
+            [],
+            id="paper_example",
+        ),
+        pytest.param(
+            HORSE_CAPTION,
+            ["man", "horse"],
+            ["blue cap"],
+            ["cloudy, forested area"],
+            id="man_horse_keeps_adjectives_and_strips_articles",
+        ),
         pytest.param(DOG_CAPTION, ["brown dog"], ["frisbee"], ["sunny park"], id="dog"),
     ],
 )

@@ -362,8 +362,9 @@ def test_hf_pixels_equal_the_official_transform_at_480x854():
     g.processor.image_processor.size = {"shortest_edge": 800, "longest_edge": 1333}  # the released processor's
     frame = np.random.default_rng(0).integers(0, 255, (480, 854, 3), dtype=np.uint8)
     pixels = g.pixel_inputs([frame])["pixel_values"][0]
-    transform = T.Compose([T.RandomResize([800], max_size=1333), T.ToTensor(),
-                           T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    transform = T.Compose(
+        [T.RandomResize([800], max_size=1333), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
+    )
     want, _ = transform(Image.fromarray(frame), None)
     assert tuple(pixels.shape) == tuple(want.shape) == (3, 749, 1332)
     assert torch.allclose(pixels, want, atol=1e-5)

@@ -49,8 +49,11 @@ def test_formats_give_the_same_table(tmp_path, ext, writer):
     table = read_manifest(path)
     assert table.schema == MANIFEST_SCHEMA
     rows = table.to_pylist()
-    assert [r["video"] for r in rows] == [os.path.join(str(tmp_path), "videos", "a.mp4"), "/data/b.mp4",
-                                        "s3://bucket/c.mp4"]
+    assert [r["video"] for r in rows] == [
+        os.path.join(str(tmp_path), "videos", "a.mp4"),
+        "/data/b.mp4",
+        "s3://bucket/c.mp4",
+    ]
     assert [r["caption"] for r in rows] == ["A man walks a dog in a park.", "A girl holds a red kite.", ""]
     assert [r["start_s"] for r in rows] == [1.0, None, None]
     assert [r["end_s"] for r in rows] == [3.5, None, None]
@@ -76,9 +79,11 @@ def test_relative_paths_of_a_uri_manifest_stay_uris(tmp_path):
 
 
 def test_ids_are_deterministic_and_depend_on_the_window(tmp_path):
-    rows = [{"video": "a.mp4", "caption": "x", "start_s": 0.0, "end_s": 2.0},
-            {"video": "a.mp4", "caption": "x", "start_s": 2.0, "end_s": 4.0},
-            {"video": "a.mp4", "caption": "x", "start_s": 2.0, "end_s": 4.0}]
+    rows = [
+        {"video": "a.mp4", "caption": "x", "start_s": 0.0, "end_s": 2.0},
+        {"video": "a.mp4", "caption": "x", "start_s": 2.0, "end_s": 4.0},
+        {"video": "a.mp4", "caption": "x", "start_s": 2.0, "end_s": 4.0},
+    ]
     first = read_manifest(_write_jsonl(tmp_path / "m.jsonl", rows)).column("clip_id").to_pylist()
     again = read_manifest(_write_jsonl(tmp_path / "m2.jsonl", rows)).column("clip_id").to_pylist()
     assert first == again

@@ -118,8 +118,11 @@ def test_rotation_metadata_gives_display_orientation(tmp_path, rotation):
     # Undoing the counter-clockwise display rotation gives back the coded picture with its index band on top.
     assert _indices(frames, rotation) == [0, 6, 11]
     if shutil.which("ffmpeg"):  # ffmpeg's own auto-rotation agrees pixel for pixel
-        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", "1", "-f", "rawvideo",
-                              "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+        raw = subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+            capture_output=True,
+            check=True,
+        ).stdout
         ours = decode_clip(str(path), num_frames=1)[0]
         ref = np.frombuffer(raw, np.uint8).reshape(ours.shape)
         assert np.abs(ref.astype(int) - ours.astype(int)).mean() < 2.0
@@ -257,8 +260,13 @@ def test_write_video_pads_odd_sizes_for_420(tmp_path):
         ("long_gop.mov", dict(gop=250, bframes=3)),
         # Open GOP: leading B-frames before a keyframe are undecodable after a seek to it, so the seek backs off.
         ("open_gop.mp4", dict(gop=24, options={"x264-params": "open-gop=1:bframes=3:b-adapt=0"})),
-        ("open_gop_hevc.mkv", dict(codec="libx265", options={
-            "x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"})),
+        (
+            "open_gop_hevc.mkv",
+            dict(
+                codec="libx265",
+                options={"x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"},
+            ),
+        ),
     ],
 )
 def test_containers_and_codecs(tmp_path, name, kwargs):
@@ -291,8 +299,9 @@ def _keyframe_times(path) -> list[float]:
 @pytest.fixture(scope="module")
 def gop48(tmp_path_factory):
     # 4 s at 24 fps, a keyframe every 48 frames (0 s and 2 s), B-frames as in web uploads.
-    return make_video(tmp_path_factory.mktemp("gop48") / "gop48.mp4", seconds=4.0, fps=24, size=(160, 120), gop=48,
-                      bframes=3)
+    return make_video(
+        tmp_path_factory.mktemp("gop48") / "gop48.mp4", seconds=4.0, fps=24, size=(160, 120), gop=48, bframes=3
+    )
 
 
 def test_keyframe_mode_takes_keyframes_and_falls_back_where_a_keyframe_would_repeat(gop48):
@@ -381,8 +390,13 @@ def test_keyframe_mode_still_reports_a_truncated_tail(tmp_path):
         ("vp9.webm", dict(codec="libvpx-vp9", pix_fmt="yuv420p", gop=48)),
         ("mpeg4.avi", dict(codec="mpeg4", pix_fmt="yuv420p", gop=48)),
         ("open_gop.mp4", dict(gop=24, options={"x264-params": "open-gop=1:bframes=3:b-adapt=0"})),
-        ("open_gop_hevc.mkv", dict(codec="libx265", options={
-            "x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"})),
+        (
+            "open_gop_hevc.mkv",
+            dict(
+                codec="libx265",
+                options={"x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"},
+            ),
+        ),
     ],
 )
 @pytest.mark.parametrize("window", [(None, None), (1.3, 5.5)])

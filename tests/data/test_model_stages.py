@@ -122,8 +122,10 @@ def test_segmentation_batched_across_clips_equals_clip_by_clip(profile, grounded
     stage.segmenter = CountingSam(batch_size=profile.segmentation.batch_size)
     rows = copy.deepcopy(grounded)
     stage.process_rows(rows)
-    boxed = [sum(any(d["frame_index"] == f and d["box_xyxy_px"] for d in r["detections"]) for f in range(3))
-             for r in grounded]
+    boxed = [
+        sum(any(d["frame_index"] == f and d["box_xyxy_px"] for d in r["detections"]) for f in range(3))
+        for r in grounded
+    ]
     assert sum(stage.segmenter.passes) == sum(boxed) and len(stage.segmenter.passes) < len(grounded)
     stage.segmenter.passes.clear()
     for row, want in zip(copy.deepcopy(grounded), rows, strict=True):

@@ -28,19 +28,22 @@ from tests import media, planted
 def _ignore_stats(stage: str, rows: int, seconds: float) -> None:
     pass
 
+
 # Floors for the planted set below; the measured values (README, Benchmark overlap) are 1.0 and 1.0.
 MIN_PRECISION = 0.95
 MIN_RECALL = 0.95
 
 
 def _work(videos: list[str]) -> pa.Table:
-    manifest = pa.table({
-        "clip_id": [f"q{i:03d}" for i in range(len(videos))],
-        "video": videos,
-        "caption": ["A man walks a dog in a park."] * len(videos),
-        "start_s": pa.array([None] * len(videos), pa.float64()),
-        "end_s": pa.array([None] * len(videos), pa.float64()),
-    })
+    manifest = pa.table(
+        {
+            "clip_id": [f"q{i:03d}" for i in range(len(videos))],
+            "video": videos,
+            "caption": ["A man walks a dog in a park."] * len(videos),
+            "start_s": pa.array([None] * len(videos), pa.float64()),
+            "end_s": pa.array([None] * len(videos), pa.float64()),
+        }
+    )
     return build_work_table(manifest, shard_size=1000)
 
 
@@ -81,14 +84,27 @@ def test_references_come_from_a_folder_or_a_benchmark_clips_table(tmp_path):
     media.make_video(folder / "one.mp4", seconds=0.5)
     (folder / "notes.txt").write_text("not a video")
     assert [(r.ref_id, os.path.basename(r.path)) for r in list_references(folder)] == [
-        ("b/two.mkv", "two.mkv"), ("one.mp4", "one.mp4")]
+        ("b/two.mkv", "two.mkv"),
+        ("one.mp4", "one.mp4"),
+    ]
     # A benchmark folder (`alchemist benchmark prepare`): clip ids from its clips table, videos relative to it.
     bench = tmp_path / "bench"
     media.make_video(bench / "videos" / "video7_0.mp4", seconds=0.5)
     writer = RunWriter(bench)
     writer.prepare()
-    clips = pa.Table.from_pylist([{"clip_id": "video7_0", "video": "videos/video7_0.mp4", "caption": "x",
-                                   "start_s": 1.0, "end_s": 1.5, "duration_s": 0.5}], schema=schema.CLIPS)
+    clips = pa.Table.from_pylist(
+        [
+            {
+                "clip_id": "video7_0",
+                "video": "videos/video7_0.mp4",
+                "caption": "x",
+                "start_s": 1.0,
+                "end_s": 1.5,
+                "duration_s": 0.5,
+            }
+        ],
+        schema=schema.CLIPS,
+    )
     writer.commit_shard("part-00000", {"clips": clips}, num_input_rows=1)
     assert [(r.ref_id, r.path) for r in list_references(bench)] == [("video7_0", str(bench / "videos/video7_0.mp4"))]
     with pytest.raises(ValueError, match="is not a folder"):
@@ -99,8 +115,11 @@ def test_references_come_from_a_folder_or_a_benchmark_clips_table(tmp_path):
 
 
 def test_bad_settings_fail_naming_the_field():
-    for field, value, match in (("backend", "sift", "overlap.backend"), ("max_hamming", 64, "overlap.max_hamming"),
-                                ("min_matched_frames", 0, "overlap.min_matched_frames")):
+    for field, value, match in (
+        ("backend", "sift", "overlap.backend"),
+        ("max_hamming", 64, "overlap.max_hamming"),
+        ("min_matched_frames", 0, "overlap.min_matched_frames"),
+    ):
         with pytest.raises(ValueError, match=match):
             OverlapConfig(reference_dir="x", **{field: value}).validate()
 

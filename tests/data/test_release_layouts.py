@@ -40,8 +40,14 @@ def _frames(n: int, h: int = 96, w: int = 160) -> list[np.ndarray]:
 def test_gdino_released_layout_loads_every_tensor_and_grounds_non_square_frames(released_gdino):
     path, reference = released_gdino
     # 224 px short side keeps the 900 queries below the number of image tokens while staying fast on CPU
-    g = GroundingDinoPy(checkpoint=str(path), text_encoder=str(tiny_bert_dir()), resize_short=224, max_size=400,
-                        box_threshold=0.0, batch_size=2)
+    g = GroundingDinoPy(
+        checkpoint=str(path),
+        text_encoder=str(tiny_bert_dir()),
+        resize_short=224,
+        max_size=400,
+        box_threshold=0.0,
+        batch_size=2,
+    )
     g.setup()
     _assert_same_state(g.model, reference)
     frames = _frames(2)  # 96x160 -> 224x373
@@ -65,15 +71,22 @@ def test_gdino_other_layouts_fail_naming_the_file(released_gdino, tmp_path):
     lightning = tmp_path / "lightning_gdino.ckpt"
     torch.save({"state_dict": {"model." + k: state[k] for k in first}}, lightning)
     g = GroundingDinoPy(checkpoint=str(lightning), text_encoder=str(tiny_bert_dir()))
-    with pytest.raises(ModelLoadError, match=r"(?s)lightning_gdino\.ckpt.*expected layout.*tensors are missing "
-                                             r"\(first: .*" + first[0].replace(".", r"\.")):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"(?s)lightning_gdino\.ckpt.*expected layout.*tensors are missing "
+        r"\(first: .*" + first[0].replace(".", r"\."),
+    ):
         g.setup()
     # the released layout with one foreign key: refused too, the key is named
     extra = tmp_path / "extra_gdino.pth"
-    torch.save({"model": {**{"module." + k: v for k, v in state.items()}, "module.new_head.weight": torch.zeros(1)}},
-               extra)
-    with pytest.raises(ModelLoadError, match=r"(?s)extra_gdino\.pth.*not the model's \(first: module\.new_head|"
-                                             r"extra_gdino\.pth.*new_head\.weight"):
+    torch.save(
+        {"model": {**{"module." + k: v for k, v in state.items()}, "module.new_head.weight": torch.zeros(1)}}, extra
+    )
+    with pytest.raises(
+        ModelLoadError,
+        match=r"(?s)extra_gdino\.pth.*not the model's \(first: module\.new_head|"
+        r"extra_gdino\.pth.*new_head\.weight",
+    ):
         GroundingDinoPy(checkpoint=str(extra), text_encoder=str(tiny_bert_dir())).setup()
     extra.unlink()
 

@@ -15,9 +15,15 @@ from tests import browser
 
 
 def _detection(word: str, box: list[int], mask: np.ndarray | None, kept: bool = True) -> dict:
-    return {"entity_word": word, "frame_index": 0, "is_detected": kept, "box_xyxy_px": box, "box_score": 0.8,
-            "drop_reason": None if kept else "low_mask_iou",
-            "mask_png": encode_png(crop_to_box(mask, box)) if mask is not None else None}
+    return {
+        "entity_word": word,
+        "frame_index": 0,
+        "is_detected": kept,
+        "box_xyxy_px": box,
+        "box_score": 0.8,
+        "drop_reason": None if kept else "low_mask_iou",
+        "mask_png": encode_png(crop_to_box(mask, box)) if mask is not None else None,
+    }
 
 
 def test_masks_are_tinted_and_boxes_drawn_in_the_word_colour_dropped_boxes_in_grey():
@@ -53,10 +59,12 @@ def test_page_check_catches_missing_pictures_and_remote_urls(tmp_path):
     page = tmp_path / "index.html"
     page.write_text('<a href="#clips">x</a><img src="img/a.png">')
     assert browser.check_page(page) == (1, ["img/a.png"])
-    for bad, match in (('<img src="img/b.png">', "missing"), ('<script src="https://cdn.example/x.js"></script>',
-                                                              "off the machine"),
-                       ('<div style="background: url(//fonts.example/f.woff)"></div>', "off the machine"),
-                       ("<style>body { background: url('http://x/y.png') }</style>", "off the machine")):
+    for bad, match in (
+        ('<img src="img/b.png">', "missing"),
+        ('<script src="https://cdn.example/x.js"></script>', "off the machine"),
+        ('<div style="background: url(//fonts.example/f.woff)"></div>', "off the machine"),
+        ("<style>body { background: url('http://x/y.png') }</style>", "off the machine"),
+    ):
         page.write_text(bad)
         with pytest.raises(AssertionError, match=match):
             browser.check_page(page)

@@ -35,8 +35,14 @@ def test_segment_anything_random_masks_are_full_frame(size):
 
 
 # frames of two sizes (one group split by batch_size 2), box counts 0..3, and a box outside the frame
-MANY_BOXES = [[[10, 10, 60, 80], [50, 20, 150, 110]], [[0, 0, 160, 120]], [], [[5, 5, 30, 40], [20, 20, 100, 100],
-              [150, 100, 190, 140]], [[0, 0, 50, 60]], [[10, 5, 60, 70], [0, 0, 70, 90]]]
+MANY_BOXES = [
+    [[10, 10, 60, 80], [50, 20, 150, 110]],
+    [[0, 0, 160, 120]],
+    [],
+    [[5, 5, 30, 40], [20, 20, 100, 100], [150, 100, 190, 140]],
+    [[0, 0, 50, 60]],
+    [[10, 5, 60, 70], [0, 0, 70, 90]],
+]
 
 
 def _many_requests() -> list[tuple[np.ndarray, list[list[int]]]]:
@@ -156,13 +162,15 @@ def test_sam_masks_of_one_frame_go_through_both_benchmark_filters():
     seg = SegmentAnything("random-tiny")
     boxes = {"man": [10, 10, 60, 80], "dog": [120, 40, 170, 100]}  # dog: 10 px off the right edge -> invalid box
     raw = dict(zip(boxes, seg.segment(img, list(boxes.values())), strict=True))
-    reasons = {tag: mask_drop_reason(raw[tag].iou_score, raw[tag].mask, box, iou_threshold=0.0)
-               for tag, box in boxes.items()}
+    reasons = {
+        tag: mask_drop_reason(raw[tag].iou_score, raw[tag].mask, box, iou_threshold=0.0) for tag, box in boxes.items()
+    }
     assert reasons["dog"] == ("invalid_box" if raw["dog"].iou_score > 0.0 else "low_mask_iou")
     assert (reasons["man"] is None) == (raw["man"].iou_score > 0.0)
     # a threshold no score can pass keeps nothing
-    assert all(mask_drop_reason(r.iou_score, r.mask, boxes[t], iou_threshold=1.0) == "low_mask_iou"
-               for t, r in raw.items())
+    assert all(
+        mask_drop_reason(r.iou_score, r.mask, boxes[t], iou_threshold=1.0) == "low_mask_iou" for t, r in raw.items()
+    )
 
 
 def test_build_segmenter_from_profiles():

@@ -96,19 +96,35 @@ def annotation_set(tmp_path_factory) -> dict[str, Path]:
 
     dog = [entry(f"frame{i}.jpg", box_of(100, 80, 150, 110)) for i in (1, 2, 3)]
     specs = {
-        "clip_a": ("video0.mp4", {"subject": ["man"], "object": ["dog"], "background": ["park"],
-                                  "subject_with_face": ["man"]}, {"man": man_entries(True), "dog": dog}),
-        "clip_b": ("video1.mp4", {"subject": ["dog"], "object": [], "background": ["lawn"],
-                                  "subject_with_face": []}, {"dog": dog}),
-        "clip_c": ("video2.mp4", {"subject": ["man", "dog"], "object": [], "background": ["street"],
-                                  "subject_with_face": ["man"]}, {"man": man_entries(False), "dog": dog}),
-        "clip_d": ("video9.mp4", {"subject": ["cat"], "object": [], "background": ["room"],
-                                  "subject_with_face": []}, {}),
+        "clip_a": (
+            "video0.mp4",
+            {"subject": ["man"], "object": ["dog"], "background": ["park"], "subject_with_face": ["man"]},
+            {"man": man_entries(True), "dog": dog},
+        ),
+        "clip_b": (
+            "video1.mp4",
+            {"subject": ["dog"], "object": [], "background": ["lawn"], "subject_with_face": []},
+            {"dog": dog},
+        ),
+        "clip_c": (
+            "video2.mp4",
+            {"subject": ["man", "dog"], "object": [], "background": ["street"], "subject_with_face": ["man"]},
+            {"man": man_entries(False), "dog": dog},
+        ),
+        "clip_d": (
+            "video9.mp4",
+            {"subject": ["cat"], "object": [], "background": ["room"], "subject_with_face": []},
+            {},
+        ),
     }
     for name, (video, tags, masks) in specs.items():
-        info = {"video": video, "resolution": [RES_W, RES_H], "timestamp": ["00:00:00.250", "00:00:01.750"],
-                "caption": f"A scene of {' and '.join(tags['subject'])} in a {tags['background'][0]}.",
-                "word_tags": tags}
+        info = {
+            "video": video,
+            "resolution": [RES_W, RES_H],
+            "timestamp": ["00:00:00.250", "00:00:01.750"],
+            "caption": f"A scene of {' and '.join(tags['subject'])} in a {tags['background'][0]}.",
+            "word_tags": tags,
+        }
         (ann / f"{name}.vid_info.json").write_text(json.dumps(info))
         with gzip.open(ann / f"{name}.word_tags_masks.pkl.gz", "wb") as f:
             pickle.dump(masks, f)

@@ -24,8 +24,17 @@ class _Evil:
 
 
 def test_restricted_unpickler_loads_the_official_structure_at_every_protocol():
-    data = {"man": [{"filename": "frame2.jpg", "box_xyxy": [1, 2, 5, 6], "mask": np.eye(4, dtype=bool),
-                     "is_face_crop": False, "score": np.float32(0.5)}]}
+    data = {
+        "man": [
+            {
+                "filename": "frame2.jpg",
+                "box_xyxy": [1, 2, 5, 6],
+                "mask": np.eye(4, dtype=bool),
+                "is_face_crop": False,
+                "score": np.float32(0.5),
+            }
+        ]
+    }
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         got = restricted_loads(gzip.compress(pickle.dumps(data, protocol=protocol)))
         np.testing.assert_array_equal(got["man"][0]["mask"], np.eye(4, dtype=bool))

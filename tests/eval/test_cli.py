@@ -21,20 +21,65 @@ def _app() -> typer.Typer:
 def test_prepare_then_eval_prints_the_table_and_names_the_missing_video(annotation_set, tmp_path):
     runner = CliRunner()
     bench = tmp_path / "bench"
-    res = runner.invoke(_app(), ["benchmark", "prepare", "--annotations", str(annotation_set["annotations"]),
-                                 "--videos", str(annotation_set["videos"]), "--output", str(bench),
-                                 "--profile", "tiny", "--no-embeddings"])
+    res = runner.invoke(
+        _app(),
+        [
+            "benchmark",
+            "prepare",
+            "--annotations",
+            str(annotation_set["annotations"]),
+            "--videos",
+            str(annotation_set["videos"]),
+            "--output",
+            str(bench),
+            "--profile",
+            "tiny",
+            "--no-embeddings",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert '"num_clips": 3' in res.output and '"num_rejects": 1' in res.output
     gen = generated_videos(bench, tmp_path / "gen", ["clip_a"])
-    res = runner.invoke(_app(), ["eval", str(gen), "--benchmark", str(bench), "--mode", "face", "--profile", "tiny",
-                                 "--num-frames", "8", "--output", str(tmp_path / "out"), "--method", "copy-of-GT"])
+    res = runner.invoke(
+        _app(),
+        [
+            "eval",
+            str(gen),
+            "--benchmark",
+            str(bench),
+            "--mode",
+            "face",
+            "--profile",
+            "tiny",
+            "--num-frames",
+            "8",
+            "--output",
+            str(tmp_path / "out"),
+            "--method",
+            "copy-of-GT",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "Face-S" in res.output and "copy-of-GT" in res.output and "RANDOMLY INITIALISED" in res.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["num_videos"] == 1 and summary["num_missing"] == 0 and summary["num_frames"] == 8
-    res = runner.invoke(_app(), ["eval", str(gen), "--benchmark", str(bench), "--mode", "subject",
-                                 "--profile", "tiny", "--metrics", "text,dynamic", "--output", str(tmp_path / "o2")])
+    res = runner.invoke(
+        _app(),
+        [
+            "eval",
+            str(gen),
+            "--benchmark",
+            str(bench),
+            "--mode",
+            "subject",
+            "--profile",
+            "tiny",
+            "--metrics",
+            "text,dynamic",
+            "--output",
+            str(tmp_path / "o2"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "clip_b (missing_file)" in res.output
     summary = json.loads((tmp_path / "o2" / "summary.json").read_text())

@@ -44,8 +44,9 @@ def test_subject_similarity_counts_missed_detections_as_zero():
     assert M.subject_similarity([{}], gt) == 0.0
     assert math.isnan(M.subject_similarity([{}], {}))
     # a tag without reference crops cannot be scored and is not counted
-    assert M.subject_similarity([{"man": np.array([1.0, 0.0])}], {"man": np.array([[1.0, 0.0]]),
-                                                                    "hat": np.zeros((0, 2))}) == pytest.approx(1.0)
+    assert M.subject_similarity(
+        [{"man": np.array([1.0, 0.0])}], {"man": np.array([[1.0, 0.0]]), "hat": np.zeros((0, 2))}
+    ) == pytest.approx(1.0)
 
 
 def test_face_similarity_is_weighted_by_the_fraction_of_frames_with_a_face():
@@ -106,8 +107,14 @@ def _official_clip(pil: Image.Image):
 
     s = min(pil.size)
     pil = TF.center_crop(pil, (s, s))
-    t = T.Compose([T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop((224, 224)),
-                   T.ToTensor(), T.Normalize(M.CLIP_MEAN, M.CLIP_STD)])
+    t = T.Compose(
+        [
+            T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop((224, 224)),
+            T.ToTensor(),
+            T.Normalize(M.CLIP_MEAN, M.CLIP_STD),
+        ]
+    )
     return t(pil).numpy()
 
 
@@ -125,8 +132,13 @@ def _official_pad_to_square_dino(img: Image.Image):
     else:
         padded = Image.new(img.mode, (height, height), color=(255, 255, 255))
         padded.paste(img, ((height - width) // 2, 0))
-    t = T.Compose([T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
-                   T.Normalize(M.IMAGENET_MEAN, M.IMAGENET_STD)])
+    t = T.Compose(
+        [
+            T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC),
+            T.ToTensor(),
+            T.Normalize(M.IMAGENET_MEAN, M.IMAGENET_STD),
+        ]
+    )
     return t(padded).numpy()
 
 
@@ -149,16 +161,18 @@ def test_dino_reference_preprocess_matches_the_official_transform(size):
     rgba = rng.integers(0, 255, size=(*size, 4), dtype=np.uint8)
     rgba[..., 3] = np.where(rng.random(size) > 0.5, 255, 0)
     rgba[0, 0, 3] = 7  # partially transparent pixels keep their colour (only alpha == 0 turns white)
-    np.testing.assert_allclose(M.dino_preprocess_rgba(rgba), _official_dino_from_rgba(Image.fromarray(rgba)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        M.dino_preprocess_rgba(rgba), _official_dino_from_rgba(Image.fromarray(rgba)), atol=1e-5
+    )
 
 
 def _official_subject_dino(image: np.ndarray, box_xyxy: list[int], mask: np.ndarray):
     """``load_subject_image_dino`` written out literally, as the oracle."""
     cropped = image[box_xyxy[1] : box_xyxy[3], box_xyxy[0] : box_xyxy[2]]
     mask = mask[..., None]
-    masked = Image.fromarray((mask * cropped + (1 - mask) * np.ones_like(cropped, dtype=np.uint8) * 255).astype(
-        np.uint8))
+    masked = Image.fromarray(
+        (mask * cropped + (1 - mask) * np.ones_like(cropped, dtype=np.uint8) * 255).astype(np.uint8)
+    )
     return _official_pad_to_square_dino(masked)
 
 
@@ -180,8 +194,9 @@ def test_generated_subject_preprocess_matches_the_official_transform(box):
     full_mask = rng.random((46, 64)) > 0.4  # SAM's mask is full-frame; the benchmark crops it to the box
     box_mask = crop_to_box(full_mask, box)
     assert is_valid_mask_for_box(full_mask, box)
-    np.testing.assert_allclose(M.dino_preprocess_masked(frame, box, box_mask),
-                               _official_subject_dino(frame, box, box_mask), atol=1e-5)
+    np.testing.assert_allclose(
+        M.dino_preprocess_masked(frame, box, box_mask), _official_subject_dino(frame, box, box_mask), atol=1e-5
+    )
 
 
 def test_face_preprocess_is_cv2_resize_to_112_and_minus_one_to_one():

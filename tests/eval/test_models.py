@@ -72,9 +72,11 @@ def test_one_model_load_error_for_the_three_packages(tmp_path):
 
     assert EvalModelLoadError is ModelLoadError and issubclass(ModelLoadError, OSError | ValueError)
     assert isinstance(ClipEncoder("random-tiny"), LazyModel) and isinstance(DinoEncoder("random-tiny"), LazyModel)
-    for load in (lambda: HFSam("alchemist-test/no-such-sam").setup(),
-                 lambda: DinoEncoder("alchemist-test/no-such-dino").setup(),
-                 lambda: ImageEncoder.load("dinov2", "alchemist-test/no-such-dinov2")):
+    for load in (
+        lambda: HFSam("alchemist-test/no-such-sam").setup(),
+        lambda: DinoEncoder("alchemist-test/no-such-dino").setup(),
+        lambda: ImageEncoder.load("dinov2", "alchemist-test/no-such-dinov2"),
+    ):
         with pytest.raises(ModelLoadError, match="(?s)could not load .*no-such"):
             load()
 

@@ -17,8 +17,15 @@ def _quiet(_msg: str) -> None:
 
 def test_eval_report_shows_scores_and_generated_next_to_ground_truth_frames(prepared_benchmark, tmp_path):
     gen = generated_videos(prepared_benchmark, tmp_path / "generated", ["clip_a"])  # clip_b is missing: scores 0
-    run_eval(gen, prepared_benchmark, mode="subject", metrics=["text", "dynamic"], profile="tiny",
-             output=tmp_path / "eval", log=_quiet)
+    run_eval(
+        gen,
+        prepared_benchmark,
+        mode="subject",
+        metrics=["text", "dynamic"],
+        profile="tiny",
+        output=tmp_path / "eval",
+        log=_quiet,
+    )
     info = build_report(tmp_path / "eval", tmp_path / "report")
     assert (info["kind"], info["num_clips"], info["num_clips_shown"]) == ("eval", 2, 2)
     index = tmp_path / "report" / "index.html"

@@ -51,8 +51,11 @@ def test_prepared_benchmark_has_the_curation_tables_and_the_mode_lists(prepared_
     assert [r["category"] for r in with_bg] == ["subject"] * 3 + ["background"]
     assert with_bg[-1]["entity_word"] == "park"
     # crops are RGBA with alpha = mask; the face crop is the unmasked RGB box
-    ents = query(prepared_benchmark, "SELECT entity_word, count(*) AS n, sum(has_face::INT) AS faces FROM entities "
-                                     "WHERE clip_id = 'clip_a' GROUP BY 1 ORDER BY 1").to_pylist()
+    ents = query(
+        prepared_benchmark,
+        "SELECT entity_word, count(*) AS n, sum(has_face::INT) AS faces FROM entities "
+        "WHERE clip_id = 'clip_a' GROUP BY 1 ORDER BY 1",
+    ).to_pylist()
     assert ents == [{"entity_word": "dog", "n": 3, "faces": 0}, {"entity_word": "man", "n": 3, "faces": 1}]
     assert {r["kind"] for r in bench.gt_embeddings.rows({"clip_a"})} == {"text", "frames", "subject", "face"}
 
@@ -64,8 +67,12 @@ def _scorer(metrics, profile="tiny", **overrides):
 def test_static_video_is_not_dynamic_and_a_moving_one_is(tmp_path):
     gt = GroundTruth("x", "a scene")
     scorer = _scorer(["dynamic"])
-    rows = scorer.score([Job(gt, str(write(tmp_path / "static.mp4", static_frames(24)))),
-                         Job(gt, str(write(tmp_path / "moving.mp4", moving_frames(24, step_px=6))))])
+    rows = scorer.score(
+        [
+            Job(gt, str(write(tmp_path / "static.mp4", static_frames(24)))),
+            Job(gt, str(write(tmp_path / "moving.mp4", moving_frames(24, step_px=6)))),
+        ]
+    )
     assert [r["dynamic_d"] for r in rows] == [0, 1]
     assert [r["num_frames"] for r in rows] == [24, 24] and rows[0]["fps"] == pytest.approx(24.0)
 
@@ -74,12 +81,14 @@ def test_one_frame_fewer_frames_than_asked_and_unreadable_videos(tmp_path):
     gt = GroundTruth("x", "a scene", frames=list(moving_frames(3)))
     (tmp_path / "text.mp4").write_text("not a video")
     scorer = Scorer(eval_profile("tiny"), ["text", "video", "dynamic"], num_frames=16)
-    rows = scorer.score([
-        Job(gt, str(write(tmp_path / "one.mp4", moving_frames(1)))),
-        Job(gt, str(write(tmp_path / "five.mp4", moving_frames(5)))),
-        Job(gt, str(tmp_path / "text.mp4")),
-        Job(gt, None),
-    ])
+    rows = scorer.score(
+        [
+            Job(gt, str(write(tmp_path / "one.mp4", moving_frames(1)))),
+            Job(gt, str(write(tmp_path / "five.mp4", moving_frames(5)))),
+            Job(gt, str(tmp_path / "text.mp4")),
+            Job(gt, None),
+        ]
+    )
     one, five, bad, missing = rows
     assert one["status"] == "ok" and one["num_frames"] == 1 and one["dynamic_d"] == 0  # no pair -> static
     assert -1 <= one["text_s"] <= 1 and -1 <= one["video_s"] <= 1
@@ -142,8 +151,12 @@ def test_face_similarity_with_real_detector_and_descriptor(tmp_path):
     finder_scorer.setup()
     box = finder_scorer.face_finder.find_batch([frames[0]])[0]
     gt = GroundTruth("astro", "an astronaut", face_refs=[face_crop(frames[0], box)])
-    rows = finder_scorer.score([Job(gt, str(write(tmp_path / "face.mp4", frames))),
-                                Job(gt, str(write(tmp_path / "noface.mp4", static_frames(6))))])
+    rows = finder_scorer.score(
+        [
+            Job(gt, str(write(tmp_path / "face.mp4", frames))),
+            Job(gt, str(write(tmp_path / "noface.mp4", static_frames(6)))),
+        ]
+    )
     assert rows[0]["num_face_frames"] == 6 and rows[0]["face_s"] > 0.8
     assert rows[1]["num_face_frames"] == 0 and rows[1]["face_s"] == 0.0
     no_gt = finder_scorer.score([Job(GroundTruth("y", "c"), str(tmp_path / "face.mp4"))])[0]
@@ -168,8 +181,9 @@ def test_runner_counts_missing_videos_resumes_and_refuses_other_settings(prepare
     out = tmp_path / "out"
     s = run_eval(gen, prepared_benchmark, mode="subject", profile="tiny", output=out, chunk_size=1, log=_quiet)
     assert s["num_videos"] == 2 and s["num_missing"] == 1
-    assert s["missing"] == [{"clip_id": "clip_b", "status": "missing_file",
-                             "detail": "no generated video named after this clip id"}]
+    assert s["missing"] == [
+        {"clip_id": "clip_b", "status": "missing_file", "detail": "no generated video named after this clip id"}
+    ]
     scores = pq.read_table(out / "scores.parquet").to_pylist()
     a, b = scores
     assert (b["text_s"], b["video_s"], b["subject_s"], b["dynamic_d"]) == (0.0, 0.0, 0.0, 0.0)
@@ -186,8 +200,9 @@ def test_runner_counts_missing_videos_resumes_and_refuses_other_settings(prepare
     third = run_eval(gen, prepared_benchmark, mode="subject", profile="tiny", output=out, chunk_size=1, log=_quiet)
     assert third["num_scored_this_run"] == 1 and third["num_missing"] == 0
     with pytest.raises(EvalConfigMismatchError, match="num_frames"):
-        run_eval(gen, prepared_benchmark, mode="subject", profile="tiny", output=out, chunk_size=1, num_frames=4,
-                 log=_quiet)
+        run_eval(
+            gen, prepared_benchmark, mode="subject", profile="tiny", output=out, chunk_size=1, num_frames=4, log=_quiet
+        )
 
 
 def test_cached_and_recomputed_ground_truth_embeddings_agree(prepared_benchmark):
@@ -237,8 +252,16 @@ def test_same_scores_with_one_and_two_ray_workers(prepared_benchmark, tmp_path):
     (gen / "clip_b.mp4").write_bytes(b"")  # empty file: counted as a miss by both
     results = []
     for workers in (1, 2):
-        s = run_eval(gen, prepared_benchmark, mode="subject", profile="tiny", output=tmp_path / f"w{workers}",
-                     num_workers=workers, chunk_size=1, log=_quiet)
+        s = run_eval(
+            gen,
+            prepared_benchmark,
+            mode="subject",
+            profile="tiny",
+            output=tmp_path / f"w{workers}",
+            num_workers=workers,
+            chunk_size=1,
+            log=_quiet,
+        )
         results.append((s, pq.read_table(tmp_path / f"w{workers}" / "scores.parquet").to_pylist()))
     (s1, rows1), (s2, rows2) = results
     assert s1["num_videos"] == s2["num_videos"] == 2 and s1["num_missing"] == s2["num_missing"] == 1

@@ -30,8 +30,13 @@ def test_table6_cells_and_custom_specs():
     assert [c.num_frames for c in parse_cells("table6-512x288")] == [17, 49, 73, 97, 121]
     custom = parse_cells("64x48x9:3, 64x48x17")
     assert [(c.num_frames, c.weight) for c in custom] == [(9, 3.0), (17, 1.0)]
-    for bad, match in (("table6-100x100", "Table 6 column"), ("64x48", "WIDTHxHEIGHTxFRAMES"),
-                       ("64x48x10", "4k\\+1"), ("60x48x9", "multiples of 16"), ("64x48x9:0", "positive")):
+    for bad, match in (
+        ("table6-100x100", "Table 6 column"),
+        ("64x48", "WIDTHxHEIGHTxFRAMES"),
+        ("64x48x10", "4k\\+1"),
+        ("60x48x9", "multiples of 16"),
+        ("64x48x9:0", "positive"),
+    ):
         with pytest.raises(ValueError, match=match):
             parse_cells(bad)
 
@@ -46,8 +51,12 @@ def test_aspect_groups_keep_the_cell_area_in_multiples_of_16():
 
 
 def test_clips_group_by_aspect_and_length():
-    clips = [_clip("wide", 1280, 720, 3.0), _clip("tall", 720, 1280, 1.0), _clip("square", 500, 480, 0.5),
-             _clip("short", 1280, 720, 0.2)]
+    clips = [
+        _clip("wide", 1280, 720, 3.0),
+        _clip("tall", 720, 1280, 1.0),
+        _clip("square", 500, 480, 0.5),
+        _clip("short", 1280, 720, 0.2),
+    ]
     plan = BucketPlan(clips, parse_cells("table6-256x144"), ASPECTS, fps=24.0)
     groups = {(clips[i]["clip_id"], g.width_px, g.height_px, g.num_frames) for g in plan.groups for i in g.members}
     # 3 s = 72 frames covers 17 and 49; 1 s covers 17; 0.5 s = 12 frames covers nothing (nor does 0.2 s)
@@ -91,8 +100,9 @@ def test_dataset_and_training_with_buckets_resume_exactly(tmp_path):
     from alchemist_model.testing import write_tiny_curated_run
     from alchemist_model.train import train
 
-    run = write_tiny_curated_run(tmp_path / "curated", num_clips=3, sizes=[(80, 60), (48, 80), (80, 60)],
-                                 durations_s=[1.0, 1.0, 0.5])
+    run = write_tiny_curated_run(
+        tmp_path / "curated", num_clips=3, sizes=[(80, 60), (48, 80), (80, 60)], durations_s=[1.0, 1.0, 0.5]
+    )
     data = DataConfig(buckets="64x48x9,64x48x17")
     profile = model_profile("tiny")
     ds = AlchemistDataset(run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px, data)
@@ -105,8 +115,16 @@ def test_dataset_and_training_with_buckets_resume_exactly(tmp_path):
         batch = collate_samples([ds[k] for k in keys])
         assert batch["video"].shape == (2, 3, group.num_frames, group.height_px, group.width_px)
 
-    cfg = TrainConfig(profile="tiny", steps=6, lr=1e-3, grad_clip=1.0, warmup_steps=1,
-                      stage2_cross_attn_only_steps=2, checkpoint_every=3, data=data)
+    cfg = TrainConfig(
+        profile="tiny",
+        steps=6,
+        lr=1e-3,
+        grad_clip=1.0,
+        warmup_steps=1,
+        stage2_cross_attn_only_steps=2,
+        checkpoint_every=3,
+        data=data,
+    )
     full = train(cfg, run, tmp_path / "full", progress=False)
     first = train(TrainConfig.from_dict({**cfg.to_dict(), "steps": 3}), run, tmp_path / "split", progress=False)
     second = train(cfg, run, tmp_path / "split", resume=True, progress=False)
@@ -123,7 +141,11 @@ def test_dataset_and_training_with_buckets_resume_exactly(tmp_path):
 def test_sampling_steps_follow_the_requested_resolution(monkeypatch):
     small, tiny = model_profile("small"), model_profile("tiny")
     assert [sample_steps_for(w, h, small) for w, h in ((256, 144), (144, 256), (512, 288), (1024, 576))] == [
-        256, 256, 128, 64]
+        256,
+        256,
+        128,
+        64,
+    ]
     assert sample_steps_for(64, 48, tiny) == tiny.sample_steps  # no spec class near 64x48
 
     from alchemist_model import pipeline as pipeline_module

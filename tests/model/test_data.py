@@ -30,8 +30,9 @@ from alchemist_model.encoders import white_fill
 
 def _dataset(run, **kwargs) -> AlchemistDataset:
     profile = model_profile("tiny")
-    return AlchemistDataset(run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px,
-                            **kwargs)
+    return AlchemistDataset(
+        run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px, **kwargs
+    )
 
 
 def test_reference_sampling_counts_and_cap():
@@ -208,8 +209,9 @@ def test_dataloader_workers_give_the_same_samples(curated_run):
     ds = _dataset(curated_run)
     batches = []
     for workers in (0, 2):
-        loader = torch.utils.data.DataLoader(ds, batch_size=2, sampler=ResumableSampler(len(ds), 0),
-                                             num_workers=workers, collate_fn=collate_samples)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=2, sampler=ResumableSampler(len(ds), 0), num_workers=workers, collate_fn=collate_samples
+        )
         it = iter(loader)
         batches.append([next(it) for _ in range(2)])
         del it
@@ -245,8 +247,11 @@ def test_face_crops_stand_in_for_subject_images_with_their_probability(tmp_path)
     share = kinds[("man", FACE)] / (kinds[("man", FACE)] + kinds[("man", "subject")])
     assert share == pytest.approx(cfg.face_crop_prob, abs=0.03) and cfg.face_crop_prob == 0.5
     off = DataConfig(face_crop_prob=0.0)
-    assert all(s.kind != FACE for seed in range(200)
-               for s in sample_references(np.random.default_rng(seed), counts, False, "", off, {"man": 2}))
+    assert all(
+        s.kind != FACE
+        for seed in range(200)
+        for s in sample_references(np.random.default_rng(seed), counts, False, "", off, {"man": 2})
+    )
     # through the dataset: face slots decode the curated RGB face crops
     from alchemist_model.testing import write_tiny_curated_run
 

@@ -44,8 +44,9 @@ def test_tiny_components_round_trip_by_path(tmp_path, tiny_components, capsys):
         assert (tmp_path / "encoders" / name / "RANDOM_WEIGHTS").exists()
     loaded = Components.load_saved(tmp_path / "encoders")
     prompt = ["A dog runs."]
-    torch.testing.assert_close(loaded.text_encoder.encode(prompt).hidden_states,
-                               tiny_components.text_encoder.encode(prompt).hidden_states)
+    torch.testing.assert_close(
+        loaded.text_encoder.encode(prompt).hidden_states, tiny_components.text_encoder.encode(prompt).hidden_states
+    )
     images = torch.rand(2, 3, 56, 56)
     torch.testing.assert_close(loaded.image_encoder(images), tiny_components.image_encoder(images))
     video = torch.rand(1, 3, 9, 48, 64) * 2 - 1
@@ -100,9 +101,11 @@ def test_encode_conditions_binds_words(tiny_components):
 
 def test_entity_word_past_the_truncation_keeps_its_word_tokens(tiny_components):
     """A word the 32-token truncation cuts off is bound to its tokens from an untruncated encoding, not to zeros."""
-    caption = ("A man walks a dog across the park and a woman rides a horse along the beach while a boy throws a "
-               "ball to a girl in the garden near the road with a red car and a small bird on the grass by the "
-               "water where a black cat sits.")
+    caption = (
+        "A man walks a dog across the park and a woman rides a horse along the beach while a boy throws a "
+        "ball to a girl in the garden near the road with a red car and a small bird on the grass by the "
+        "water where a black cat sits."
+    )
     text = tiny_components.text_encoder
     assert len(text.tokenizer(caption)["input_ids"]) > 45 and text.max_length == 32
     truncated = text.encode([caption])

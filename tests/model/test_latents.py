@@ -25,8 +25,17 @@ GOLDEN = Path(__file__).with_name("golden_losses.json")
 
 
 def _cfg(**kwargs) -> TrainConfig:
-    base = dict(profile="tiny", steps=1, lr=1e-3, grad_clip=1.0, warmup_steps=1, stage2_cross_attn_only_steps=1,
-                checkpoint_every=1, seed=0, data=DataConfig(clip_start="start"))
+    base = dict(
+        profile="tiny",
+        steps=1,
+        lr=1e-3,
+        grad_clip=1.0,
+        warmup_steps=1,
+        stage2_cross_attn_only_steps=1,
+        checkpoint_every=1,
+        seed=0,
+        data=DataConfig(clip_start="start"),
+    )
     base.update(kwargs)
     return TrainConfig(**base)
 
@@ -43,15 +52,20 @@ def test_encode_writes_committed_resumable_shards(curated_run, latents_dir, tmp_
     assert info["status"] == "complete" and info["counts"] == {"rows": 3, "errors": 0}
     table = read_table(latents_dir, "latents")
     assert table.schema.equals(schema.LATENTS) and sorted(table.column("clip_id").to_pylist()) == [
-        "clip0000", "clip0001", "clip0002"]
+        "clip0000",
+        "clip0001",
+        "clip0002",
+    ]
     row = table.to_pylist()[0]
     assert (row["width_px"], row["height_px"], row["num_frames"], row["latent_shape"]) == (64, 48, 9, [16, 3, 6, 8])
     assert (latents_dir / "encoders" / "components.json").exists()
     again = encode_job(EncodeOptions(str(curated_run), str(latents_dir), runner="local"), progress=False)
     assert again["num_shards_skipped"] == again["num_shards"] == 1  # resumed: nothing redone
     with pytest.raises(ValueError, match="other settings"):
-        encode_job(EncodeOptions(str(curated_run), str(latents_dir), overrides=["dtype=bfloat16"], runner="local"),
-                   progress=False)
+        encode_job(
+            EncodeOptions(str(curated_run), str(latents_dir), overrides=["dtype=bfloat16"], runner="local"),
+            progress=False,
+        )
     with pytest.raises(ValueError, match="not a curated run"):
         encode_job(EncodeOptions(str(tmp_path), str(tmp_path / "out"), runner="local"), progress=False)
     object_store = "s3://bucket/latents?region=us-east-1&endpoint_override=127.0.0.1:9&scheme=http"
@@ -63,10 +77,23 @@ def test_stored_tensors_are_the_on_the_fly_inputs(curated_run, latents_dir):
     store = LatentStore(latents_dir)
     components = Components.load_saved(latents_dir / "encoders")
     profile = model_profile("tiny")
-    fly = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames,
-                           profile.image_size_px, DataConfig(clip_start="start"))
-    pre = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames,
-                           profile.image_size_px, DataConfig(clip_start="start"), latents=store)
+    fly = AlchemistDataset(
+        curated_run,
+        profile.width_px,
+        profile.height_px,
+        profile.num_frames,
+        profile.image_size_px,
+        DataConfig(clip_start="start"),
+    )
+    pre = AlchemistDataset(
+        curated_run,
+        profile.width_px,
+        profile.height_px,
+        profile.num_frames,
+        profile.image_size_px,
+        DataConfig(clip_start="start"),
+        latents=store,
+    )
     a, b = fly[1], pre[1]
     assert "video" not in b and a["ref_words"] == b["ref_words"]
     torch.testing.assert_close(a["ref_images"], b["ref_images"])  # references stay on the fly, same draws
@@ -81,11 +108,23 @@ def test_stored_tensors_are_the_on_the_fly_inputs(curated_run, latents_dir):
 
 
 def test_a_word_past_the_truncation_is_stored_with_its_untruncated_tokens(latents_dir, tiny_components):
-    caption = ("A man walks a dog across the park and a woman rides a horse along the beach while a boy throws a "
-               "ball to a girl in the garden near the road with a red car and a small bird on the grass by the "
-               "water where a black cat sits.")
-    row = {"clip_id": "long", "video": "/no/such/video.mp4", "caption": caption, "start_s": 0.0, "end_s": 1.0,
-           "width_px": 64, "height_px": 48, "num_frames": 9, "entity_words": ["dog", "cat"], "shard": "part-00000"}
+    caption = (
+        "A man walks a dog across the park and a woman rides a horse along the beach while a boy throws a "
+        "ball to a girl in the garden near the road with a red car and a small bird on the grass by the "
+        "water where a black cat sits."
+    )
+    row = {
+        "clip_id": "long",
+        "video": "/no/such/video.mp4",
+        "caption": caption,
+        "start_s": 0.0,
+        "end_s": 1.0,
+        "width_px": 64,
+        "height_px": 48,
+        "num_frames": 9,
+        "entity_words": ["dog", "cat"],
+        "shard": "part-00000",
+    }
     stage = LatentEncoder(LatentEncodeConfig(), latents_dir / "encoders")
     stage.setup()
     out = stage.process_batch(pa.Table.from_pylist([row], schema=WORK_SCHEMA)).to_pylist()[0]
@@ -115,23 +154,30 @@ def test_first_step_loss_on_precomputed_latents_equals_the_on_the_fly_loss(curat
     assert pinned.losses == pre.losses
 
 
-def test_training_on_latents_never_decodes_or_runs_the_vae_and_text_encoder(curated_run, latents_dir, tmp_path,
-                                                                             monkeypatch):
+def test_training_on_latents_never_decodes_or_runs_the_vae_and_text_encoder(
+    curated_run, latents_dir, tmp_path, monkeypatch
+):
     def refuse(*_args, **_kwargs):
         raise AssertionError("the precomputed path must not run this")
 
     monkeypatch.setattr(VideoVAE, "encode", refuse)
     monkeypatch.setattr(TextEncoder, "encode", refuse)
     monkeypatch.setattr("alchemist_model.data.decode_target_clip", refuse)
-    result = train(_cfg(steps=3, checkpoint_every=3), curated_run, tmp_path / "run", latents=latents_dir,
-                   progress=False)
+    result = train(
+        _cfg(steps=3, checkpoint_every=3), curated_run, tmp_path / "run", latents=latents_dir, progress=False
+    )
     assert result.step == 3 and all(torch.isfinite(torch.tensor(result.losses)))
 
 
 def test_latents_must_match_the_run(curated_run, latents_dir, tmp_path):
     with pytest.raises(ValueError, match="data.buckets"):
-        train(_cfg(data=DataConfig(clip_start="start", buckets="64x48x9")), curated_run, tmp_path / "r",
-              latents=latents_dir, progress=False)
+        train(
+            _cfg(data=DataConfig(clip_start="start", buckets="64x48x9")),
+            curated_run,
+            tmp_path / "r",
+            latents=latents_dir,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="not an `alchemist encode` output"):
         train(_cfg(), curated_run, tmp_path / "r2", latents=tmp_path, progress=False)
 
@@ -142,12 +188,17 @@ def test_bad_videos_become_error_rows_and_buckets_get_a_row_per_size(tmp_path):
     curated = write_tiny_curated_run(tmp_path / "curated", num_clips=3, sizes=[(80, 60), (48, 80), (80, 60)])
     (curated / "videos" / "clip0002.mp4").unlink()  # the video is gone since curation
     out = tmp_path / "latents"
-    info = encode_job(EncodeOptions(str(curated), str(out), overrides=["buckets=64x48x9,64x48x17"], runner="local"),
-                      progress=False)
+    info = encode_job(
+        EncodeOptions(str(curated), str(out), overrides=["buckets=64x48x9,64x48x17"], runner="local"), progress=False
+    )
     assert info["counts"] == {"rows": 6, "errors": 2}  # 3 clips x 2 lengths; clip0002's two rows record why
     rows = read_table(out, "latents").to_pylist()
     assert {(r["clip_id"], r["width_px"], r["height_px"], r["num_frames"]) for r in rows if not r["error"]} == {
-        ("clip0000", 64, 48, 9), ("clip0000", 64, 48, 17), ("clip0001", 48, 80, 9), ("clip0001", 48, 80, 17)}
+        ("clip0000", 64, 48, 9),
+        ("clip0000", 64, 48, 17),
+        ("clip0001", 48, 80, 9),
+        ("clip0001", 48, 80, 17),
+    }
     cfg = _cfg(steps=2, checkpoint_every=2, data=DataConfig(clip_start="start", buckets="64x48x9,64x48x17"))
     result = train(cfg, curated, tmp_path / "run", latents=out, progress=False)
     assert result.step == 2

@@ -10,8 +10,9 @@ from alchemist_model.personalization import PersonalizationEmbedder, pad_word_to
 
 def _embedder(use_word_tokens: bool = True) -> PersonalizationEmbedder:
     torch.manual_seed(0)
-    return PersonalizationEmbedder(image_dim=8, text_dim=6, word_token_len=3, max_images=6,
-                                   use_word_tokens=use_word_tokens)
+    return PersonalizationEmbedder(
+        image_dim=8, text_dim=6, word_token_len=3, max_images=6, use_word_tokens=use_word_tokens
+    )
 
 
 def test_output_is_all_images_concatenated():
@@ -42,8 +43,9 @@ def test_index_embedding_separates_identical_images():
     one = torch.randn(1, 1, 5, 8)
     f, _ = emb(one.repeat(1, 2, 1, 1), torch.zeros(1, 2, 3, 6), torch.ones(1, 2, dtype=torch.bool))
     first, second = f.view(2, 5, 8)
-    torch.testing.assert_close(first - second, (emb.index_embedding.weight[0] - emb.index_embedding.weight[1])
-                               .expand(5, 8))
+    torch.testing.assert_close(
+        first - second, (emb.index_embedding.weight[0] - emb.index_embedding.weight[1]).expand(5, 8)
+    )
 
 
 def test_residual_keeps_image_tokens():

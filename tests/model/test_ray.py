@@ -51,8 +51,14 @@ def test_dataset_as_a_ray_data_stream(ray_local, curated_run):
 
 
 def test_ray_train_reads_a_ray_data_stream(ray_local, curated_run, tmp_path):
-    cfg = TrainConfig(profile="tiny", steps=2, warmup_steps=1, stage2_cross_attn_only_steps=1, checkpoint_every=2,
-                      data_source="ray_data")
+    cfg = TrainConfig(
+        profile="tiny",
+        steps=2,
+        warmup_steps=1,
+        stage2_cross_attn_only_steps=1,
+        checkpoint_every=2,
+        data_source="ray_data",
+    )
     result = ray_fit(train_ray(cfg, curated_run, tmp_path / "run", num_workers=1, use_gpu=False))
     assert result.error is None
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -21,8 +21,16 @@ GOLDEN = Path(__file__).with_name("golden_losses.json")
 
 
 def _cfg(**kwargs) -> TrainConfig:
-    base = dict(profile="tiny", steps=20, lr=1e-3, grad_clip=1.0, warmup_steps=2, stage2_cross_attn_only_steps=4,
-                checkpoint_every=10, seed=0)
+    base = dict(
+        profile="tiny",
+        steps=20,
+        lr=1e-3,
+        grad_clip=1.0,
+        warmup_steps=2,
+        stage2_cross_attn_only_steps=4,
+        checkpoint_every=10,
+        seed=0,
+    )
     base.update(kwargs)
     return TrainConfig(**base)
 
@@ -37,8 +45,9 @@ def _fixed_batch(curated_run: Path, tiny_components) -> tuple[torch.Tensor, dict
     ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
     batch = collate_samples([ds[0], ds[1]])
     latents = tiny_components.vae.encode(batch["video"])
-    cond = encode_conditions(tiny_components, batch["captions"], batch["ref_images"], batch["ref_mask"],
-                             batch["ref_words"])
+    cond = encode_conditions(
+        tiny_components, batch["captions"], batch["ref_images"], batch["ref_mask"], batch["ref_words"]
+    )
     return latents, cond
 
 
@@ -51,8 +60,9 @@ def test_loss_falls_by_half_on_a_fixed_batch(curated_run, tiny_components):
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=cfg.betas, weight_decay=cfg.weight_decay)
     losses = []
     for _ in range(200):
-        loss = training_step(model, cond, latents, cfg, 1.0, torch.Generator().manual_seed(0),
-                             contextlib.nullcontext())
+        loss = training_step(
+            model, cond, latents, cfg, 1.0, torch.Generator().manual_seed(0), contextlib.nullcontext()
+        )
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -106,8 +116,13 @@ def test_stage2_trains_only_the_personalization_branch_first(curated_run, tmp_pa
     phases = [json.loads(x)["phase"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert phases == ["personalization_only"] * 2
     # then the whole model
-    train(_cfg(steps=4, stage2_cross_attn_only_steps=2, checkpoint_every=2), curated_run, tmp_path / "run",
-          resume=True, progress=False)
+    train(
+        _cfg(steps=4, stage2_cross_attn_only_steps=2, checkpoint_every=2),
+        curated_run,
+        tmp_path / "run",
+        resume=True,
+        progress=False,
+    )
     trained = _weights(tmp_path / "run")
     assert any(not torch.equal(trained[k], init[k]) for k in trained if k not in new)
 
@@ -121,8 +136,9 @@ def test_stage1_then_stage2_from_it(curated_run, tmp_path, tiny_components):
     trained = _weights(tmp_path / "stage1")
     assert all(torch.equal(trained[k], init[k]) for k in new)  # stage I never touches the new branch
     assert any(not torch.equal(trained[k], init[k]) for k in trained if k not in new)
-    cfg2 = _cfg(steps=1, stage=2, stage2_cross_attn_only_steps=5, init_from=str(tmp_path / "stage1"),
-                checkpoint_every=1)
+    cfg2 = _cfg(
+        steps=1, stage=2, stage2_cross_attn_only_steps=5, init_from=str(tmp_path / "stage1"), checkpoint_every=1
+    )
     train(cfg2, curated_run, tmp_path / "stage2", progress=False)
     stage2 = _weights(tmp_path / "stage2")
     assert all(torch.equal(stage2[k], trained[k]) for k in trained if k not in new)  # backbone frozen, loaded
@@ -138,8 +154,15 @@ def test_defaults_follow_spec_section_4_and_dropped_conditions_are_zeroed(curate
     seen = {}
     model.register_forward_pre_hook(lambda _m, args, kwargs: seen.update(args=args, kwargs=kwargs), with_kwargs=True)
     for drop, keep in ((1.0, 0.0), (0.0, 1.0)):
-        training_step(model, cond, latents, _cfg(text_drop_prob=drop, image_drop_prob=drop), 1.0,
-                      torch.Generator().manual_seed(0), contextlib.nullcontext())
+        training_step(
+            model,
+            cond,
+            latents,
+            _cfg(text_drop_prob=drop, image_drop_prob=drop),
+            1.0,
+            torch.Generator().manual_seed(0),
+            contextlib.nullcontext(),
+        )
         text = seen["args"][2]
         expected = torch.zeros_like(text) if drop else cond["encoder_hidden_states"]
         torch.testing.assert_close(text, expected)  # zeroed embeddings, not an empty prompt
@@ -166,8 +189,9 @@ def test_stage2_without_a_backbone_stops_before_any_model_loads(curated_run, tmp
     from typer.testing import CliRunner
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(_train_cli(), ["train", "--data", str(curated_run), "--output", str(out),
-                                               "--profile", profile, "--steps", "1"])
+    result = CliRunner().invoke(
+        _train_cli(), ["train", "--data", str(curated_run), "--output", str(out), "--profile", profile, "--steps", "1"]
+    )
     assert result.exit_code == 2, result.output
     assert "init_from" in result.output and "--stage 1" in result.output
     assert not out.exists()  # stopped before the run folder, let alone the encoders, was made
@@ -177,8 +201,22 @@ def test_stage2_random_backbone_only_when_asked_or_tiny(curated_run, tmp_path, c
     from typer.testing import CliRunner
 
     # Asked for explicitly: the check passes and the (offline) encoder download is what fails next.
-    result = CliRunner().invoke(_train_cli(), ["train", "--data", str(curated_run), "--output", str(tmp_path / "r"),
-                                               "--profile", "small", "--steps", "1", "--set", "init_from=random"])
+    result = CliRunner().invoke(
+        _train_cli(),
+        [
+            "train",
+            "--data",
+            str(curated_run),
+            "--output",
+            str(tmp_path / "r"),
+            "--profile",
+            "small",
+            "--steps",
+            "1",
+            "--set",
+            "init_from=random",
+        ],
+    )
     assert result.exit_code == 2 and "could not load" in result.output, result.output
     train(_cfg(steps=1, checkpoint_every=1), curated_run, tmp_path / "tiny", progress=False)
     assert "RANDOM backbone" in capsys.readouterr().err  # tiny keeps it, loudly
@@ -191,8 +229,7 @@ def test_warmup_is_per_stage_as_in_table_6(curated_run, tmp_path):
 
     assert train_job("tiny", steps=100, stage=1).warmup_steps == 0
     assert train_job("tiny", steps=100, stage=2).warmup_steps == 5
-    train(_cfg(steps=1, stage=1, warmup_steps=None, checkpoint_every=1), curated_run, tmp_path / "run",
-          progress=False)
+    train(_cfg(steps=1, stage=1, warmup_steps=None, checkpoint_every=1), curated_run, tmp_path / "run", progress=False)
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["lr"] == pytest.approx(1e-3)  # the full rate from the first stage-I step
     assert json.loads((tmp_path / "run" / "config.json").read_text())["warmup_steps"] == 0  # resolved, saved
@@ -240,8 +277,14 @@ def _forward_calls(model: torch.nn.Module) -> list[dict]:
     calls: list[dict] = []
 
     def hook(_module, args, kwargs, output):
-        calls.append({"args": args, "kwargs": dict(kwargs), "out": output.sample.detach().clone(),
-                      "grad": torch.is_grad_enabled()})
+        calls.append(
+            {
+                "args": args,
+                "kwargs": dict(kwargs),
+                "out": output.sample.detach().clone(),
+                "grad": torch.is_grad_enabled(),
+            }
+        )
 
     model.register_forward_hook(hook, with_kwargs=True)
     return calls
@@ -269,7 +312,14 @@ def test_self_conditioning_second_pass_sees_the_first_pass_estimate(curated_run,
     off = build_transformer(profile, _cfg(self_conditioning_prob=0.0), tiny_components)
     assert not off.config.self_conditioning
     calls = _forward_calls(off)
-    training_step(off, cond, latents, _cfg(self_conditioning_prob=0.0), 1.0, torch.Generator().manual_seed(0),
-                  contextlib.nullcontext())
+    training_step(
+        off,
+        cond,
+        latents,
+        _cfg(self_conditioning_prob=0.0),
+        1.0,
+        torch.Generator().manual_seed(0),
+        contextlib.nullcontext(),
+    )
     assert len(calls) == 1 and "self_conditioning_latents" not in calls[0]["kwargs"]
     assert TrainConfig().self_conditioning_prob == 0.9

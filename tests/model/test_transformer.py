@@ -149,16 +149,19 @@ def test_rope_axis_split_and_relative_positions():
     # token index = frame * 12 + row * 4 + col; (frame 0 vs frame 1) == (frame 1 vs frame 2), same row/col
     torch.testing.assert_close(dot(5, 17, cos2, sin2), dot(17, 29, cos2, sin2))
     with pytest.raises(ValueError, match="rope_axes_dim"):
-        AlchemistTransformer3DModel(num_layers=1, num_attention_heads=1, attention_head_dim=12,
-                                    rope_axes_dim=(4, 4, 2))
+        AlchemistTransformer3DModel(
+            num_layers=1, num_attention_heads=1, attention_head_dim=12, rope_axes_dim=(4, 4, 2)
+        )
 
 
 def test_personalization_parameters_are_the_new_branch(tiny_transformer_kwargs):
     model = AlchemistTransformer3DModel(**tiny_transformer_kwargs)
     names = {n for n, p in model.named_parameters() if any(p is q for q in model.personalization_parameters())}
     assert any(n.startswith("personalization_embedder") for n in names)
-    assert all(n.startswith("personalization_embedder") or ".attn3." in n or ".norm3." in n
-               or ".personalization_gate." in n for n in names)
+    assert all(
+        n.startswith("personalization_embedder") or ".attn3." in n or ".norm3." in n or ".personalization_gate." in n
+        for n in names
+    )
     assert not any(".attn1." in n or ".attn2." in n for n in names)
 
 

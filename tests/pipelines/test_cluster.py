@@ -40,8 +40,16 @@ def store(s3, tmp_path_factory):
     local = write_sample_corpus(tmp_path_factory.mktemp("corpus"), num_clips=8, seed=11).parent
     media.make_multishot_video(local / "raw" / "three_shots.mp4", SHOT_FRAMES, fps=FPS)
     with open(local / "manifest.jsonl", "a") as f:
-        f.write(json.dumps({"clip_id": "raw3", "video": "raw/three_shots.mp4",
-                            "caption": "A man in a red shirt walks a dog across a park."}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "clip_id": "raw3",
+                    "video": "raw/three_shots.mp4",
+                    "caption": "A man in a red shirt walks a dog across a park.",
+                }
+            )
+            + "\n"
+        )
     for bucket in ("corpus", "runs"):
         s3.create_bucket(bucket)
     s3.upload_dir(local, "corpus", "sample")
@@ -51,8 +59,16 @@ def store(s3, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(store):
     """The same job on the local runner: what every cluster run must reproduce."""
-    curate(CurateOptions(manifest="s3://corpus/sample/manifest.jsonl", output="s3://runs/reference", profile="tiny",
-                         runner="local", overrides=OVERRIDES), reporter=Reporter(enabled=False))
+    curate(
+        CurateOptions(
+            manifest="s3://corpus/sample/manifest.jsonl",
+            output="s3://runs/reference",
+            profile="tiny",
+            runner="local",
+            overrides=OVERRIDES,
+        ),
+        reporter=Reporter(enabled=False),
+    )
     return "s3://runs/reference"
 
 
@@ -74,8 +90,9 @@ def _same_tables(a: str, b: str) -> None:
             ca, cb = ta.column(col), tb.column(col)
             if pa.types.is_floating(ca.type):
                 # batching frames of other clips into a forward pass moves float32 scores in the last digits
-                assert np.allclose(ca.to_numpy(zero_copy_only=False), cb.to_numpy(zero_copy_only=False), atol=1e-4,
-                                   equal_nan=True), (name, col)
+                assert np.allclose(
+                    ca.to_numpy(zero_copy_only=False), cb.to_numpy(zero_copy_only=False), atol=1e-4, equal_nan=True
+                ), (name, col)
             else:
                 assert ca.equals(cb), (name, col)
 
@@ -92,8 +109,10 @@ def test_a_worker_node_dies_mid_job_and_nothing_is_lost_or_duplicated(store, ref
     from ray.cluster_utils import Cluster
 
     monkeypatch.chdir(tmp_path)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                            "object_store_memory": 200 * MB})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": 200 * MB},
+    )
     workers = [cluster.add_node(num_cpus=1, object_store_memory=200 * MB) for _ in range(2)]
     events: list[str] = []
 
@@ -110,8 +129,15 @@ def test_a_worker_node_dies_mid_job_and_nothing_is_lost_or_duplicated(store, ref
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")}
         assert len(nodes) == 2
         info = curate(
-            CurateOptions(manifest="s3://corpus/sample/manifest.jsonl", output="s3://runs/cluster", profile="tiny",
-                          runner="ray", ray_address=cluster.address, num_workers=2, overrides=OVERRIDES),
+            CurateOptions(
+                manifest="s3://corpus/sample/manifest.jsonl",
+                output="s3://runs/cluster",
+                profile="tiny",
+                runner="ray",
+                ray_address=cluster.address,
+                num_workers=2,
+                overrides=OVERRIDES,
+            ),
             reporter=KillANodeAfterTheFirstShard(enabled=False),
         )
     finally:
@@ -129,13 +155,31 @@ def test_a_worker_node_dies_mid_job_and_nothing_is_lost_or_duplicated(store, ref
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kw,
+    )
 
 
 def test_a_killed_driver_resumes_to_identical_tables(store, reference):
-    args = ("curate", "s3://corpus/sample/manifest.jsonl", "-o", "s3://runs/killed", "--profile", "tiny",
-            "--set", "shard_size=1", "--set", "shots.mode=split", "--runner", "local")
+    args = (
+        "curate",
+        "s3://corpus/sample/manifest.jsonl",
+        "-o",
+        "s3://runs/killed",
+        "--profile",
+        "tiny",
+        "--set",
+        "shard_size=1",
+        "--set",
+        "shots.mode=split",
+        "--runner",
+        "local",
+    )
     proc = _cli(*args)
     try:
         for _ in range(1200):  # up to 120 s for the first committed shard
@@ -180,8 +224,17 @@ def test_a_stale_ray_address_is_a_clear_error(tmp_path, address):
     port = _closed_port()
     corpus = write_sample_corpus(tmp_path / "c", num_clips=1, seed=2)
     env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
-    proc = _cli("curate", str(corpus), "-o", str(tmp_path / "run"), "--profile", "tiny",
-                "--ray-address", address.format(port=port), env=env)
+    proc = _cli(
+        "curate",
+        str(corpus),
+        "-o",
+        str(tmp_path / "run"),
+        "--profile",
+        "tiny",
+        "--ray-address",
+        address.format(port=port),
+        env=env,
+    )
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2, out
     assert f"--ray-address {address.format(port=port)}: nothing answers at" in out and f":{port} (a stale" in out
@@ -190,8 +243,10 @@ def test_a_stale_ray_address_is_a_clear_error(tmp_path, address):
 
 def test_run_json_names_the_slowest_stage(tmp_path):
     corpus = write_sample_corpus(tmp_path / "c", num_clips=3, seed=4)
-    info = curate(CurateOptions(manifest=str(corpus), output=str(tmp_path / "run"), profile="tiny", runner="local"),
-                  reporter=Reporter(enabled=False))
+    info = curate(
+        CurateOptions(manifest=str(corpus), output=str(tmp_path / "run"), profile="tiny", runner="local"),
+        reporter=Reporter(enabled=False),
+    )
     stages = info["stages"]
     assert stages["frames"]["rows"] == 3 and stages["frames"]["busy_s"] > 0
     assert info["slowest_stage"] == max(stages, key=lambda s: stages[s]["busy_s"])

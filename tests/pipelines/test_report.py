@@ -23,11 +23,20 @@ def curated_run(tmp_path_factory) -> Path:
     manifest = write_sample_corpus(root / "corpus", num_clips=5, seed=3)
     lines = manifest.read_text().splitlines()
     lines.append(json.dumps({"video": "videos/missing.mp4", "caption": "A man walks a dog.", "clip_id": "gone"}))
-    lines.append(json.dumps({"video": "videos/sample_0000.mp4", "caption": "A red car parked on an empty street.",
-                             "clip_id": "no-subject"}))
+    lines.append(
+        json.dumps(
+            {
+                "video": "videos/sample_0000.mp4",
+                "caption": "A red car parked on an empty street.",
+                "clip_id": "no-subject",
+            }
+        )
+    )
     manifest.write_text("\n".join(lines) + "\n")
-    curate(CurateOptions(manifest=str(manifest), output=str(root / "run"), profile="tiny", runner="local"),
-           reporter=Reporter(enabled=False))
+    curate(
+        CurateOptions(manifest=str(manifest), output=str(root / "run"), profile="tiny", runner="local"),
+        reporter=Reporter(enabled=False),
+    )
     return root / "run"
 
 

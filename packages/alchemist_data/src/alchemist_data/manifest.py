@@ -44,8 +44,14 @@ MANIFEST_SCHEMA = pa.schema(
     + [CLIPS.field(name).with_nullable(True) for name in ("start_s", "end_s")]
 )
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4")
-_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
-            ".pq": "parquet"}
+_FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 class ManifestError(ValueError):
@@ -138,8 +144,9 @@ def _column_type(name: str, rows: list[dict[str, Any]], path: str) -> pa.DataTyp
         for i, obj in enumerate(rows, start=1):
             v = obj.get(name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
-                raise ManifestError(f"manifest {path}, record {i}: {name} must be a number of seconds or null, "
-                                    f"got {v!r}")
+                raise ManifestError(
+                    f"manifest {path}, record {i}: {name} must be a number of seconds or null, got {v!r}"
+                )
         return pa.float64()
     for i, obj in enumerate(rows, start=1):
         v = obj.get(name)
@@ -157,8 +164,13 @@ def _column_type(name: str, rows: list[dict[str, Any]], path: str) -> pa.DataTyp
 def _read_csv(path: str) -> tuple[pa.Table, list[str], int]:
     from pyarrow import csv as pacsv
 
-    types = {"video": pa.string(), "caption": pa.string(), "clip_id": pa.string(), "start_s": pa.float64(),
-             "end_s": pa.float64()}
+    types = {
+        "video": pa.string(),
+        "caption": pa.string(),
+        "clip_id": pa.string(),
+        "start_s": pa.float64(),
+        "end_s": pa.float64(),
+    }
     try:
         with _open_stream(path) as stream:
             # Empty cells of the time columns are nulls; an empty caption stays "" (rejected later with a reason).
@@ -189,16 +201,22 @@ def _read_parquet(path: str) -> tuple[pa.Table, list[str], int]:
         num_rows = pf.metadata.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
         raise ManifestError(f"manifest {path}: not a readable Parquet file ({exc})") from exc
-    casts = {"video": pa.string(), "caption": pa.string(), "clip_id": pa.string(), "start_s": pa.float64(),
-             "end_s": pa.float64()}
+    casts = {
+        "video": pa.string(),
+        "caption": pa.string(),
+        "clip_id": pa.string(),
+        "start_s": pa.float64(),
+        "end_s": pa.float64(),
+    }
     for name in table.column_names:
         col = table.column(name)
         if col.type != casts[name]:
             try:
                 table = table.set_column(table.column_names.index(name), name, col.cast(casts[name]))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise ManifestError(f"manifest {path}: column {name} has type {col.type}, expected "
-                                    f"{casts[name]} ({exc})") from exc
+                raise ManifestError(
+                    f"manifest {path}: column {name} has type {col.type}, expected {casts[name]} ({exc})"
+                ) from exc
     return table, all_names, num_rows
 
 
@@ -245,8 +263,10 @@ def read_manifest(path: str | os.PathLike) -> pa.Table:
     reader = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[fmt]
     table, found_names, num_rows = reader(path_local)
     if num_rows == 0:
-        raise ManifestError(f"manifest {path} has no rows: add one row per clip, e.g. the JSONL line "
-                            '{"video": "videos/a.mp4", "caption": "A man walks a dog in a park."}')
+        raise ManifestError(
+            f"manifest {path} has no rows: add one row per clip, e.g. the JSONL line "
+            '{"video": "videos/a.mp4", "caption": "A man walks a dog in a park."}'
+        )
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         found = ", ".join(found_names) or "none"
@@ -266,8 +286,13 @@ def read_manifest(path: str | os.PathLike) -> pa.Table:
         for cid, v, s, e in zip(given_ids, videos, starts, ends, strict=True)
     ]
     return pa.table(
-        {"clip_id": ids, "video": videos, "caption": captions, "start_s": pa.array(starts, pa.float64()),
-         "end_s": pa.array(ends, pa.float64())},
+        {
+            "clip_id": ids,
+            "video": videos,
+            "caption": captions,
+            "start_s": pa.array(starts, pa.float64()),
+            "end_s": pa.array(ends, pa.float64()),
+        },
         schema=MANIFEST_SCHEMA,
     )
 

@@ -54,9 +54,11 @@ class Profile(VisionModels):
         """The loud line printed at start when some stage runs with random weights."""
         from alchemist_data.models.base import random_weights_notice
 
-        random = [f"{what} ({name})" for what, name in (("GroundingDINO", self.grounding.model),
-                                                         ("SAM", self.segmentation.model_type))
-                  if name.startswith("random")]
+        random = [
+            f"{what} ({name})"
+            for what, name in (("GroundingDINO", self.grounding.model), ("SAM", self.segmentation.model_type))
+            if name.startswith("random")
+        ]
         if not random:
             return None
         return random_weights_notice(
@@ -69,8 +71,18 @@ class Profile(VisionModels):
 
     def validate(self) -> None:
         """Fail before any work on a setting no stage understands (e.g. a typo in --set)."""
-        for section in (self.shots, self.motion, self.frames, self.overlap, self.entities, self.grounding,
-                        self.segmentation, self.faces, self.crops, self.background):
+        for section in (
+            self.shots,
+            self.motion,
+            self.frames,
+            self.overlap,
+            self.entities,
+            self.grounding,
+            self.segmentation,
+            self.faces,
+            self.crops,
+            self.background,
+        ):
             section.validate()
         if self.shard_size < 1:
             raise ValueError("shard_size must be at least 1")
@@ -104,13 +116,22 @@ def _paper() -> Profile:
 
 
 def _offline() -> Profile:
-    return _from_presets("offline", shots=ShotsConfig(mode="filter"), motion=MotionConfig(backend="dis"),
-                         frames=FramesConfig(max_side_px=512))
+    return _from_presets(
+        "offline",
+        shots=ShotsConfig(mode="filter"),
+        motion=MotionConfig(backend="dis"),
+        frames=FramesConfig(max_side_px=512),
+    )
 
 
 def _tiny() -> Profile:
-    return _from_presets("tiny", shots=ShotsConfig(mode="off"), motion=MotionConfig(backend="off"),
-                         frames=FramesConfig(max_side_px=256), shard_size=8)
+    return _from_presets(
+        "tiny",
+        shots=ShotsConfig(mode="off"),
+        motion=MotionConfig(backend="off"),
+        frames=FramesConfig(max_side_px=256),
+        shard_size=8,
+    )
 
 
 PROFILES = {"paper": _paper, "offline": _offline, "tiny": _tiny}

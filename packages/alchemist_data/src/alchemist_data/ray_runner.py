@@ -26,6 +26,7 @@ from alchemist_data.stages import Stage
 
 log = logging.getLogger(__name__)
 
+
 def fuse_stages(stages: list[Stage]) -> list[list[Stage]]:
     """Group consecutive stages with identical resource requests and pool bounds (each group is one operator)."""
 

@@ -157,8 +157,9 @@ class ShardPartWriter:
             )
             per_source: dict[int, list[int]] = {}
             if "source_index" in part.column_names:
-                sources = zip(part.column("source_index").to_pylist(), part.column("num_siblings").to_pylist(),
-                              strict=True)
+                sources = zip(
+                    part.column("source_index").to_pylist(), part.column("num_siblings").to_pylist(), strict=True
+                )
             else:  # a job whose rows never split (encode): each row is its own input row
                 sources = ((i, 1) for i in range(part.num_rows))
             for src, sib in sources:
@@ -203,8 +204,10 @@ class ShardTracker:
             for src, siblings, n in zip(row["source_index"], row["num_siblings"], row["num_rows"], strict=True):
                 left = partial.get(src, siblings) - n
                 if left < 0:
-                    raise RuntimeError(f"shard {shard}: manifest row {src} came back as more than its {siblings} "
-                                       "work row(s); a stage emitted a row twice")
+                    raise RuntimeError(
+                        f"shard {shard}: manifest row {src} came back as more than its {siblings} "
+                        "work row(s); a stage emitted a row twice"
+                    )
                 if left == 0:
                     partial.pop(src, None)
                     self.finished[shard] += 1

@@ -30,14 +30,31 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "white": (240, 240, 240),
     "black": (25, 25, 25),
 }
-HUMANS = [("man", ["shirt", "jacket", "coat"]), ("woman", ["dress", "coat", "sweater"]),
-          ("boy", ["shirt", "jacket"]), ("girl", ["dress", "sweater"]), ("chef", ["apron"]),
-          ("dancer", ["dress", "shirt"])]
-ANIMALS = {"dog": (150, 100, 60), "cat": (120, 120, 125), "horse": (110, 70, 40), "rabbit": (200, 190, 180),
-           "goat": (215, 210, 200)}
+HUMANS = [
+    ("man", ["shirt", "jacket", "coat"]),
+    ("woman", ["dress", "coat", "sweater"]),
+    ("boy", ["shirt", "jacket"]),
+    ("girl", ["dress", "sweater"]),
+    ("chef", ["apron"]),
+    ("dancer", ["dress", "shirt"]),
+]
+ANIMALS = {
+    "dog": (150, 100, 60),
+    "cat": (120, 120, 125),
+    "horse": (110, 70, 40),
+    "rabbit": (200, 190, 180),
+    "goat": (215, 210, 200),
+}
 # object -> (shape, size adjectives)
-OBJECTS = {"ball": "circle", "box": "rect", "kite": "diamond", "suitcase": "rect", "umbrella": "dome",
-           "guitar": "guitar", "basket": "basket"}
+OBJECTS = {
+    "ball": "circle",
+    "box": "rect",
+    "kite": "diamond",
+    "suitcase": "rect",
+    "umbrella": "dome",
+    "guitar": "guitar",
+    "basket": "basket",
+}
 # background -> (adjectives, top colour, bottom colour)
 BACKGROUNDS: dict[str, tuple[list[str], tuple[int, int, int], tuple[int, int, int]]] = {
     "park": (["sunny", "green"], (150, 200, 240), (70, 150, 60)),
@@ -88,18 +105,22 @@ def make_caption(rng: np.random.Generator) -> ClipSpec:
         animal = _pick(rng, list(ANIMALS))
         verb, prep = _pick(rng, ANIMAL_VERBS)
         caption = f"A {animal} {verb} {_a(size)} {obj_color} {obj} {prep} {_a(bg_adj)} {bg}."
-        return ClipSpec(caption, animal, "animal", [obj], bg, (0, 0, 0), ANIMALS[animal], [COLORS[obj_color]], None,
-                        verb)
+        return ClipSpec(
+            caption, animal, "animal", [obj], bg, (0, 0, 0), ANIMALS[animal], [COLORS[obj_color]], None, verb
+        )
     human, garments = _pick(rng, HUMANS)
     garment = _pick(rng, garments)
     color = _pick(rng, [c for c in COLORS if c != obj_color])
     if form == 1:
         animal = _pick(rng, list(ANIMALS))
         animal_size = _pick(rng, ANIMAL_SIZES)
-        caption = (f"A {human} in {_a(color)} {garment} walks {_a(animal_size)} {animal} and holds "
-                   f"{_a(obj_color)} {obj} across {_a(bg_adj)} {bg}.")
-        return ClipSpec(caption, human, "human", [obj], bg, COLORS[color], ANIMALS[animal], [COLORS[obj_color]],
-                        animal, "holds")
+        caption = (
+            f"A {human} in {_a(color)} {garment} walks {_a(animal_size)} {animal} and holds "
+            f"{_a(obj_color)} {obj} across {_a(bg_adj)} {bg}."
+        )
+        return ClipSpec(
+            caption, human, "human", [obj], bg, COLORS[color], ANIMALS[animal], [COLORS[obj_color]], animal, "holds"
+        )
     verb, prep = _pick(rng, HUMAN_VERBS)
     caption = f"A {human} in {_a(color)} {garment} {verb} {_a(size)} {obj_color} {obj} {prep} {_a(bg_adj)} {bg}."
     return ClipSpec(caption, human, "human", [obj], bg, COLORS[color], None, [COLORS[obj_color]], None, verb)
@@ -133,18 +154,33 @@ def _draw_face(img: np.ndarray, cx: int, cy: int, r: int, skin: tuple[int, int, 
     cv2.ellipse(img, (cx, cy + int(r * 0.1)), (int(r * 0.8), int(r * 1.05)), 0, 0, 360, skin, -1, aa)
     ey, ex = cy - int(r * 0.12), int(r * 0.33)
     for sx in (-1, 1):
-        cv2.ellipse(img, (cx + sx * ex, ey), (max(1, int(r * 0.2)), max(1, int(r * 0.1))), 0, 0, 360,
-                    (245, 245, 245), -1, aa)
+        cv2.ellipse(
+            img, (cx + sx * ex, ey), (max(1, int(r * 0.2)), max(1, int(r * 0.1))), 0, 0, 360, (245, 245, 245), -1, aa
+        )
         cv2.circle(img, (cx + sx * ex, ey), max(1, int(r * 0.08)), (40, 30, 20), -1, aa)
-        cv2.line(img, (cx + sx * int(r * 0.18), ey - int(r * 0.22)), (cx + sx * int(r * 0.5), ey - int(r * 0.25)),
-                 (60, 40, 30), max(1, int(r * 0.07)), aa)
+        cv2.line(
+            img,
+            (cx + sx * int(r * 0.18), ey - int(r * 0.22)),
+            (cx + sx * int(r * 0.5), ey - int(r * 0.25)),
+            (60, 40, 30),
+            max(1, int(r * 0.07)),
+            aa,
+        )
     cv2.line(img, (cx, ey + int(r * 0.1)), (cx - int(r * 0.06), cy + int(r * 0.3)), shade, max(1, int(r * 0.07)), aa)
-    cv2.ellipse(img, (cx, cy + int(r * 0.55)), (max(1, int(r * 0.25)), max(1, int(r * 0.09))), 0, 0, 360,
-                (170, 70, 70), -1, aa)
+    cv2.ellipse(
+        img, (cx, cy + int(r * 0.55)), (max(1, int(r * 0.25)), max(1, int(r * 0.09))), 0, 0, 360, (170, 70, 70), -1, aa
+    )
 
 
-def _draw_person(img: np.ndarray, cx: int, base_y: int, height: int, garment: tuple[int, int, int],
-                 skin: tuple[int, int, int], phase: float) -> tuple[int, int]:
+def _draw_person(
+    img: np.ndarray,
+    cx: int,
+    base_y: int,
+    height: int,
+    garment: tuple[int, int, int],
+    skin: tuple[int, int, int],
+    phase: float,
+) -> tuple[int, int]:
     """Body ellipse, legs, arm and a frontal face; returns the hand position (for carried objects)."""
     import cv2
 
@@ -165,8 +201,9 @@ def _draw_person(img: np.ndarray, cx: int, base_y: int, height: int, garment: tu
     return hand
 
 
-def _draw_animal(img: np.ndarray, cx: int, base_y: int, length: int, color: tuple[int, int, int],
-                 phase: float, facing: int = 1) -> None:
+def _draw_animal(
+    img: np.ndarray, cx: int, base_y: int, length: int, color: tuple[int, int, int], phase: float, facing: int = 1
+) -> None:
     import cv2
 
     aa = cv2.LINE_AA
@@ -180,11 +217,18 @@ def _draw_animal(img: np.ndarray, cx: int, base_y: int, length: int, color: tupl
     cv2.ellipse(img, (cx, body_cy), (length // 2, body_h // 2), 0, 0, 360, color, -1, aa)
     head = (cx + facing * length // 2, body_cy - body_h // 2)
     cv2.circle(img, head, max(3, body_h // 2), color, -1, aa)
-    cv2.circle(img, (head[0] + facing * max(1, body_h // 5), head[1] - max(1, body_h // 6)), max(1, body_h // 10),
-               (20, 20, 20), -1, aa)
+    cv2.circle(
+        img,
+        (head[0] + facing * max(1, body_h // 5), head[1] - max(1, body_h // 6)),
+        max(1, body_h // 10),
+        (20, 20, 20),
+        -1,
+        aa,
+    )
     tail = cx - facing * length // 2
-    cv2.line(img, (tail, body_cy), (tail - facing * length // 5, body_cy - body_h // 2), color,
-             max(2, length // 16), aa)
+    cv2.line(
+        img, (tail, body_cy), (tail - facing * length // 5, body_cy - body_h // 2), color, max(2, length // 16), aa
+    )
 
 
 def _draw_object(img: np.ndarray, kind: str, cx: int, cy: int, r: int, color: tuple[int, int, int]) -> None:
@@ -234,8 +278,15 @@ def render_clip(spec: ClipSpec, rng: np.random.Generator, size: tuple[int, int],
         phase = t * 0.5
         if spec.subject_kind == "human":
             if spec.companion is not None:
-                _draw_animal(img, x - direction * int(w * 0.18), ground, int(h * 0.3 * scale), spec.animal_rgb,
-                             phase + 1.0, direction)
+                _draw_animal(
+                    img,
+                    x - direction * int(w * 0.18),
+                    ground,
+                    int(h * 0.3 * scale),
+                    spec.animal_rgb,
+                    phase + 1.0,
+                    direction,
+                )
             hand = _draw_person(img, x, ground, int(h * scale), spec.garment_rgb, skin, phase)
             if spec.verb in ("throws", "kicks"):
                 # Thrown/kicked objects fly ahead of the subject on an arc.
@@ -253,9 +304,15 @@ def render_clip(spec: ClipSpec, rng: np.random.Generator, size: tuple[int, int],
     return frames
 
 
-def write_sample_corpus(out_dir: str | os.PathLike, num_clips: int = 24, seed: int = 0,
-                        size: tuple[int, int] = (320, 240), seconds: float = 2.0, fps: float = 24,
-                        on_clip: Callable[[int, int], None] | None = None) -> Path:
+def write_sample_corpus(
+    out_dir: str | os.PathLike,
+    num_clips: int = 24,
+    seed: int = 0,
+    size: tuple[int, int] = (320, 240),
+    seconds: float = 2.0,
+    fps: float = 24,
+    on_clip: Callable[[int, int], None] | None = None,
+) -> Path:
     """Write ``num_clips`` synthetic H.264 clips under ``out_dir/videos`` and ``out_dir/manifest.jsonl``.
 
     Manifest rows: ``video`` (relative to the manifest), ``caption``, ``clip_id`` (``sample-0000`` ...), plus
@@ -284,8 +341,16 @@ def write_sample_corpus(out_dir: str | os.PathLike, num_clips: int = 24, seed: i
         # One encoder thread: the bytes are then identical for a seed on any machine.
         write_video(out / rel, frames, fps=fps, gop=int(fps), options={"preset": "veryfast"}, crf=23, threads=1)
         subjects = [spec.subject] + ([spec.companion] if spec.companion else [])
-        rows.append({"video": rel, "caption": spec.caption, "clip_id": f"sample-{i:04d}", "subjects": subjects,
-                     "objects": list(spec.objects), "background": spec.background})
+        rows.append(
+            {
+                "video": rel,
+                "caption": spec.caption,
+                "clip_id": f"sample-{i:04d}",
+                "subjects": subjects,
+                "objects": list(spec.objects),
+                "background": spec.background,
+            }
+        )
         if on_clip is not None:
             on_clip(i + 1, num_clips)
     return write_manifest(out / "manifest.jsonl", rows)

@@ -108,8 +108,18 @@ def build_conditioning(clips: pa.Table, entities: pa.Table, background_ids: set[
     rows: list[dict[str, Any]] = []
 
     def add(cid, mode, variant, prompt, word, category, frame, source):
-        rows.append(dict(clip_id=cid, mode=mode, variant=variant, prompt=prompt, entity_word=word,
-                         category=category, frame_index=frame, source=source))
+        rows.append(
+            dict(
+                clip_id=cid,
+                mode=mode,
+                variant=variant,
+                prompt=prompt,
+                entity_word=word,
+                category=category,
+                frame_index=frame,
+                source=source,
+            )
+        )
 
     for c in clips.select(["clip_id", "caption", "subject_words", "object_words", "background_words"]).to_pylist():
         cid, prompt = c["clip_id"], c["caption"]
@@ -122,8 +132,16 @@ def build_conditioning(clips: pa.Table, entities: pa.Table, background_ids: set[
                 for f in multi:
                     add(cid, "subject", v, prompt, word, "subject", f, "entities.crop_png")
             if c["background_words"] and cid in has_bg:
-                add(cid, "subject", "multiple_background", prompt, c["background_words"][0], "background", None,
-                    "backgrounds.image_jpg")
+                add(
+                    cid,
+                    "subject",
+                    "multiple_background",
+                    prompt,
+                    c["background_words"][0],
+                    "background",
+                    None,
+                    "backgrounds.image_jpg",
+                )
         with_face = [w for w in subjects if faces.get((cid, w))]
         if len(with_face) == 1:
             word = with_face[0]
@@ -190,8 +208,13 @@ class RowSource:
     larger than memory, so each request reads only the shard files of the clips asked for (``clips.shard`` says
     which), filtered on ``clip_id``. An in-memory table works too (``RowSource.of(table)``)."""
 
-    def __init__(self, files: dict[str, list[Path]], schema: pa.Schema, shard_of: dict[str, str] | None = None,
-                 table: pa.Table | None = None):
+    def __init__(
+        self,
+        files: dict[str, list[Path]],
+        schema: pa.Schema,
+        shard_of: dict[str, str] | None = None,
+        table: pa.Table | None = None,
+    ):
         self.files, self.schema, self.shard_of, self.table = files, schema, shard_of or {}, table
 
     @classmethod
@@ -227,11 +250,17 @@ class RowSource:
 
 def _light_entities(entities: RowSource) -> pa.Table:
     f = pc.field
-    return entities.project({
-        "clip_id": f("clip_id"), "entity_word": f("entity_word"), "frame_index": f("frame_index"),
-        "is_detected": f("is_detected"), "has_face": f("has_face"), "has_crop": pc.is_valid(f("crop_png")),
-        "has_face_crop": pc.is_valid(f("face_crop_png")),
-    })
+    return entities.project(
+        {
+            "clip_id": f("clip_id"),
+            "entity_word": f("entity_word"),
+            "frame_index": f("frame_index"),
+            "is_detected": f("is_detected"),
+            "has_face": f("has_face"),
+            "has_crop": pc.is_valid(f("crop_png")),
+            "has_face_crop": pc.is_valid(f("face_crop_png")),
+        }
+    )
 
 
 def _background_ids(backgrounds: RowSource) -> set[str]:
@@ -272,8 +301,16 @@ class Benchmark:
             if (root / name).exists():
                 info = json.loads((root / name).read_text())
                 break
-        return cls(root, clips, entities, backgrounds, RowSource.open(root, "gt_frames", GT_FRAMES, shard_of),
-                   conditioning, RowSource.open(root, "gt_embeddings", GT_EMBEDDINGS, shard_of), info)
+        return cls(
+            root,
+            clips,
+            entities,
+            backgrounds,
+            RowSource.open(root, "gt_frames", GT_FRAMES, shard_of),
+            conditioning,
+            RowSource.open(root, "gt_embeddings", GT_EMBEDDINGS, shard_of),
+            info,
+        )
 
     def storage_order(self, clip_ids: list[str]) -> list[str]:
         """``clip_ids`` ordered by (shard, clip id), so that a chunk of consecutive ids reads few shard files."""
@@ -290,8 +327,9 @@ class Benchmark:
     def _video_path(self, video: str) -> str:
         return video if os.path.isabs(video) or "://" in video else str(self.root / video)
 
-    def ground_truth(self, clip_ids: list[str], mode: str, embeddings_signature: str | None = None
-                     ) -> list[GroundTruth]:
+    def ground_truth(
+        self, clip_ids: list[str], mode: str, embeddings_signature: str | None = None
+    ) -> list[GroundTruth]:
         """Ground truth of the given clips (GT frames, reference crops, face crops, cached embeddings if any)."""
         wanted = set(clip_ids)
         clips = {c["clip_id"]: c for c in RowSource.of(self.clips).rows(wanted)}
@@ -305,8 +343,9 @@ class Benchmark:
         if self.gt_frames is not None:
             for r in self.gt_frames.rows(wanted):
                 frames.setdefault(r["clip_id"], {})[int(r["frame_index"])] = r["image_jpg"]
-        face_word = {r["clip_id"]: r["entity_word"] for r in RowSource.of(self.conditioning).rows(wanted)
-                     if r["mode"] == "face"}
+        face_word = {
+            r["clip_id"]: r["entity_word"] for r in RowSource.of(self.conditioning).rows(wanted) if r["mode"] == "face"
+        }
         cached = self._cached_embeddings(wanted, embeddings_signature)
         out = []
         for cid in clip_ids:
@@ -317,11 +356,20 @@ class Benchmark:
                 gt_frames = self._decode_ref_frames(c)
             tags = list(c["subject_words"] or []) + list(c["object_words"] or [])
             rows = sorted(ents.get(cid, []), key=lambda e: int(e["frame_index"]))
-            refs = {t: [decode_image(e["crop_png"], "RGBA") for e in rows
-                        if e["entity_word"] == t and e["is_detected"] and e["crop_png"] is not None] for t in tags}
+            refs = {
+                t: [
+                    decode_image(e["crop_png"], "RGBA")
+                    for e in rows
+                    if e["entity_word"] == t and e["is_detected"] and e["crop_png"] is not None
+                ]
+                for t in tags
+            }
             word = face_word.get(cid)
-            faces = [decode_image(e["face_crop_png"], "RGB") for e in rows
-                     if word is not None and e["entity_word"] == word and e["has_face"] and e["face_crop_png"]]
+            faces = [
+                decode_image(e["face_crop_png"], "RGB")
+                for e in rows
+                if word is not None and e["entity_word"] == word and e["has_face"] and e["face_crop_png"]
+            ]
             out.append(GroundTruth(cid, c["caption"], gt_frames, refs, faces, cached.get(cid)))
         return out
 
@@ -351,11 +399,17 @@ class Benchmark:
 
 
 def embeddings_rows(clip_id: str, emb: dict[str, Any], signature: str) -> list[dict[str, Any]]:
-    rows = [dict(clip_id=clip_id, kind="text", entity_word=None, embeddings=[emb["text"].tolist()], models=signature),
-            dict(clip_id=clip_id, kind="frames", entity_word=None, embeddings=emb["frames"].tolist(),
-                 models=signature),
-            dict(clip_id=clip_id, kind="face", entity_word=None, embeddings=np.asarray(emb["faces"]).tolist(),
-                 models=signature)]
+    rows = [
+        dict(clip_id=clip_id, kind="text", entity_word=None, embeddings=[emb["text"].tolist()], models=signature),
+        dict(clip_id=clip_id, kind="frames", entity_word=None, embeddings=emb["frames"].tolist(), models=signature),
+        dict(
+            clip_id=clip_id,
+            kind="face",
+            entity_word=None,
+            embeddings=np.asarray(emb["faces"]).tolist(),
+            models=signature,
+        ),
+    ]
     for tag, mat in emb["subjects"].items():
         rows.append(dict(clip_id=clip_id, kind="subject", entity_word=tag, embeddings=mat.tolist(), models=signature))
     return rows
@@ -365,8 +419,9 @@ def embeddings_rows(clip_id: str, emb: dict[str, Any], signature: str) -> list[d
 # preparation from the released annotations
 
 
-def _prepare_clip(ann: Annotation, videos_dir: Path, root: Path, inpainter: Any, bg_cfg: Any, profile: str,
-                  shard: str) -> dict[str, list[dict[str, Any]]]:
+def _prepare_clip(
+    ann: Annotation, videos_dir: Path, root: Path, inpainter: Any, bg_cfg: Any, profile: str, shard: str
+) -> dict[str, list[dict[str, Any]]]:
     from alchemist_data.benchmark_rules import foreground_mask, paste_box_mask, rgba_crop
 
     rel = f"videos/{ann.clip_id}.mp4"
@@ -381,50 +436,104 @@ def _prepare_clip(ann: Annotation, videos_dir: Path, root: Path, inpainter: Any,
     H, W = frames[0].shape[:2]
     out: dict[str, list[dict[str, Any]]] = {"gt_frames": [], "entities": [], "backgrounds": [], "clips": []}
     for k, j in enumerate(jpgs):
-        out["gt_frames"].append(dict(clip_id=ann.clip_id, frame_index=k, frame_time_s=ann.start_s + fractions[k] *
-                                     duration, image_jpg=j))
+        out["gt_frames"].append(
+            dict(clip_id=ann.clip_id, frame_index=k, frame_time_s=ann.start_s + fractions[k] * duration, image_jpg=j)
+        )
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     subjects = set(ann.subject) | set(ann.subject_with_face)
     for tag, entries in ann.masks.items():
         category = "subject" if tag in subjects or tag not in ann.object else "object"
         for e in entries:
             key = (tag, e.frame_index)
-            row = rows.setdefault(key, dict(
-                clip_id=ann.clip_id, entity_word=tag, category=category, frame_index=e.frame_index,
-                frame_time_s=ann.start_s + fractions[e.frame_index] * duration, frame_width_px=W, frame_height_px=H,
-                is_detected=False, drop_reason="face_only", has_face=False, is_random_model=False))
+            row = rows.setdefault(
+                key,
+                dict(
+                    clip_id=ann.clip_id,
+                    entity_word=tag,
+                    category=category,
+                    frame_index=e.frame_index,
+                    frame_time_s=ann.start_s + fractions[e.frame_index] * duration,
+                    frame_width_px=W,
+                    frame_height_px=H,
+                    is_detected=False,
+                    drop_reason="face_only",
+                    has_face=False,
+                    is_random_model=False,
+                ),
+            )
             frame = frames[e.frame_index]
             x0, y0, x1, y1 = e.box_xyxy
             if e.is_face_crop:
                 # PIL ``frame.crop(box)`` as the official embedding script (black outside the image, if ever)
-                crop = np.asarray(Image.fromarray(frame).crop((x0, y0, x1, y1))) if x1 > x0 and y1 > y0 else \
-                    np.zeros((0, 0, 3), np.uint8)
-                row.update(has_face=True, face_box_xyxy_px=e.box_xyxy, face_score=None,
-                           face_crop_png=encode_png(crop) if crop.size else None)
+                crop = (
+                    np.asarray(Image.fromarray(frame).crop((x0, y0, x1, y1)))
+                    if x1 > x0 and y1 > y0
+                    else np.zeros((0, 0, 3), np.uint8)
+                )
+                row.update(
+                    has_face=True,
+                    face_box_xyxy_px=e.box_xyxy,
+                    face_score=None,
+                    face_crop_png=encode_png(crop) if crop.size else None,
+                )
             else:
                 rgba = rgba_crop(frame, e.mask, e.box_xyxy)
                 m = rgba[..., 3] > 0  # the annotation's mask cut (or padded) to the crop
-                row.update(is_detected=True, drop_reason=None, box_xyxy_px=e.box_xyxy, box_score=None,
-                           mask_iou_score=None, mask_area_frac=float(m.sum()) / float(H * W),
-                           mask_png=encode_png(m.astype(np.uint8) * 255), crop_png=encode_png(rgba))
+                row.update(
+                    is_detected=True,
+                    drop_reason=None,
+                    box_xyxy_px=e.box_xyxy,
+                    box_score=None,
+                    mask_iou_score=None,
+                    mask_area_frac=float(m.sum()) / float(H * W),
+                    mask_png=encode_png(m.astype(np.uint8) * 255),
+                    crop_png=encode_png(rgba),
+                )
     out["entities"] = [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1]))]
     # Background: union of every frame-2 mask (face crops included, as the official loop does), dilated, filled.
-    full = [paste_box_mask(e.mask, e.box_xyxy, (H, W)) for entries in ann.masks.values() for e in entries
-            if e.frame_index == 1]
+    full = [
+        paste_box_mask(e.mask, e.box_xyxy, (H, W))
+        for entries in ann.masks.values()
+        for e in entries
+        if e.frame_index == 1
+    ]
     fg = foreground_mask(full, (H, W), kernel_px=bg_cfg.dilate_kernel_px, iterations=bg_cfg.dilate_iterations)
     plate = inpainter.inpaint(frames[1], fg, bg_cfg.prompt) if fg.any() else frames[1]
-    out["backgrounds"].append(dict(
-        clip_id=ann.clip_id, background_word=ann.background[0] if ann.background else None,
-        frame_time_s=ann.start_s + 0.5 * duration, width_px=W, height_px=H,
-        foreground_area_frac=float(fg.mean()), inpaint_backend=bg_cfg.backend, image_jpg=encode_jpg(plate, 95),
-        foreground_mask_png=encode_png(fg.astype(np.uint8) * 255)))
+    out["backgrounds"].append(
+        dict(
+            clip_id=ann.clip_id,
+            background_word=ann.background[0] if ann.background else None,
+            frame_time_s=ann.start_s + 0.5 * duration,
+            width_px=W,
+            height_px=H,
+            foreground_area_frac=float(fg.mean()),
+            inpaint_backend=bg_cfg.backend,
+            image_jpg=encode_jpg(plate, 95),
+            foreground_mask_png=encode_png(fg.astype(np.uint8) * 255),
+        )
+    )
     detected = {e["entity_word"] for e in out["entities"] if e["is_detected"]}
-    out["clips"].append(dict(
-        clip_id=ann.clip_id, video=rel, caption=ann.caption, start_s=ann.start_s, end_s=ann.end_s,
-        duration_s=duration, fps=fps, width_px=W, height_px=H,
-        ref_times_s=[ann.start_s + f * duration for f in fractions], subject_words=ann.subject,
-        object_words=ann.object, background_words=ann.background, num_entities_detected=len(detected),
-        has_random_models=False, profile=profile, shard=shard))
+    out["clips"].append(
+        dict(
+            clip_id=ann.clip_id,
+            video=rel,
+            caption=ann.caption,
+            start_s=ann.start_s,
+            end_s=ann.end_s,
+            duration_s=duration,
+            fps=fps,
+            width_px=W,
+            height_px=H,
+            ref_times_s=[ann.start_s + f * duration for f in fractions],
+            subject_words=ann.subject,
+            object_words=ann.object,
+            background_words=ann.background,
+            num_entities_detected=len(detected),
+            has_random_models=False,
+            profile=profile,
+            shard=shard,
+        )
+    )
     return out
 
 
@@ -475,15 +584,25 @@ def prepare_benchmark(
         if inpainter is None:
             inpainter = build_inpainter(bg_cfg, device=data_profile.device)
             inpainter.setup()
-        tables: dict[str, list[dict[str, Any]]] = {k: [] for k in ("clips", "entities", "backgrounds", "gt_frames",
-                                                                   "rejects")}
+        tables: dict[str, list[dict[str, Any]]] = {
+            k: [] for k in ("clips", "entities", "backgrounds", "gt_frames", "rejects")
+        }
         for ann in chunk:
             try:
                 part = _prepare_clip(ann, videos_dir, root, inpainter, bg_cfg, profile, name)
             except (VideoError, ValueError, OSError) as err:
                 reason = getattr(err, "reason", "unreadable")
-                tables["rejects"].append(dict(video=str(videos_dir / ann.video), clip_id=ann.clip_id, stage="prepare",
-                                              reason=reason, detail=str(err), caption=ann.caption, shard=name))
+                tables["rejects"].append(
+                    dict(
+                        video=str(videos_dir / ann.video),
+                        clip_id=ann.clip_id,
+                        stage="prepare",
+                        reason=reason,
+                        detail=str(err),
+                        caption=ann.caption,
+                        shard=name,
+                    )
+                )
                 continue
             for k, v in part.items():
                 tables[k].extend(v)
@@ -491,17 +610,30 @@ def prepare_benchmark(
                 progress(1, len(anns))
         from alchemist_data import schema
 
-        arrow = {k: pa.Table.from_pylist(tables[k], schema=schema.TABLES[k]) for k in
-                 ("clips", "entities", "backgrounds", "rejects")}
-        cond = build_conditioning(arrow["clips"], _light_entities(RowSource.of(arrow["entities"])),
-                                  _background_ids(RowSource.of(arrow["backgrounds"])))
+        arrow = {
+            k: pa.Table.from_pylist(tables[k], schema=schema.TABLES[k])
+            for k in ("clips", "entities", "backgrounds", "rejects")
+        }
+        cond = build_conditioning(
+            arrow["clips"],
+            _light_entities(RowSource.of(arrow["entities"])),
+            _background_ids(RowSource.of(arrow["backgrounds"])),
+        )
         extra = {"gt_frames": pa.Table.from_pylist(tables["gt_frames"], schema=GT_FRAMES), "conditioning": cond}
         if embeddings and arrow["clips"].num_rows:
             if scorer is None:
                 scorer = Scorer(cfg, ("text", "video", "subject", "face"))
                 scorer.setup(ground_truth_only=True)
-            bench = Benchmark(root, arrow["clips"], RowSource.of(arrow["entities"]),
-                              RowSource.of(arrow["backgrounds"]), RowSource.of(extra["gt_frames"]), cond, None, {})
+            bench = Benchmark(
+                root,
+                arrow["clips"],
+                RowSource.of(arrow["entities"]),
+                RowSource.of(arrow["backgrounds"]),
+                RowSource.of(extra["gt_frames"]),
+                cond,
+                None,
+                {},
+            )
             ids = arrow["clips"]["clip_id"].to_pylist()
             gts = bench.ground_truth(ids, "subject")
             rows = []
@@ -524,8 +656,9 @@ def prepare_benchmark(
         "random_models": cfg.random_models,
         "num_annotations": len(anns),
         "num_clips": bench.clips.num_rows,
-        "num_rejects": sum(json.loads(p.read_text())["counts"].get("rejects", 0)
-                           for p in (root / "_done").glob("part-*.json")),
+        "num_rejects": sum(
+            json.loads(p.read_text())["counts"].get("rejects", 0) for p in (root / "_done").glob("part-*.json")
+        ),
         "modes": {m: len(bench.clip_ids(m)) for m in MODES},
         "background_backend": bg_cfg.backend,
         "seconds": round(time.time() - t0, 2),

@@ -212,8 +212,9 @@ def _normalize_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarra
     return x.contiguous().numpy()
 
 
-def normalize_batch(images: list[np.ndarray] | np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
-                    ) -> np.ndarray:
+def normalize_batch(
+    images: list[np.ndarray] | np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
+) -> np.ndarray:
     """uint8 [N, H, W, 3] -> float32 [N, 3, H, W]: ``ToTensor`` (x / 255) then ``Normalize`` ((x - mean) / std).
 
     A uint8 channel has only 256 values, so the two float passes over the batch are replaced by one table lookup

@@ -132,11 +132,21 @@ def eval_profile(profile: str, overrides: dict[str, str] | None = None) -> EvalC
             device=data_profile.device,
         )
     elif profile == "offline":
-        cfg = EvalConfig(profile="offline", clip_model="random-small", dino_model="random-small", flow="dis",
-                         face=FaceEvalConfig(detector="mtcnn", min_score=0.9, embedder="dlib"))
+        cfg = EvalConfig(
+            profile="offline",
+            clip_model="random-small",
+            dino_model="random-small",
+            flow="dis",
+            face=FaceEvalConfig(detector="mtcnn", min_score=0.9, embedder="dlib"),
+        )
     else:
-        cfg = EvalConfig(profile=profile, clip_model="random-tiny", dino_model="random-tiny", flow="dis",
-                         face=FaceEvalConfig(detector="mtcnn", min_score=0.9, embedder="dlib"))
+        cfg = EvalConfig(
+            profile=profile,
+            clip_model="random-tiny",
+            dino_model="random-tiny",
+            flow="dis",
+            face=FaceEvalConfig(detector="mtcnn", min_score=0.9, embedder="dlib"),
+        )
     cfg.grounding = data_profile.grounding
     cfg.segmentation = data_profile.segmentation
     apply_overrides(cfg, overrides)
@@ -173,11 +183,25 @@ def _random_clip(size: str) -> tuple[Any, Any]:
     small = size == "random-small"
     width = 64 if small else 32
     config = CLIPConfig(
-        text_config=dict(vocab_size=vocab, hidden_size=width, intermediate_size=2 * width,
-                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                         bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1),
-        vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                           num_attention_heads=2, image_size=metrics.ENCODER_SIZE_PX, patch_size=32),
+        text_config=dict(
+            vocab_size=vocab,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=vocab - 2,
+            eos_token_id=vocab - 1,
+            pad_token_id=vocab - 1,
+        ),
+        vision_config=dict(
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=metrics.ENCODER_SIZE_PX,
+            patch_size=32,
+        ),
         projection_dim=32 if small else 16,
     )
     torch.manual_seed(RANDOM_SEED)
@@ -201,7 +225,10 @@ class ClipEncoder(LazyModel):
         from transformers import CLIPModel, CLIPTokenizer
 
         self.model, self.tokenizer = load_pretrained(
-            self.model_id, "CLIP", (CLIPModel, CLIPTokenizer), _random_clip,
+            self.model_id,
+            "CLIP",
+            (CLIPModel, CLIPTokenizer),
+            _random_clip,
             instead="a local folder with --set clip_model=DIR, or use --profile offline",
         )
         self.model.to(self.device, dtype=getattr(torch, self.dtype)).eval()
@@ -228,8 +255,13 @@ class ClipEncoder(LazyModel):
         out = []
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
-                tok = self.tokenizer(texts[i : i + self.batch_size], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                tok = self.tokenizer(
+                    texts[i : i + self.batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 out.append(self.model.get_text_features(**tok).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.config.projection_dim), np.float32)
 
@@ -238,9 +270,11 @@ class ClipEncoder(LazyModel):
 # DINO
 
 
-DINO_LAYOUT = ("a plain state dict of facebookresearch/dino's VisionTransformer (cls_token, pos_embed, "
-               "patch_embed.proj.*, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*), as "
-               "torch.hub's dino_vitbase16_pretrain.pth")
+DINO_LAYOUT = (
+    "a plain state dict of facebookresearch/dino's VisionTransformer (cls_token, pos_embed, "
+    "patch_embed.proj.*, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*), as "
+    "torch.hub's dino_vitbase16_pretrain.pth"
+)
 
 
 def dino_hub_to_hf_vit(state: dict[str, Any]) -> dict[str, Any]:
@@ -253,10 +287,14 @@ def dino_hub_to_hf_vit(state: dict[str, Any]) -> dict[str, Any]:
         key = key.removeprefix("module.").removeprefix("backbone.")
         m = re.match(r"blocks\.(\d+)\.(.+)", key)
         if m is None:
-            top = {"cls_token": "embeddings.cls_token", "pos_embed": "embeddings.position_embeddings",
-                   "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
-                   "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
-                   "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}
+            top = {
+                "cls_token": "embeddings.cls_token",
+                "pos_embed": "embeddings.position_embeddings",
+                "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+                "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+                "norm.weight": "layernorm.weight",
+                "norm.bias": "layernorm.bias",
+            }
             out[top.get(key, key)] = value
             continue
         layer, rest = f"encoder.layer.{m.group(1)}.", m.group(2)
@@ -265,8 +303,13 @@ def dino_hub_to_hf_vit(state: dict[str, Any]) -> dict[str, Any]:
             for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True):
                 out[f"{layer}attention.attention.{name}.{kind}"] = part.clone()
             continue
-        names = {"norm1": "layernorm_before", "attn.proj": "attention.output.dense", "norm2": "layernorm_after",
-                 "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+        names = {
+            "norm1": "layernorm_before",
+            "attn.proj": "attention.output.dense",
+            "norm2": "layernorm_after",
+            "mlp.fc1": "intermediate.dense",
+            "mlp.fc2": "output.dense",
+        }
         module, kind = rest.rsplit(".", 1)
         out[f"{layer}{names.get(module, module)}.{kind}"] = value
     return out
@@ -285,19 +328,32 @@ def load_dino_hub_checkpoint(path: str):
 
     state = unwrap_state_dict(read_checkpoint(path, "DINO"), ("teacher", "model", "state_dict"))
     needed = ("cls_token", "pos_embed", "patch_embed.proj.weight")
-    plain = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()} \
-        if isinstance(state, dict) else {}
+    plain = (
+        {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+        if isinstance(state, dict)
+        else {}
+    )
     if not all(k in plain for k in needed):
-        raise ModelLoadError(f"DINO checkpoint {path} does not have the expected layout ({DINO_LAYOUT}): "
-                             f"no {', '.join(k for k in needed if k not in plain)}")
+        raise ModelLoadError(
+            f"DINO checkpoint {path} does not have the expected layout ({DINO_LAYOUT}): "
+            f"no {', '.join(k for k in needed if k not in plain)}"
+        )
     width = int(plain["cls_token"].shape[-1])
     patch = int(plain["patch_embed.proj.weight"].shape[-1])
     grid = int(round((plain["pos_embed"].shape[1] - 1) ** 0.5))
     depth = 1 + max((int(k.split(".")[1]) for k in plain if k.startswith("blocks.")), default=-1)
     mlp = plain.get("blocks.0.mlp.fc1.weight")
-    config = ViTConfig(hidden_size=width, num_hidden_layers=depth, num_attention_heads=max(1, width // 64),
-                       intermediate_size=int(mlp.shape[0]) if mlp is not None else 4 * width, image_size=grid * patch,
-                       patch_size=patch, layer_norm_eps=1e-6, qkv_bias=True, hidden_act="gelu")
+    config = ViTConfig(
+        hidden_size=width,
+        num_hidden_layers=depth,
+        num_attention_heads=max(1, width // 64),
+        intermediate_size=int(mlp.shape[0]) if mlp is not None else 4 * width,
+        image_size=grid * patch,
+        patch_size=patch,
+        layer_norm_eps=1e-6,
+        qkv_bias=True,
+        hidden_act="gelu",
+    )
     model = ViTModel(config, add_pooling_layer=False)
     # DINO has no classification head; its head / head_drop keys, where present, belong to no ViTModel tensor
     body = {k: v for k, v in plain.items() if not k.startswith("head")}
@@ -311,8 +367,14 @@ def _random_dino(size: str) -> tuple[Any]:
     from transformers import ViTConfig, ViTModel
 
     width = 64 if size == "random-small" else 32
-    config = ViTConfig(hidden_size=width, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * width,
-                       image_size=metrics.ENCODER_SIZE_PX, patch_size=32)
+    config = ViTConfig(
+        hidden_size=width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * width,
+        image_size=metrics.ENCODER_SIZE_PX,
+        patch_size=32,
+    )
     torch.manual_seed(RANDOM_SEED)
     return (ViTModel(config, add_pooling_layer=False),)
 
@@ -334,8 +396,12 @@ class DinoEncoder(LazyModel):
             self.model = load_dino_hub_checkpoint(self.model_id)
             return
         (self.model,) = load_pretrained(
-            self.model_id, "DINO", (ViTModel,), _random_dino,
-            instead="a local folder with --set dino_model=DIR, or use --profile offline", add_pooling_layer=False,
+            self.model_id,
+            "DINO",
+            (ViTModel,),
+            _random_dino,
+            instead="a local folder with --set dino_model=DIR, or use --profile offline",
+            add_pooling_layer=False,
         )
         self.model.to(self.device).eval()
 
@@ -410,8 +476,10 @@ class DlibFaceEmbedder(LazyModel):
         self.setup()
         if not crops:
             return np.zeros((0, 128), np.float32)
-        chips = [np.ascontiguousarray(cv2.resize(np.ascontiguousarray(c[:, :, :3]), (self.size_px, self.size_px)))
-                 for c in crops]
+        chips = [
+            np.ascontiguousarray(cv2.resize(np.ascontiguousarray(c[:, :, :3]), (self.size_px, self.size_px)))
+            for c in crops
+        ]
         return np.asarray(self.model.compute_face_descriptor(chips), dtype=np.float32).reshape(len(chips), -1)
 
 
@@ -425,8 +493,9 @@ class FaceFinder:
         from alchemist_data.models.configs import FacesConfig
         from alchemist_data.models.faces import build_face_detector
 
-        faces_cfg = FacesConfig(backend=self.cfg.detector, checkpoint=self.cfg.detector_checkpoint,
-                                min_score=self.cfg.min_score)
+        faces_cfg = FacesConfig(
+            backend=self.cfg.detector, checkpoint=self.cfg.detector_checkpoint, min_score=self.cfg.min_score
+        )
         self.detector = build_face_detector(faces_cfg, device=self.device)
         if self.detector is not None:
             self.detector.setup()

@@ -135,10 +135,16 @@ def run_eval(
     out = Path(output) if output is not None else videos_dir / f"eval_{mode}"
     (out / "parts").mkdir(parents=True, exist_ok=True)
     signature = json.dumps(cfg.signature(), sort_keys=True)
-    settings = {"benchmark": str(Path(benchmark).resolve()), "videos": str(videos_dir.resolve()), "mode": mode,
-                "metrics": [m for m in SCORE_COLUMNS if m in metrics], "num_frames": num_frames,
-                "chunk_size": chunk_size, "clip_ids": ids if only_generated else len(ids),
-                "models": json.loads(signature)}
+    settings = {
+        "benchmark": str(Path(benchmark).resolve()),
+        "videos": str(videos_dir.resolve()),
+        "mode": mode,
+        "metrics": [m for m in SCORE_COLUMNS if m in metrics],
+        "num_frames": num_frames,
+        "chunk_size": chunk_size,
+        "clip_ids": ids if only_generated else len(ids),
+        "models": json.loads(signature),
+    }
     cfg_path = out / "eval_config.json"
     if cfg_path.exists():
         previous = json.loads(cfg_path.read_text())
@@ -173,19 +179,39 @@ def run_eval(
             if progress:
                 progress(len(chunks[i]), len(ids))
     elif pending:
-        _run_ray(cfg, tuple(metrics), num_frames, pending, jobs_of, chunks, out, max(1, num_workers), ray_address,
-                 progress, len(ids))
+        _run_ray(
+            cfg,
+            tuple(metrics),
+            num_frames,
+            pending,
+            jobs_of,
+            chunks,
+            out,
+            max(1, num_workers),
+            ray_address,
+            progress,
+            len(ids),
+        )
     elapsed = time.time() - t0
 
     parts = sorted((out / "parts").glob("part-*.parquet"))
     table = pa.concat_tables([pq.read_table(p, schema=SCORES) for p in parts]).sort_by("clip_id")
     pq.write_table(table, out / "scores.parquet")
     summary = summarize(table, [m for m in SCORE_COLUMNS if m in metrics])
-    summary.update(mode=mode, profile=profile, num_frames=num_frames, benchmark=str(benchmark),
-                   videos=str(videos_dir), output=str(out), random_models=cfg.random_models,
-                   seconds=round(elapsed, 2), num_scored_this_run=sum(len(chunks[i]) for i in pending),
-                   num_clips_in_mode=num_in_mode, num_left_out=num_in_mode - len(ids),
-                   is_full_benchmark=len(ids) == num_in_mode)
+    summary.update(
+        mode=mode,
+        profile=profile,
+        num_frames=num_frames,
+        benchmark=str(benchmark),
+        videos=str(videos_dir),
+        output=str(out),
+        random_models=cfg.random_models,
+        seconds=round(elapsed, 2),
+        num_scored_this_run=sum(len(chunks[i]) for i in pending),
+        num_clips_in_mode=num_in_mode,
+        num_left_out=num_in_mode - len(ids),
+        is_full_benchmark=len(ids) == num_in_mode,
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -224,8 +250,9 @@ def _run_ray(cfg, metrics, num_frames, pending, jobs_of, chunks, out, num_worker
 def summarize(table: pa.Table, metrics: list[str]) -> dict[str, Any]:
     """Benchmark averages: every clip of the mode counts, misses included (scored 0); NaN/null = not applicable."""
     rows = table.to_pylist()
-    missing = [{"clip_id": r["clip_id"], "status": r["status"], "detail": r["detail"]} for r in rows
-               if r["status"] != "ok"]
+    missing = [
+        {"clip_id": r["clip_id"], "status": r["status"], "detail": r["detail"]} for r in rows if r["status"] != "ok"
+    ]
     scores = {}
     scored_only = {}
     for m in metrics:
@@ -248,13 +275,17 @@ def format_table(summary: dict[str, Any], title: str = "MSRVTT-Personalization")
     """The paper-style table (rich) of a summary."""
     from rich.table import Table
 
-    t = Table(title=f"{title} — {summary.get('mode', '')} mode ({summary['num_videos']} videos, "
-              f"{summary['num_missing']} missing)")
+    t = Table(
+        title=f"{title} — {summary.get('mode', '')} mode ({summary['num_videos']} videos, "
+        f"{summary['num_missing']} missing)"
+    )
     t.add_column("Method")
     names = list(summary["scores"])
     for n in names:
         t.add_column(n, justify="right")
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    t.add_row(str(summary.get("method", Path(summary.get("videos", "generated")).name)),
-              *[fmt(summary["scores"][n]) for n in names])
+    t.add_row(
+        str(summary.get("method", Path(summary.get("videos", "generated")).name)),
+        *[fmt(summary["scores"][n]) for n in names],
+    )
     return t

@@ -15,21 +15,61 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 _ALLOWED: dict[str, set[str]] = {
-    "builtins": {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float", "bool",
-                 "complex", "slice", "range"},
+    "builtins": {
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "str",
+        "bytes",
+        "bytearray",
+        "int",
+        "float",
+        "bool",
+        "complex",
+        "slice",
+        "range",
+    },
     "collections": {"OrderedDict"},
     # protocols 0-2 write bytes (e.g. a numpy array's buffer) as _codecs.encode(str, "latin1"): pure data.
     "_codecs": {"encode"},
     # numpy arrays pickle as numpy.core.multiarray._reconstruct(ndarray, shape, dtype) + setstate; numpy >= 2 writes
     # numpy._core.multiarray; scalars pickle as numpy.core.multiarray.scalar(dtype, bytes).
-    "numpy": {"ndarray", "dtype", "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-              "float16", "float32", "float64"},
+    "numpy": {
+        "ndarray",
+        "dtype",
+        "bool_",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+    },
     "numpy.core.multiarray": {"_reconstruct", "scalar"},
     "numpy._core.multiarray": {"_reconstruct", "scalar"},
     "numpy.core.numeric": {"_frombuffer"},
     "numpy._core.numeric": {"_frombuffer"},
-    "numpy.dtypes": {"BoolDType", "Int8DType", "Int16DType", "Int32DType", "Int64DType", "UInt8DType",
-                     "UInt16DType", "UInt32DType", "UInt64DType", "Float16DType", "Float32DType", "Float64DType"},
+    "numpy.dtypes": {
+        "BoolDType",
+        "Int8DType",
+        "Int16DType",
+        "Int32DType",
+        "Int64DType",
+        "UInt8DType",
+        "UInt16DType",
+        "UInt32DType",
+        "UInt64DType",
+        "Float16DType",
+        "Float32DType",
+        "Float64DType",
+    },
 }
 
 

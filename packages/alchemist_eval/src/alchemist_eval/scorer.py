@@ -29,7 +29,11 @@ MODE_METRICS = {"subject": ("text", "video", "subject", "dynamic"), "face": ("te
 MISSING_SCORE = 0.0
 
 SCORE_COLUMNS = {
-    "text": "text_s", "video": "video_s", "subject": "subject_s", "face": "face_s", "dynamic": "dynamic_d"
+    "text": "text_s",
+    "video": "video_s",
+    "subject": "subject_s",
+    "face": "face_s",
+    "dynamic": "dynamic_d",
 }
 
 
@@ -153,8 +157,16 @@ class Scorer:
         rows: list[dict[str, Any]] = []
         videos: list[np.ndarray | None] = []
         for job in jobs:
-            row: dict[str, Any] = {"clip_id": job.gt.clip_id, "video": job.video_path, "status": "ok", "detail": None,
-                                   "num_frames": 0, "fps": None, "width_px": None, "height_px": None}
+            row: dict[str, Any] = {
+                "clip_id": job.gt.clip_id,
+                "video": job.video_path,
+                "status": "ok",
+                "detail": None,
+                "num_frames": 0,
+                "fps": None,
+                "width_px": None,
+                "height_px": None,
+            }
             frames = None
             if job.video_path is None:
                 row.update(status="missing_file", detail="no generated video named after this clip id")
@@ -162,8 +174,12 @@ class Scorer:
                 try:
                     decoded = read_frames_at_rate(job.video_path, self.num_frames)
                     frames = decoded.frames
-                    row.update(num_frames=int(len(frames)), fps=float(decoded.fps),
-                               width_px=int(frames.shape[2]), height_px=int(frames.shape[1]))
+                    row.update(
+                        num_frames=int(len(frames)),
+                        fps=float(decoded.fps),
+                        width_px=int(frames.shape[2]),
+                        height_px=int(frames.shape[1]),
+                    )
                     if self.num_frames is not None and len(frames) < self.num_frames:
                         row["detail"] = f"only {len(frames)} of the {self.num_frames} frames asked for"
                 except VideoError as err:
@@ -203,8 +219,9 @@ class Scorer:
         # hundreds of MB, and a batch that fits in cache is faster to normalise
         frames = [f for i in ok for f in videos[i]]
         bs = max(1, self.clip.batch_size)
-        emb = np.concatenate([self.clip.encode_images(M.clip_preprocess_batch(frames[j : j + bs]))
-                              for j in range(0, len(frames), bs)])
+        emb = np.concatenate(
+            [self.clip.encode_images(M.clip_preprocess_batch(frames[j : j + bs])) for j in range(0, len(frames), bs)]
+        )
         pos = 0
         for k, i in enumerate(ok):
             e = emb[pos : pos + len(videos[i])]
@@ -243,14 +260,24 @@ class Scorer:
         for (k, f, frame, found), results in zip(found_of, masks, strict=True):
             for (tag, det), res in zip(found, results, strict=True):
                 box = det.box_xyxy
-                if R.mask_drop_reason(res.iou_score, res.mask, box, seg_cfg.iou_threshold,
-                                      seg_cfg.box_tolerance_px) is not None:
+                if (
+                    R.mask_drop_reason(res.iou_score, res.mask, box, seg_cfg.iou_threshold, seg_cfg.box_tolerance_px)
+                    is not None
+                ):
                     continue
                 crops.append(M.dino_resize(R.masked_subject_crop(frame, box, R.crop_to_box(res.mask, box))))
                 owners.append((k, f, tag))
         bs = max(1, self.dino.batch_size)
-        emb = (np.concatenate([self.dino.encode(M.normalize_batch(crops[j : j + bs], M.IMAGENET_MEAN, M.IMAGENET_STD))
-                               for j in range(0, len(crops), bs)]) if crops else np.zeros((0, 1), np.float32))
+        emb = (
+            np.concatenate(
+                [
+                    self.dino.encode(M.normalize_batch(crops[j : j + bs], M.IMAGENET_MEAN, M.IMAGENET_STD))
+                    for j in range(0, len(crops), bs)
+                ]
+            )
+            if crops
+            else np.zeros((0, 1), np.float32)
+        )
         per_video: dict[int, list[dict[str, np.ndarray]]] = {k: [{} for _ in videos[i]] for k, i in enumerate(ok)}
         for (k, f, tag), e in zip(owners, emb, strict=True):
             per_video[k][f][tag] = e

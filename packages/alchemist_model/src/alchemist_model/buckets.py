@@ -35,8 +35,16 @@ import numpy as np
 
 #: Spec §4, Table 6: (width, height) -> {frames: (global batch size, sampling weight)}.
 TABLE6: dict[tuple[int, int], dict[int, tuple[int, float]]] = {
-    (256, 144): {17: (1216, 0.10), 49: (464, 0.033), 73: (320, 0.033), 97: (240, 0.033), 121: (192, 0.033),
-                 145: (160, 0.033), 193: (128, 0.033), 289: (80, 0.033)},
+    (256, 144): {
+        17: (1216, 0.10),
+        49: (464, 0.033),
+        73: (320, 0.033),
+        97: (240, 0.033),
+        121: (192, 0.033),
+        145: (160, 0.033),
+        193: (128, 0.033),
+        289: (80, 0.033),
+    },
     (512, 288): {17: (304, 0.10), 49: (112, 0.058), 73: (80, 0.058), 97: (64, 0.058), 121: (48, 0.058)},
     (1024, 576): {17: (80, 0.10), 49: (32, 0.058), 73: (16, 0.058), 97: (16, 0.058), 121: (16, 0.058)},
 }
@@ -74,9 +82,11 @@ def parse_cells(spec: str) -> list[Cell]:
     """``table6`` | ``table6-WxH`` | ``"WxHxF[:weight],..."`` (equal weights when left out) -> cells."""
     spec = spec.strip()
     if spec == "table6" or spec.startswith("table6-"):
-        columns = TABLE6 if spec == "table6" else {
-            size: cells for size, cells in TABLE6.items() if f"table6-{size[0]}x{size[1]}" == spec
-        }
+        columns = (
+            TABLE6
+            if spec == "table6"
+            else {size: cells for size, cells in TABLE6.items() if f"table6-{size[0]}x{size[1]}" == spec}
+        )
         if not columns:
             names = ", ".join(f"table6-{w}x{h}" for w, h in TABLE6)
             raise ValueError(f"data.buckets={spec!r}: unknown Table 6 column; use table6 or one of {names}")
@@ -88,14 +98,18 @@ def parse_cells(spec: str) -> list[Cell]:
             w, h, f = (int(v) for v in size.lower().split("x"))
             cells.append(Cell(w, h, f, float(weight) if weight else 1.0))
         except ValueError as err:
-            raise ValueError(f"data.buckets: {item!r} is not WIDTHxHEIGHTxFRAMES[:WEIGHT] (e.g. 256x144x49:0.5), "
-                             "table6 or table6-256x144") from err
+            raise ValueError(
+                f"data.buckets: {item!r} is not WIDTHxHEIGHTxFRAMES[:WEIGHT] (e.g. 256x144x49:0.5), "
+                "table6 or table6-256x144"
+            ) from err
     if not cells:
         raise ValueError(f"data.buckets={spec!r}: no cells")
     for cell in cells:
         if (cell.num_frames - 1) % 4 or cell.width_px % SIDE_MULTIPLE or cell.height_px % SIDE_MULTIPLE:
-            raise ValueError(f"data.buckets: {cell.width_px}x{cell.height_px}x{cell.num_frames} needs 4k+1 frames "
-                             f"and sides that are multiples of {SIDE_MULTIPLE}")
+            raise ValueError(
+                f"data.buckets: {cell.width_px}x{cell.height_px}x{cell.num_frames} needs 4k+1 frames "
+                f"and sides that are multiples of {SIDE_MULTIPLE}"
+            )
         if cell.weight <= 0:
             raise ValueError(f"data.buckets: weight {cell.weight} of {cell} must be positive")
     return cells
@@ -121,8 +135,9 @@ def nearest_aspect(width_px: float, height_px: float, aspects: tuple[float, ...]
 class BucketPlan:
     """Cells, groups and per-step choices for a list of clips (rows with width_px, height_px, duration_s)."""
 
-    def __init__(self, clips: list[dict[str, Any]], cells: list[Cell], aspects: tuple[float, ...], fps: float,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, clips: list[dict[str, Any]], cells: list[Cell], aspects: tuple[float, ...], fps: float, seed: int = 0
+    ) -> None:
         if not aspects or any(a <= 0 for a in aspects):
             raise ValueError(f"data.bucket_aspect_ratios={aspects}: give positive width/height ratios")
         self.cells, self.aspects, self.seed, self.num_clips = cells, tuple(aspects), seed, len(clips)
@@ -139,14 +154,18 @@ class BucketPlan:
                 members.setdefault((c, aspect), []).append(index)
         if not members:
             shortest = min(cell.num_frames for cell in cells)
-            raise ValueError(f"no clip is long enough for any bucket (the shortest needs {shortest} frames at "
-                             f"{fps:g} fps); choose shorter data.buckets")
+            raise ValueError(
+                f"no clip is long enough for any bucket (the shortest needs {shortest} frames at "
+                f"{fps:g} fps); choose shorter data.buckets"
+            )
         self.groups = []
         for (c, a), idx in sorted(members.items()):
             w, h = aspect_size(cells[c].width_px, cells[c].height_px, self.aspects[a])
             self.groups.append(Group(c, a, w, h, cells[c].num_frames, tuple(idx)))
-        self._cell_groups = {c: [g for g, group in enumerate(self.groups) if group.cell == c]
-                             for c in sorted({group.cell for group in self.groups})}
+        self._cell_groups = {
+            c: [g for g, group in enumerate(self.groups) if group.cell == c]
+            for c in sorted({group.cell for group in self.groups})
+        }
         weights = np.array([cells[c].weight for c in self._cell_groups], dtype=np.float64)
         self._cell_probs = weights / weights.sum()
 
@@ -164,15 +183,18 @@ class BucketPlan:
     def describe(self) -> str:
         sizes = sorted({(g.width_px, g.height_px, g.num_frames) for g in self.groups})
         listing = ", ".join(f"{w}x{h}x{f}" for w, h, f in sizes)
-        return (f"{len(self.groups)} bucket groups over {self.num_clips} clips ({listing}); "
-                f"{self.num_too_short} clips are shorter than every bucket and not used")
+        return (
+            f"{len(self.groups)} bucket groups over {self.num_clips} clips ({listing}); "
+            f"{self.num_too_short} clips are shorter than every bucket and not used"
+        )
 
 
 class BucketBatchSampler:
     """Endless per-rank batches of ``SampleKey`` (a ``DataLoader`` batch_sampler), starting at ``start_step``."""
 
-    def __init__(self, plan: BucketPlan, batch_sizes: list[int], start_step: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self, plan: BucketPlan, batch_sizes: list[int], start_step: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         assert len(batch_sizes) == len(plan.groups)
         self.plan, self.batch_sizes, self.start_step = plan, batch_sizes, start_step
         self.rank, self.world_size = rank, world_size
@@ -183,7 +205,8 @@ class BucketBatchSampler:
         if (group, epoch) not in cache:
             cache.clear()
             cache[(group, epoch)] = np.random.default_rng([self.plan.seed, epoch, 1000 + group]).permutation(
-                len(members))
+                len(members)
+            )
         index = members[int(cache[(group, epoch)][offset])]
         return SampleKey(epoch * self.plan.num_clips + index, group)
 

@@ -52,14 +52,19 @@ def resolve_transformer_dir(path: str | Path, prefer_ema: bool = True) -> Path:
     if (path / "config.json").exists() and (path / "diffusion_pytorch_model.safetensors").exists():
         return path
     checkpoint = latest_checkpoint(path) or path
-    for name in (("transformer_ema", "transformer") if prefer_ema else ("transformer",)):
+    for name in ("transformer_ema", "transformer") if prefer_ema else ("transformer",):
         if (checkpoint / name / "config.json").exists():
             return checkpoint / name
     raise ValueError(f"{str(path)!r} holds no trained transformer (no checkpoints/latest, no config.json)")
 
 
-def save_checkpoint(run_dir: Path, model_state: dict[str, torch.Tensor], model: AlchemistTransformer3DModel,
-                     state: dict[str, Any], ema: dict[str, torch.Tensor] | None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    model_state: dict[str, torch.Tensor],
+    model: AlchemistTransformer3DModel,
+    state: dict[str, Any],
+    ema: dict[str, torch.Tensor] | None,
+) -> Path:
     name = f"step-{state['step']:08d}"
     folder = run_dir / CHECKPOINTS / name
     tmp = run_dir / CHECKPOINTS / f".{name}.tmp"

@@ -87,8 +87,9 @@ def sample_references(
     return slots
 
 
-def decode_target_clip(video: str, start_s: float, end_s: float, num_frames: int, fps: float,
-                       size: tuple[int, int] | None = None) -> np.ndarray:
+def decode_target_clip(
+    video: str, start_s: float, end_s: float, num_frames: int, fps: float, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """(T, H, W, 3) uint8 at ``fps`` from ``start_s``; a clip shorter than needed holds its last frame.
 
     ``size=(w, h)`` lets the media layer resize (cover) and centre-crop while decoding.
@@ -143,8 +144,10 @@ class AlchemistDataset(torch.utils.data.Dataset):
         self.image_size_px = image_size_px
         self.cfg = data or DataConfig()
         if self.cfg.background_augment not in BACKGROUND_AUGMENT:
-            raise ValueError(f"data.background_augment={self.cfg.background_augment!r}: choose one of "
-                             f"{', '.join(BACKGROUND_AUGMENT)}")
+            raise ValueError(
+                f"data.background_augment={self.cfg.background_augment!r}: choose one of "
+                f"{', '.join(BACKGROUND_AUGMENT)}"
+            )
         self.seed = seed
         self.with_references = with_references
         self.latents = latents
@@ -187,12 +190,17 @@ class AlchemistDataset(torch.utils.data.Dataset):
             for group in self.buckets.groups if self.buckets else []:
                 for index in group.members:
                     sizes[self.clips[index]["clip_id"]].append((group.width_px, group.height_px, group.num_frames))
-            kept = [c for c in self.clips if all(latents.has(c["clip_id"], *size) for size in
-                                                 sizes[c["clip_id"]][1 if self.buckets else 0:])]
+            kept = [
+                c
+                for c in self.clips
+                if all(latents.has(c["clip_id"], *size) for size in sizes[c["clip_id"]][1 if self.buckets else 0 :])
+            ]
             self.num_missing_latents = len(self.clips) - len(kept)
             if not kept:
-                raise ValueError(f"{latents.root}: no stored latents for the clips of {self.run_dir} at this run's "
-                                 "sizes; encode this curated run with this profile (and buckets)")
+                raise ValueError(
+                    f"{latents.root}: no stored latents for the clips of {self.run_dir} at this run's "
+                    "sizes; encode this curated run with this profile (and buckets)"
+                )
             self.clips = kept
             self.buckets = self._plan()
         self.entities = entities
@@ -202,8 +210,9 @@ class AlchemistDataset(torch.utils.data.Dataset):
     def _plan(self) -> BucketPlan | None:
         if not self.cfg.buckets:
             return None
-        return BucketPlan(self.clips, parse_cells(self.cfg.buckets), self.cfg.bucket_aspect_ratios, self.cfg.fps,
-                          self.seed)
+        return BucketPlan(
+            self.clips, parse_cells(self.cfg.buckets), self.cfg.bucket_aspect_ratios, self.cfg.fps, self.seed
+        )
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -229,19 +238,24 @@ class AlchemistDataset(torch.utils.data.Dataset):
             "caption": clip["caption"],
         }
         if self.latents is not None:
-            sample.update(self.latents.read(clip["clip_id"], width, height, num_frames, start_s),
-                          text_length=self.latents.max_text_tokens)
+            sample.update(
+                self.latents.read(clip["clip_id"], width, height, num_frames, start_s),
+                text_length=self.latents.max_text_tokens,
+            )
         else:
-            frames = decode_target_clip(clip["video"], start_s, clip["end_s"], num_frames, self.cfg.fps,
-                                        (width, height))
+            frames = decode_target_clip(
+                clip["video"], start_s, clip["end_s"], num_frames, self.cfg.fps, (width, height)
+            )
             sample["video"] = resize_cover_crop(frames, width, height)
         if self.with_references:
             images, words, kinds = self._references(rng, clip["clip_id"])
             sample.update(ref_images=images, ref_words=words, ref_kinds=kinds)
             missing = set(words) - set(sample.get("word_tokens", words)) - {""}
             if missing:
-                raise ValueError(f"{self.latents.root}: no word tokens for {sorted(missing)} of {clip['clip_id']}; "
-                                 "the curated tables changed after `alchemist encode`: encode them again")
+                raise ValueError(
+                    f"{self.latents.root}: no word tokens for {sorted(missing)} of {clip['clip_id']}; "
+                    "the curated tables changed after `alchemist encode`: encode them again"
+                )
         return sample
 
     def _references(self, rng: np.random.Generator, clip_id: str) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -249,8 +263,14 @@ class AlchemistDataset(torch.utils.data.Dataset):
         counts = {word: (category, len(crops)) for word, (category, crops) in per_clip.items()}
         faces = self.faces.get(clip_id, {})
         background = self.backgrounds.get(clip_id)
-        slots = sample_references(rng, counts, background is not None, background[0] if background else "",
-                                  self.cfg, {word: len(crops) for word, crops in faces.items()})
+        slots = sample_references(
+            rng,
+            counts,
+            background is not None,
+            background[0] if background else "",
+            self.cfg,
+            {word: len(crops) for word, crops in faces.items()},
+        )
         tensors = []
         for slot in slots:
             if slot.kind == BACKGROUND:
@@ -309,8 +329,12 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
             n = len(s["ref_words"])
             images[i, :n] = s["ref_images"]
             mask[i, :n] = True
-        batch.update(ref_images=images, ref_mask=mask, ref_words=[s["ref_words"] for s in samples],
-                     ref_kinds=[s["ref_kinds"] for s in samples])
+        batch.update(
+            ref_images=images,
+            ref_mask=mask,
+            ref_words=[s["ref_words"] for s in samples],
+            ref_kinds=[s["ref_kinds"] for s in samples],
+        )
     return batch
 
 
@@ -347,8 +371,11 @@ def to_ray_dataset(dataset: AlchemistDataset, num_samples: int, start: int = 0):
             "video": sample["video"].numpy(),
         }
         if "ref_images" in sample:
-            out.update(ref_images=sample["ref_images"].numpy(), ref_words=list(sample["ref_words"]),
-                       ref_kinds=list(sample["ref_kinds"]))
+            out.update(
+                ref_images=sample["ref_images"].numpy(),
+                ref_words=list(sample["ref_words"]),
+                ref_kinds=list(sample["ref_kinds"]),
+            )
         return out
 
     return ray.data.from_items([{"key": k} for k in keys]).map(decode)

@@ -67,8 +67,10 @@ def _mark_random(path: Path, component: str) -> None:
 
 
 def _hub_error(kind: str, source: str, err: Exception) -> ModelLoadError:
-    instead = (f"a local directory with the checkpoint, or a hub id with network access (HF_HUB_OFFLINE=1 forbids "
-               f"downloads), or '{RANDOM_TINY}' for a tiny random model")
+    instead = (
+        f"a local directory with the checkpoint, or a hub id with network access (HF_HUB_OFFLINE=1 forbids "
+        f"downloads), or '{RANDOM_TINY}' for a tiny random model"
+    )
     return ModelLoadError(offline_hint(f"the {kind} from {source!r}", err, instead))
 
 
@@ -163,10 +165,20 @@ def _tiny_t5(seed: int):
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
-    tokenizer = T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                                extra_ids=0)
-    config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    tokenizer = T5TokenizerFast(
+        tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0
+    )
+    config = T5Config(
+        vocab_size=len(vocab),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = T5EncoderModel(config)
@@ -231,10 +243,26 @@ def _tiny_image_model(kind: str, image_size_px: int, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if kind == "dinov2":
-            return Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                            intermediate_size=64, patch_size=14, image_size=image_size_px))
-        return CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                num_attention_heads=2, image_size=image_size_px, patch_size=14))
+            return Dinov2Model(
+                Dinov2Config(
+                    hidden_size=32,
+                    num_hidden_layers=2,
+                    num_attention_heads=2,
+                    intermediate_size=64,
+                    patch_size=14,
+                    image_size=image_size_px,
+                )
+            )
+        return CLIPVisionModel(
+            CLIPVisionConfig(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=image_size_px,
+                patch_size=14,
+            )
+        )
 
 
 def white_fill(rgba: np.ndarray) -> np.ndarray:
@@ -294,8 +322,12 @@ class VideoVAE(nn.Module):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 vae = AutoencoderKLCogVideoX(
-                    block_out_channels=(8, 8, 8, 8), norm_num_groups=2, temporal_compression_ratio=4,
-                    latent_channels=16, layers_per_block=1, down_block_types=("CogVideoXDownBlock3D",) * 4,
+                    block_out_channels=(8, 8, 8, 8),
+                    norm_num_groups=2,
+                    temporal_compression_ratio=4,
+                    latent_channels=16,
+                    layers_per_block=1,
+                    down_block_types=("CogVideoXDownBlock3D",) * 4,
                     up_block_types=("CogVideoXUpBlock3D",) * 4,
                 )
             return cls(vae, is_random=True)
@@ -355,8 +387,11 @@ class Components:
             "sources": {},
         }
         sources = self.sources or {}
-        for name, module in (("text_encoder", self.text_encoder), ("image_encoder", self.image_encoder),
-                             ("vae", self.vae)):
+        for name, module in (
+            ("text_encoder", self.text_encoder),
+            ("image_encoder", self.image_encoder),
+            ("vae", self.vae),
+        ):
             if module.is_random or name not in sources:
                 module.save(path / name)
                 meta["sources"][name] = name

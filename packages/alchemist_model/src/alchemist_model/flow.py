@@ -22,8 +22,13 @@ def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * t / (1.0 + (shift - 1.0) * t)
 
 
-def sample_timesteps(batch_size: int, method: str, shift: float, generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_timesteps(
+    batch_size: int,
+    method: str,
+    shift: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Training timesteps in (0, 1): ``uniform`` or ``logit_normal`` (sigmoid of N(0, 1)), then shifted."""
     if method == "uniform":
         t = torch.rand(batch_size, generator=generator)
@@ -52,7 +57,12 @@ def euler_step(sample: torch.Tensor, velocity: torch.Tensor, t: float, t_next: f
     return sample + (t_next - t) * velocity
 
 
-def combine_guidance(pred_full: torch.Tensor, pred_no_text: torch.Tensor, pred_no_image: torch.Tensor,
-                     text_scale: float = 8.0, image_scale: float = 3.0) -> torch.Tensor:
+def combine_guidance(
+    pred_full: torch.Tensor,
+    pred_no_text: torch.Tensor,
+    pred_no_image: torch.Tensor,
+    text_scale: float = 8.0,
+    image_scale: float = 3.0,
+) -> torch.Tensor:
     """Spec §6: e = e(z,cI,cT) + sT [e(z,cI,cT) - e(z,cI,0)] + sI [e(z,cI,cT) - e(z,0,cT)]."""
     return pred_full + text_scale * (pred_full - pred_no_text) + image_scale * (pred_full - pred_no_image)

@@ -43,12 +43,20 @@ from alchemist_model.encoders import Components, entity_word_tokens, kept_word_i
 
 TABLE = "latents"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-WORK_SCHEMA = pa.schema([
-    pa.field("clip_id", pa.string()), pa.field("video", pa.string()), pa.field("caption", pa.string()),
-    pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()), pa.field("width_px", pa.int32()),
-    pa.field("height_px", pa.int32()), pa.field("num_frames", pa.int32()),
-    pa.field("entity_words", pa.list_(pa.string())), pa.field("shard", pa.string()),
-])
+WORK_SCHEMA = pa.schema(
+    [
+        pa.field("clip_id", pa.string()),
+        pa.field("video", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("width_px", pa.int32()),
+        pa.field("height_px", pa.int32()),
+        pa.field("num_frames", pa.int32()),
+        pa.field("entity_words", pa.list_(pa.string())),
+        pa.field("shard", pa.string()),
+    ]
+)
 
 
 @dataclass(kw_only=True)
@@ -94,8 +102,9 @@ def bytes_tensor(data: bytes, dtype: str, shape: list[int] | tuple[int, ...]) ->
     return torch.frombuffer(bytearray(data), dtype=DTYPES[dtype]).reshape(tuple(shape)).float()
 
 
-def target_sizes(clips: list[dict[str, Any]], cfg: LatentEncodeConfig,
-                 profile: ModelProfile) -> dict[str, list[tuple[int, int, int]]]:
+def target_sizes(
+    clips: list[dict[str, Any]], cfg: LatentEncodeConfig, profile: ModelProfile
+) -> dict[str, list[tuple[int, int, int]]]:
     """clip_id -> every (width, height, frames) training can ask for: the profile's, or its bucket groups'."""
     if not cfg.buckets:
         return {c["clip_id"]: [(profile.width_px, profile.height_px, profile.num_frames)] for c in clips}
@@ -112,10 +121,13 @@ def reference_words(curated_dir: str | Path, captions: dict[str, str]) -> dict[s
     """clip_id -> every word a reference can bind to (detected subjects/objects with crops, the background word)."""
     from alchemist_model.data import word_occurs
 
-    rows = query(curated_dir, "SELECT DISTINCT clip_id, entity_word AS word FROM entities WHERE is_detected AND "
-                              "crop_png IS NOT NULL AND category IN ('subject', 'object') UNION "
-                              "SELECT DISTINCT clip_id, background_word AS word FROM backgrounds WHERE "
-                              "image_jpg IS NOT NULL AND background_word IS NOT NULL AND background_word <> ''")
+    rows = query(
+        curated_dir,
+        "SELECT DISTINCT clip_id, entity_word AS word FROM entities WHERE is_detected AND "
+        "crop_png IS NOT NULL AND category IN ('subject', 'object') UNION "
+        "SELECT DISTINCT clip_id, background_word AS word FROM backgrounds WHERE "
+        "image_jpg IS NOT NULL AND background_word IS NOT NULL AND background_word <> ''",
+    )
     words: dict[str, list[str]] = {}
     for row in sorted(rows.to_pylist(), key=lambda r: (r["clip_id"], r["word"])):
         caption = captions.get(row["clip_id"])
@@ -132,10 +144,20 @@ def encode_work_table(curated_dir: str | Path, cfg: LatentEncodeConfig, profile:
     rows = []
     for clip in sorted(clips, key=lambda c: (c["shard"] or "", c["clip_id"])):
         for width, height, frames in sorted(sizes[clip["clip_id"]]):
-            rows.append({"clip_id": clip["clip_id"], "video": clip["video"], "caption": clip["caption"],
-                         "start_s": clip["start_s"], "end_s": clip["end_s"], "width_px": width, "height_px": height,
-                         "num_frames": frames, "entity_words": words.get(clip["clip_id"], []),
-                         "shard": clip["shard"] or "part-00000"})
+            rows.append(
+                {
+                    "clip_id": clip["clip_id"],
+                    "video": clip["video"],
+                    "caption": clip["caption"],
+                    "start_s": clip["start_s"],
+                    "end_s": clip["end_s"],
+                    "width_px": width,
+                    "height_px": height,
+                    "num_frames": frames,
+                    "entity_words": words.get(clip["clip_id"], []),
+                    "shard": clip["shard"] or "part-00000",
+                }
+            )
     return pa.Table.from_pylist(rows, schema=WORK_SCHEMA)
 
 
@@ -177,18 +199,30 @@ class LatentEncoder:
                 else:  # cut off by the truncation: keep the tokens entity_word_tokens took from the full caption
                     spans.append(None)
                     extra.append(tensor_bytes(tokens[i][word], dtype))
-            out.append({
-                "clip_id": row["clip_id"], "width_px": row["width_px"], "height_px": row["height_px"],
-                "num_frames": row["num_frames"], "fps": self.cfg.fps, "start_s": row["start_s"],
-                "latent_dtype": dtype, "caption": row["caption"], "num_text_tokens": num_valid,
-                "text_dim": text.hidden_states.shape[-1],
-                "text_embeddings": tensor_bytes(text.hidden_states[i, :num_valid], dtype),
-                "entity_words": words[i], "word_token_spans": spans, "word_tokens": extra, "shard": row["shard"],
-            })
+            out.append(
+                {
+                    "clip_id": row["clip_id"],
+                    "width_px": row["width_px"],
+                    "height_px": row["height_px"],
+                    "num_frames": row["num_frames"],
+                    "fps": self.cfg.fps,
+                    "start_s": row["start_s"],
+                    "latent_dtype": dtype,
+                    "caption": row["caption"],
+                    "num_text_tokens": num_valid,
+                    "text_dim": text.hidden_states.shape[-1],
+                    "text_embeddings": tensor_bytes(text.hidden_states[i, :num_valid], dtype),
+                    "entity_words": words[i],
+                    "word_token_spans": spans,
+                    "word_tokens": extra,
+                    "shard": row["shard"],
+                }
+            )
             size = (row["width_px"], row["height_px"], row["num_frames"])
             try:
-                frames = decode_target_clip(row["video"], row["start_s"], row["end_s"], row["num_frames"],
-                                            self.cfg.fps, size[:2])
+                frames = decode_target_clip(
+                    row["video"], row["start_s"], row["end_s"], row["num_frames"], self.cfg.fps, size[:2]
+                )
                 videos.setdefault(size, []).append((i, resize_cover_crop(frames, *size[:2])))
             except Exception as err:  # noqa: BLE001 - one bad video never stops the job; its row says why
                 out[i]["error"] = f"{type(err).__name__}: {err}"
@@ -209,12 +243,16 @@ class LatentStore:
         self.root = Path(root)
         run = self.root / "run.json"
         if not run.exists() or not (self.root / "encoders" / "components.json").exists():
-            raise ValueError(f"--latents {str(self.root)!r} is not an `alchemist encode` output (no run.json or "
-                             "encoders/); run `alchemist encode CURATED --output LATENTS` first")
+            raise ValueError(
+                f"--latents {str(self.root)!r} is not an `alchemist encode` output (no run.json or "
+                "encoders/); run `alchemist encode CURATED --output LATENTS` first"
+            )
         self.meta = json.loads(run.read_text())
         if self.meta.get("status") != "complete":
-            raise ValueError(f"--latents {str(self.root)!r}: the encode job has not finished (status "
-                             f"{self.meta.get('status')!r}); re-run the same `alchemist encode` command to resume it")
+            raise ValueError(
+                f"--latents {str(self.root)!r}: the encode job has not finished (status "
+                f"{self.meta.get('status')!r}); re-run the same `alchemist encode` command to resume it"
+            )
         saved = self.meta["config"]
         self.config = LatentEncodeConfig(**{**saved, "bucket_aspect_ratios": tuple(saved["bucket_aspect_ratios"])})
         self.max_text_tokens = int(self.meta["max_text_tokens"])
@@ -224,8 +262,9 @@ class LatentStore:
         self.index: dict[tuple[str, int, int, int], tuple[int, int]] = {}
         self.num_errors = 0
         for f, path in enumerate(self.files):
-            keys = pq.read_table(path, columns=["clip_id", "width_px", "height_px", "num_frames", "error"],
-                                 filesystem=self.fs)
+            keys = pq.read_table(
+                path, columns=["clip_id", "width_px", "height_px", "num_frames", "error"], filesystem=self.fs
+            )
             for row, key in enumerate(keys.to_pylist()):
                 if key["error"] is not None:
                     self.num_errors += 1
@@ -240,13 +279,17 @@ class LatentStore:
     def check(self, cfg: TrainConfig, profile: ModelProfile) -> None:
         """The latents must be the inputs this run would compute: same profile, rate and target sizes."""
         mine = self.config
-        for field, theirs, ours in (("profile", mine.profile, cfg.profile), ("data.fps", mine.fps, cfg.data.fps),
-                                    ("data.buckets", mine.buckets, cfg.data.buckets),
-                                    ("data.bucket_aspect_ratios", tuple(mine.bucket_aspect_ratios),
-                                     tuple(cfg.data.bucket_aspect_ratios))):
+        for field, theirs, ours in (
+            ("profile", mine.profile, cfg.profile),
+            ("data.fps", mine.fps, cfg.data.fps),
+            ("data.buckets", mine.buckets, cfg.data.buckets),
+            ("data.bucket_aspect_ratios", tuple(mine.bucket_aspect_ratios), tuple(cfg.data.bucket_aspect_ratios)),
+        ):
             if theirs != ours:
-                raise ValueError(f"--latents {str(self.root)!r} was encoded with {field}={theirs!r} but this run has "
-                                 f"{ours!r}; encode again with matching --profile/--set, or train with them")
+                raise ValueError(
+                    f"--latents {str(self.root)!r} was encoded with {field}={theirs!r} but this run has "
+                    f"{ours!r}; encode again with matching --profile/--set, or train with them"
+                )
 
     def has(self, clip_id: str, width: int, height: int, num_frames: int) -> bool:
         return (clip_id, width, height, num_frames) in self.index
@@ -276,6 +319,9 @@ class LatentStore:
         text = bytes_tensor(row["text_embeddings"], dtype, (row["num_text_tokens"], dim))
         words = {}
         for word, span, extra in zip(row["entity_words"], row["word_token_spans"], row["word_tokens"], strict=True):
-            words[word] = text[span[0]:span[1]] if span is not None else bytes_tensor(extra, dtype, (-1, dim))
-        return {"latents": bytes_tensor(row["latents"], dtype, row["latent_shape"]), "text_embeddings": text,
-                "word_tokens": words}
+            words[word] = text[span[0] : span[1]] if span is not None else bytes_tensor(extra, dtype, (-1, dim))
+        return {
+            "latents": bytes_tensor(row["latents"], dtype, row["latent_shape"]),
+            "text_embeddings": text,
+            "word_tokens": words,
+        }

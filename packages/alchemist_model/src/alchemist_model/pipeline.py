@@ -50,8 +50,13 @@ def load_image(image: ImageLike, what: str = "image") -> np.ndarray:
 
 
 class AlchemistPipeline:
-    def __init__(self, transformer: AlchemistTransformer3DModel, components: Components, profile: ModelProfile,
-                 train_config: TrainConfig | None = None) -> None:
+    def __init__(
+        self,
+        transformer: AlchemistTransformer3DModel,
+        components: Components,
+        profile: ModelProfile,
+        train_config: TrainConfig | None = None,
+    ) -> None:
         self.transformer = transformer.eval()
         self.components = components
         self.profile = profile
@@ -68,8 +73,10 @@ class AlchemistPipeline:
 
         run_dir = Path(run_dir)
         if not (run_dir / "config.json").exists() or not (run_dir / "encoders" / "components.json").exists():
-            raise ValueError(f"--checkpoint {str(run_dir)!r} is not a training run folder (config.json and "
-                             "encoders/ are missing); pass the --output folder of `alchemist train`")
+            raise ValueError(
+                f"--checkpoint {str(run_dir)!r} is not a training run folder (config.json and "
+                "encoders/ are missing); pass the --output folder of `alchemist train`"
+            )
         cfg = TrainConfig.load(run_dir / "config.json")
         transformer = AlchemistTransformer3DModel.from_pretrained(
             resolve_transformer_dir(run_dir, prefer_ema), low_cpu_mem_usage=False
@@ -114,8 +121,9 @@ class AlchemistPipeline:
             words.append(background_word or "")
         max_images = self.transformer.config.max_images
         if len(images) > max_images:
-            raise ValueError(f"{len(images)} reference images given (background included); the model takes at most "
-                             f"{max_images}")
+            raise ValueError(
+                f"{len(images)} reference images given (background included); the model takes at most {max_images}"
+            )
         if not images:
             return None, []
         size = self.components.image_encoder.image_size_px
@@ -153,12 +161,17 @@ class AlchemistPipeline:
         cfg = self.train_config
         stage = int(cfg.stage)
         if ref_images is not None and stage == 1:
-            raise ValueError("this run is stage I (text-to-video): it never learned reference images; generate "
-                             "without --ref/--background, or use a stage-II run")
+            raise ValueError(
+                "this run is stage I (text-to-video): it never learned reference images; generate "
+                "without --ref/--background, or use a stage-II run"
+            )
         conditions = encode_conditions(
-            self.components, [prompt], ref_images, None if ref_images is None else torch.ones(1, len(words),
-                                                                                                dtype=torch.bool),
-            [words], self.transformer.config.word_token_len,
+            self.components,
+            [prompt],
+            ref_images,
+            None if ref_images is None else torch.ones(1, len(words), dtype=torch.bool),
+            [words],
+            self.transformer.config.word_token_len,
         )
         # Batch of 3: (full), (text zeroed), (images zeroed).
         text = conditions["encoder_hidden_states"].repeat(3, 1, 1)
@@ -185,8 +198,13 @@ class AlchemistPipeline:
                 reference_mask=torch.ones(3, 1, dtype=torch.bool, device=device),
                 reference_keep=torch.zeros(3, device=device),
             )
-        latent_shape = (1, vae.latent_channels, (num_frames - 1) // vae.temporal_compression + 1,
-                        height // vae.spatial_compression, width // vae.spatial_compression)
+        latent_shape = (
+            1,
+            vae.latent_channels,
+            (num_frames - 1) // vae.temporal_compression + 1,
+            height // vae.spatial_compression,
+            width // vae.spatial_compression,
+        )
         generator = torch.Generator().manual_seed(seed)
         latents = torch.randn(latent_shape, generator=generator).to(device)
         p_t, p_h, p_w = self.transformer.config.patch_size

@@ -56,10 +56,17 @@ def _crop(color: tuple[int, int, int], size: int, seed: int) -> np.ndarray:
     return rgba
 
 
-def write_tiny_curated_run(out_dir: str | Path, num_clips: int = 3, size: tuple[int, int] = (80, 60),
-                           seconds: float = 1.0, fps: float = 24.0, seed: int = 0, faces: bool = False,
-                           sizes: list[tuple[int, int]] | None = None,
-                           durations_s: list[float] | None = None) -> Path:
+def write_tiny_curated_run(
+    out_dir: str | Path,
+    num_clips: int = 3,
+    size: tuple[int, int] = (80, 60),
+    seconds: float = 1.0,
+    fps: float = 24.0,
+    seed: int = 0,
+    faces: bool = False,
+    sizes: list[tuple[int, int]] | None = None,
+    durations_s: list[float] | None = None,
+) -> Path:
     """Write a curated run with ``num_clips`` clips, detected entities (3 frames each) and background plates.
 
     ``faces``: subjects get face crops (RGB, as curation stores them); ``sizes`` / ``durations_s``: per-clip video
@@ -81,37 +88,70 @@ def write_tiny_curated_run(out_dir: str | Path, num_clips: int = 3, size: tuple[
         # which the golden losses need.
         write_video(video, frames, fps=fps, threads=1, options={"preset": "ultrafast"})
         ref_times = [clip_s * f for f in schema.REFERENCE_FRACTIONS]
-        clips.append({
-            "clip_id": clip_id, "video": str(video), "caption": caption, "start_s": 0.0, "end_s": clip_s,
-            "duration_s": clip_s, "fps": fps, "width_px": clip_size[0], "height_px": clip_size[1],
-            "ref_times_s": ref_times,
-            "subject_words": subjects, "object_words": objects, "background_words": [background_word],
-            "num_entities_detected": len(subjects) + len(objects), "has_random_models": True, "profile": "tiny",
-            "shard": "part-00000",
-        })
+        clips.append(
+            {
+                "clip_id": clip_id,
+                "video": str(video),
+                "caption": caption,
+                "start_s": 0.0,
+                "end_s": clip_s,
+                "duration_s": clip_s,
+                "fps": fps,
+                "width_px": clip_size[0],
+                "height_px": clip_size[1],
+                "ref_times_s": ref_times,
+                "subject_words": subjects,
+                "object_words": objects,
+                "background_words": [background_word],
+                "num_entities_detected": len(subjects) + len(objects),
+                "has_random_models": True,
+                "profile": "tiny",
+                "shard": "part-00000",
+            }
+        )
         for k, word in enumerate(subjects + objects):
             for frame_index, time_s in enumerate(ref_times):
                 crop = _crop(COLORS[(seed + i + k) % len(COLORS)], 24 + 4 * frame_index, seed * 100 + i * 10 + k)
                 has_face = faces and word in subjects
                 face = np.full((12 + 2 * frame_index, 10 + 2 * frame_index, 3), (224, 172, 140), dtype=np.uint8)
-                entities.append({
-                    "clip_id": clip_id, "entity_word": word,
-                    "category": "subject" if word in subjects else "object",
-                    "frame_index": frame_index, "frame_time_s": time_s, "frame_width_px": clip_size[0],
-                    "frame_height_px": clip_size[1], "is_detected": True, "drop_reason": None,
-                    "box_xyxy_px": [4, 4, 4 + crop.shape[1], 4 + crop.shape[0]], "box_score": 0.9,
-                    "mask_iou_score": 0.95, "mask_area_frac": 0.1, "mask_png": encode_png(crop[..., 3]),
-                    "crop_png": encode_png(crop), "has_face": has_face,
-                    "face_box_xyxy_px": [6, 6, 6 + face.shape[1], 6 + face.shape[0]] if has_face else None,
-                    "face_score": 0.9 if has_face else None, "face_crop_png": encode_png(face) if has_face else None,
-                    "is_random_model": True,
-                })
+                entities.append(
+                    {
+                        "clip_id": clip_id,
+                        "entity_word": word,
+                        "category": "subject" if word in subjects else "object",
+                        "frame_index": frame_index,
+                        "frame_time_s": time_s,
+                        "frame_width_px": clip_size[0],
+                        "frame_height_px": clip_size[1],
+                        "is_detected": True,
+                        "drop_reason": None,
+                        "box_xyxy_px": [4, 4, 4 + crop.shape[1], 4 + crop.shape[0]],
+                        "box_score": 0.9,
+                        "mask_iou_score": 0.95,
+                        "mask_area_frac": 0.1,
+                        "mask_png": encode_png(crop[..., 3]),
+                        "crop_png": encode_png(crop),
+                        "has_face": has_face,
+                        "face_box_xyxy_px": [6, 6, 6 + face.shape[1], 6 + face.shape[0]] if has_face else None,
+                        "face_score": 0.9 if has_face else None,
+                        "face_crop_png": encode_png(face) if has_face else None,
+                        "is_random_model": True,
+                    }
+                )
         plate = frames[num_frames // 2].copy()
-        backgrounds.append({
-            "clip_id": clip_id, "background_word": background_word, "frame_time_s": clip_s / 2,
-            "width_px": clip_size[0], "height_px": clip_size[1], "foreground_area_frac": 0.2,
-            "inpaint_backend": "opencv", "image_jpg": encode_jpg(plate, quality=90), "foreground_mask_png": None,
-        })
+        backgrounds.append(
+            {
+                "clip_id": clip_id,
+                "background_word": background_word,
+                "frame_time_s": clip_s / 2,
+                "width_px": clip_size[0],
+                "height_px": clip_size[1],
+                "foreground_area_frac": 0.2,
+                "inpaint_backend": "opencv",
+                "image_jpg": encode_jpg(plate, quality=90),
+                "foreground_mask_png": None,
+            }
+        )
     tables = {"clips": clips, "entities": entities, "backgrounds": backgrounds, "rejects": []}
     for name, rows in tables.items():
         table = pa.Table.from_pylist(rows, schema=schema.TABLES[name])

@@ -80,8 +80,9 @@ def build_transformer(profile: ModelProfile, cfg: TrainConfig, components: Compo
         return AlchemistTransformer3DModel(**kwargs)
 
 
-def video_token_count(width: int, height: int, num_frames: int, components: Components,
-                      patch_size: tuple[int, int, int]) -> int:
+def video_token_count(
+    width: int, height: int, num_frames: int, components: Components, patch_size: tuple[int, int, int]
+) -> int:
     frames = (num_frames - 1) // components.vae.temporal_compression + 1
     s = components.vae.spatial_compression
     return (frames // patch_size[0]) * (height // s // patch_size[1]) * (width // s // patch_size[2])
@@ -138,8 +139,14 @@ def training_step(
         estimate = torch.zeros_like(latents)
         if bool(use_estimate.any()):
             with torch.no_grad(), autocast:
-                first = model(noisy, t, encoder_hidden_states, conditions["encoder_attention_mask"], **inputs,
-                              self_conditioning_latents=estimate).sample
+                first = model(
+                    noisy,
+                    t,
+                    encoder_hidden_states,
+                    conditions["encoder_attention_mask"],
+                    **inputs,
+                    self_conditioning_latents=estimate,
+                ).sample
             clean = noisy - t.view(-1, *([1] * (latents.ndim - 1))) * first.float()
             estimate = torch.where(use_estimate.view(-1, *([1] * (latents.ndim - 1))), clean, estimate)
         inputs["self_conditioning_latents"] = estimate
@@ -172,8 +179,9 @@ def check_stage2_start(cfg: TrainConfig) -> None:
     )
 
 
-def prepare_run(cfg: TrainConfig, output_dir: Path, resume: bool,
-                latents: str | Path | None = None) -> tuple[TrainConfig, ModelProfile, Components]:
+def prepare_run(
+    cfg: TrainConfig, output_dir: Path, resume: bool, latents: str | Path | None = None
+) -> tuple[TrainConfig, ModelProfile, Components]:
     """Create or reopen RUN: resolved config + profile + frozen components saved next to the checkpoints.
 
     Returns the run's config: at the first start ``cfg`` with its schedule resolved (and saved); on resume the saved
@@ -185,14 +193,19 @@ def prepare_run(cfg: TrainConfig, output_dir: Path, resume: bool,
     profile = model_profile(cfg.profile)
     cfg = cfg.resolved()
     if latents is not None and cfg.data.clip_start != "start":
-        print("[alchemist] note: --latents holds each clip's window at its start: data.clip_start=start",
-              file=sys.stderr, flush=True)
+        print(
+            "[alchemist] note: --latents holds each clip's window at its start: data.clip_start=start",
+            file=sys.stderr,
+            flush=True,
+        )
         cfg.data.clip_start = "start"
     if resume and (output_dir / "config.json").exists():
         saved = TrainConfig.load(output_dir / "config.json").resolved()
         if {**saved.to_dict(), "steps": cfg.steps} != cfg.to_dict():
-            raise ValueError(f"--resume: {output_dir}/config.json differs from this run's config (only --steps may "
-                             "change); use a new --output or the same options")
+            raise ValueError(
+                f"--resume: {output_dir}/config.json differs from this run's config (only --steps may "
+                "change); use a new --output or the same options"
+            )
         components = Components.load_saved(output_dir / "encoders")
         return cfg, profile, components
     if not resume and latest_checkpoint(output_dir) is not None:
@@ -213,16 +226,26 @@ def prepare_run(cfg: TrainConfig, output_dir: Path, resume: bool,
         components = Components.load_saved(store.root / "encoders")
         if components.image_encoder.kind != cfg.image_encoder:  # the image encoder plays no part in the latents
             source = profile.image_encoder_dinov2 if cfg.image_encoder == "dinov2" else profile.image_encoder_clip
-            components.image_encoder = ImageEncoder.load(cfg.image_encoder, source, profile.image_size_px,
-                                                         seed=cfg.seed + 1)
+            components.image_encoder = ImageEncoder.load(
+                cfg.image_encoder, source, profile.image_size_px, seed=cfg.seed + 1
+            )
             components.sources = {**(components.sources or {}), "image_encoder": source}
     components.save(output_dir / "encoders")
     return cfg, profile, components
 
 
-def training_batches(cfg: TrainConfig, data_dir: Path, profile: ModelProfile, components: Components,
-                     patch_size: tuple[int, int, int], batch_size: int, step: int, rank: int = 0,
-                     world_size: int = 1, latents: str | Path | None = None) -> torch.utils.data.DataLoader:
+def training_batches(
+    cfg: TrainConfig,
+    data_dir: Path,
+    profile: ModelProfile,
+    components: Components,
+    patch_size: tuple[int, int, int],
+    batch_size: int,
+    step: int,
+    rank: int = 0,
+    world_size: int = 1,
+    latents: str | Path | None = None,
+) -> torch.utils.data.DataLoader:
     """This rank's batches from ``step`` on: the profile's size (``ResumableSampler``) or buckets (Table 6)."""
     store = None
     if latents is not None:
@@ -230,14 +253,28 @@ def training_batches(cfg: TrainConfig, data_dir: Path, profile: ModelProfile, co
 
         store = LatentStore(latents)
         store.check(cfg, profile)
-    dataset = AlchemistDataset(data_dir, profile.width_px, profile.height_px, profile.num_frames,
-                               profile.image_size_px, cfg.data, seed=cfg.seed, with_references=int(cfg.stage) == 2,
-                               latents=store)
-    loader_args = {"num_workers": cfg.num_data_workers, "collate_fn": collate_samples,
-                   "persistent_workers": cfg.num_data_workers > 0}
+    dataset = AlchemistDataset(
+        data_dir,
+        profile.width_px,
+        profile.height_px,
+        profile.num_frames,
+        profile.image_size_px,
+        cfg.data,
+        seed=cfg.seed,
+        with_references=int(cfg.stage) == 2,
+        latents=store,
+    )
+    loader_args = {
+        "num_workers": cfg.num_data_workers,
+        "collate_fn": collate_samples,
+        "persistent_workers": cfg.num_data_workers > 0,
+    }
     if rank == 0 and dataset.num_missing_latents:
-        print(f"[alchemist] {dataset.num_missing_latents} clips have no stored latents (encode errors) and are left "
-              "out", file=sys.stderr, flush=True)
+        print(
+            f"[alchemist] {dataset.num_missing_latents} clips have no stored latents (encode errors) and are left out",
+            file=sys.stderr,
+            flush=True,
+        )
     if dataset.buckets is None:
         sampler = ResumableSampler(len(dataset), cfg.seed, start=step * batch_size, rank=rank, world_size=world_size)
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, **loader_args)
@@ -322,15 +359,20 @@ def run_training_loop(
         if ema is not None and (checkpoint / "transformer_ema").exists():
             from safetensors.torch import load_file
 
-            ema = {k: v.float() for k, v in load_file(checkpoint / "transformer_ema" /
-                                                      "diffusion_pytorch_model.safetensors").items()}
+            ema = {
+                k: v.float()
+                for k, v in load_file(checkpoint / "transformer_ema" / "diffusion_pytorch_model.safetensors").items()
+            }
 
     patch_size = tuple(model.config.patch_size)
     if batch_source is not None:
         batches = iter(batch_source(step))
     else:
-        batches = iter(training_batches(cfg, data_dir, profile, components, patch_size, batch_size, step, rank,
-                                        world_size, latents))
+        batches = iter(
+            training_batches(
+                cfg, data_dir, profile, components, patch_size, batch_size, step, rank, world_size, latents
+            )
+        )
 
     use_bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
@@ -359,13 +401,19 @@ def run_training_loop(
             text = None
             if "latents" in batch:  # precomputed (`alchemist encode`): no decode, no VAE, no text encoder
                 clean = batch["latents"].to(device)
-                text = TextConditions(batch["text_embeddings"].to(device), batch["text_mask"].to(device),
-                                      batch["word_tokens"])
+                text = TextConditions(
+                    batch["text_embeddings"].to(device), batch["text_mask"].to(device), batch["word_tokens"]
+                )
             else:
                 clean = components.vae.encode(batch["video"].to(device))
             conditions = encode_conditions(
-                components, batch["captions"], batch.get("ref_images"), batch.get("ref_mask"),
-                batch.get("ref_words"), cfg.word_token_len, text=text,
+                components,
+                batch["captions"],
+                batch.get("ref_images"),
+                batch.get("ref_mask"),
+                batch.get("ref_words"),
+                cfg.word_token_len,
+                text=text,
             )
             if stage == 1:
                 conditions = {k: conditions[k] for k in ("encoder_hidden_states", "encoder_attention_mask")}
@@ -413,11 +461,25 @@ def run_training_loop(
                 metrics_file.flush()
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{record['samples_per_s']:.2f}",
-                                tokens_s=f"{record['tokens_per_s']:.0f}")
+                bar.set_postfix(
+                    loss=f"{loss_value:.4f}",
+                    samples_s=f"{record['samples_per_s']:.2f}",
+                    tokens_s=f"{record['tokens_per_s']:.0f}",
+                )
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                saved = _checkpoint(output_dir, model, wrapped, optimizer, scheduler, step, generator, batch_size,
-                                    ema, is_main, world_size)
+                saved = _checkpoint(
+                    output_dir,
+                    model,
+                    wrapped,
+                    optimizer,
+                    scheduler,
+                    step,
+                    generator,
+                    batch_size,
+                    ema,
+                    is_main,
+                    world_size,
+                )
     finally:
         if bar is not None:
             bar.close()
@@ -426,8 +488,9 @@ def run_training_loop(
     return TrainResult(output_dir, step, losses, saved)
 
 
-def _checkpoint(output_dir, model, wrapped, optimizer, scheduler, step, generator, batch_size, ema, is_main,
-                world_size) -> Path | None:
+def _checkpoint(
+    output_dir, model, wrapped, optimizer, scheduler, step, generator, batch_size, ema, is_main, world_size
+) -> Path | None:
     rng = rng_state(generator)
     if world_size > 1:
         import torch.distributed as dist
@@ -468,8 +531,18 @@ def train(
     """Single-process training (CPU or one GPU); ``latents``: an ``alchemist encode`` folder of ``data_dir``."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg, profile, components = prepare_run(cfg, Path(output_dir), resume, latents)
-    return run_training_loop(cfg, Path(data_dir), Path(output_dir), profile, components, resume, dev,
-                             progress=progress, on_step=on_step, latents=latents)
+    return run_training_loop(
+        cfg,
+        Path(data_dir),
+        Path(output_dir),
+        profile,
+        components,
+        resume,
+        dev,
+        progress=progress,
+        on_step=on_step,
+        latents=latents,
+    )
 
 
 def _row_to_sample(row: dict[str, Any]) -> dict[str, Any]:
@@ -481,8 +554,11 @@ def _row_to_sample(row: dict[str, Any]) -> dict[str, Any]:
         "video": torch.as_tensor(np.asarray(row["video"])),
     }
     if "ref_images" in row:
-        sample.update(ref_images=torch.as_tensor(np.asarray(row["ref_images"])),
-                      ref_words=[str(w) for w in row["ref_words"]], ref_kinds=[str(k) for k in row["ref_kinds"]])
+        sample.update(
+            ref_images=torch.as_tensor(np.asarray(row["ref_images"])),
+            ref_words=[str(w) for w in row["ref_words"]],
+            ref_kinds=[str(k) for k in row["ref_kinds"]],
+        )
     return sample
 
 
@@ -514,9 +590,21 @@ def _ray_worker_loop(config: dict[str, Any]) -> None:
                     yield collate_samples(rows)
                     rows = []
 
-    result = run_training_loop(cfg, Path(config["data_dir"]), Path(config["output_dir"]), profile, components,
-                               config["resume"], device, rank, world_size, wrap_model=wrap, progress=rank == 0,
-                               batch_source=batch_source, latents=config.get("latents"))
+    result = run_training_loop(
+        cfg,
+        Path(config["data_dir"]),
+        Path(config["output_dir"]),
+        profile,
+        components,
+        config["resume"],
+        device,
+        rank,
+        world_size,
+        wrap_model=wrap,
+        progress=rank == 0,
+        batch_source=batch_source,
+        latents=config.get("latents"),
+    )
     ray.train.report({"step": result.step, "loss": result.losses[-1] if result.losses else math.nan})
 
 
@@ -534,8 +622,10 @@ def train_ray(
     from ray.train.torch import TorchTrainer
 
     if cfg.data_source == "ray_data" and (latents is not None or cfg.data.buckets):
-        raise ValueError("data_source=ray_data streams the profile's size from the videos; with --latents or "
-                         "data.buckets use data_source=loader")
+        raise ValueError(
+            "data_source=ray_data streams the profile's size from the videos; with --latents or "
+            "data.buckets use data_source=loader"
+        )
     output_dir = Path(output_dir).resolve()
     # config + encoders written once, before the workers start
     cfg, _, _ = prepare_run(cfg, output_dir, resume, latents)
@@ -547,8 +637,16 @@ def train_ray(
 
         profile = model_profile(cfg.profile)
         batch_size = cfg.batch_size or profile.batch_size
-        dataset = AlchemistDataset(data_dir, profile.width_px, profile.height_px, profile.num_frames,
-                                   profile.image_size_px, cfg.data, seed=cfg.seed, with_references=int(cfg.stage) == 2)
+        dataset = AlchemistDataset(
+            data_dir,
+            profile.width_px,
+            profile.height_px,
+            profile.num_frames,
+            profile.image_size_px,
+            cfg.data,
+            seed=cfg.seed,
+            with_references=int(cfg.stage) == 2,
+        )
         start = 0
         checkpoint = latest_checkpoint(output_dir) if resume else None
         if checkpoint is not None:

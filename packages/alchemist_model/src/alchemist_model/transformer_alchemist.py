@@ -85,8 +85,9 @@ def apply_rotary_emb(hidden_states: torch.Tensor, freqs_cos: torch.Tensor, freqs
 class AlchemistAttention(nn.Module):
     """Multi-head attention with QK-norm; self-attention when ``kv_dim`` is None, cross-attention otherwise."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, kv_dim: int | None = None, qk_norm: bool = True,
-                 eps: float = 1e-6) -> None:
+    def __init__(
+        self, dim: int, heads: int, head_dim: int, kv_dim: int | None = None, qk_norm: bool = True, eps: float = 1e-6
+    ) -> None:
         super().__init__()
         inner_dim = heads * head_dim
         self.heads = heads
@@ -129,8 +130,17 @@ class AlchemistAttention(nn.Module):
 
 
 class AlchemistTransformerBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, head_dim: int, text_dim: int, cond_dim: int, mlp_ratio: float,
-                 qk_norm: bool, eps: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int,
+        text_dim: int,
+        cond_dim: int,
+        mlp_ratio: float,
+        qk_norm: bool,
+        eps: float,
+    ) -> None:
         super().__init__()
         # 1. Self-attention (modulated norm)
         self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
@@ -163,9 +173,9 @@ class AlchemistTransformerBlock(nn.Module):
         personalization_attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         # temb: (B, D), already SiLU-activated -> 7 x (B, 1, D)
-        shift_msa, scale_msa, gate_msa, gate_text, shift_mlp, scale_mlp, gate_mlp = (
-            self.adaln_modulation(temb)[:, None].chunk(7, dim=-1)
-        )
+        shift_msa, scale_msa, gate_msa, gate_text, shift_mlp, scale_mlp, gate_mlp = self.adaln_modulation(temb)[
+            :, None
+        ].chunk(7, dim=-1)
         norm_hidden_states = self.norm1(hidden_states) * (1 + scale_msa) + shift_msa
         hidden_states = hidden_states + gate_msa * self.attn1(norm_hidden_states, rotary_emb=rotary_emb)
 
@@ -237,8 +247,9 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
         self.rope = AlchemistRotaryPosEmbed(axes, rope_theta)
         self.patch_embedding = nn.Conv3d(in_channels, inner_dim, kernel_size=patch_size, stride=patch_size)
         if self_conditioning:
-            self.self_conditioning_embedding = nn.Conv3d(in_channels, inner_dim, kernel_size=patch_size,
-                                                         stride=patch_size)
+            self.self_conditioning_embedding = nn.Conv3d(
+                in_channels, inner_dim, kernel_size=patch_size, stride=patch_size
+            )
             nn.init.zeros_(self.self_conditioning_embedding.weight)
             nn.init.zeros_(self.self_conditioning_embedding.bias)
 
@@ -340,8 +351,9 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
         personalization_hidden_states = personalization_attention_mask = None
         if reference_image_tokens is not None:
             if reference_mask is None:
-                reference_mask = torch.ones(reference_image_tokens.shape[:2], dtype=torch.bool,
-                                            device=reference_image_tokens.device)
+                reference_mask = torch.ones(
+                    reference_image_tokens.shape[:2], dtype=torch.bool, device=reference_image_tokens.device
+                )
             personalization_hidden_states, personalization_attention_mask = self.personalization_embedder(
                 reference_image_tokens, reference_word_tokens, reference_mask
             )
@@ -350,8 +362,14 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
                 personalization_hidden_states = personalization_hidden_states * keep
 
         # 3. Transformer blocks
-        block_args = (temb, rotary_emb, encoder_hidden_states, encoder_attention_mask,
-                      personalization_hidden_states, personalization_attention_mask)
+        block_args = (
+            temb,
+            rotary_emb,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            personalization_hidden_states,
+            personalization_attention_mask,
+        )
         for block in self.blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, hidden_states, *block_args)
@@ -372,14 +390,16 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
         return Transformer2DModelOutput(sample=output)
 
 
-def transformer_flops_per_token(config: dict[str, Any], num_video_tokens: int, num_text_tokens: int,
-                                num_reference_tokens: int) -> float:
+def transformer_flops_per_token(
+    config: dict[str, Any], num_video_tokens: int, num_text_tokens: int, num_reference_tokens: int
+) -> float:
     """Forward matmul FLOPs per video token (2 per multiply-add); training = 3x this (forward + backward)."""
     dim = config["num_attention_heads"] * config["attention_head_dim"]
     hidden = int(dim * config["mlp_ratio"])
     per_block = 2 * (
         4 * dim * dim  # self-attention projections
-        + 2 * dim * dim + 2 * dim * dim  # cross-attention q/out (text + personalization)
+        + 2 * dim * dim
+        + 2 * dim * dim  # cross-attention q/out (text + personalization)
         + 2 * dim * hidden  # MLP
     )
     # adaLN (7 dim) + personalization gate (dim) run once per sample, not per token.

@@ -57,4 +57,3 @@ def decode_image(data: bytes, mode: str | None = None) -> np.ndarray:
         if im.mode in ("LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             return np.asarray(im.convert("RGBA"))
         return np.asarray(im.convert("RGB"))
-

@@ -266,8 +266,9 @@ def probe(video: str) -> VideoInfo:
 # decoding primitives
 
 
-def _iter_frames(container: Any, vs: Any, skip_before_pts: list[int | None] | None = None,
-                 seen_packet_pts: list[int] | None = None) -> Iterator[Any]:
+def _iter_frames(
+    container: Any, vs: Any, skip_before_pts: list[int | None] | None = None, seen_packet_pts: list[int] | None = None
+) -> Iterator[Any]:
     """Decode the video stream from the current position, tolerating damaged packets.
 
     ``skip_before_pts[0]`` (mutable, read per packet) makes the decoder drop non-reference frames whose packet pts
@@ -355,8 +356,11 @@ def _seek(container: Any, vs: Any, ts: int, times: _StreamTimes) -> None:
         # Seeking past the damaged end of a truncated file can fail: start over from the beginning.
         container.seek(times.start_pts - int(1 / times.tb), stream=vs, backward=True)
     except av.FFmpegError as exc:
-        raise VideoError("unreadable", f"the container cannot seek ({exc}); raw elementary streams (.h264, .hevc) "
-                         "must be remuxed first, e.g. ffmpeg -i IN.h264 -c copy OUT.mp4") from exc
+        raise VideoError(
+            "unreadable",
+            f"the container cannot seek ({exc}); raw elementary streams (.h264, .hevc) "
+            "must be remuxed first, e.g. ffmpeg -i IN.h264 -c copy OUT.mp4",
+        ) from exc
 
 
 def _clip_window(info: VideoInfo, start_s: float | None, end_s: float | None, video: str) -> tuple[float, float]:

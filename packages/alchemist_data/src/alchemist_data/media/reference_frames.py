@@ -214,8 +214,11 @@ def _plan_and_decode(reader: _Reader, targets: list[int], video: str) -> list[An
             # The data ended more than a frame before the target: the file is shorter than its header says.
             got = float((_frame_end(frame, times) - times.start_pts) * tb)
             want = float((target - times.start_pts) * tb)
-            raise VideoError("truncated", f"{video}: decodable data ends at {got:.3f} s but a reference frame at "
-                             f"{want:.3f} s is needed (truncated or damaged file)")
+            raise VideoError(
+                "truncated",
+                f"{video}: decodable data ends at {got:.3f} s but a reference frame at "
+                f"{want:.3f} s is needed (truncated or damaged file)",
+            )
         chosen.append(frame)
     return chosen
 
@@ -324,8 +327,10 @@ def reference_frames(
     """
     video = os.fspath(video)
     if seek not in SEEK_MODES:
-        raise ValueError(f"seek must be one of {', '.join(map(repr, SEEK_MODES))} (exact frames at the fractions, or "
-                         f"the keyframe at or before each), got {seek!r}")
+        raise ValueError(
+            f"seek must be one of {', '.join(map(repr, SEEK_MODES))} (exact frames at the fractions, or "
+            f"the keyframe at or before each), got {seek!r}"
+        )
     stats = stats if stats is not None else {}
     stats.update(frames_decoded=0, seeks=0)
     if not fractions:
@@ -345,8 +350,9 @@ def reference_frames(
         else:
             reader.push_back(first)
         if not info.is_num_frames_estimated and info.num_frames < min(3, len(fractions)):
-            raise VideoError("too_few_frames", f"{video} has {info.num_frames} frame(s); 3 distinct reference "
-                             "frames are needed")
+            raise VideoError(
+                "too_few_frames", f"{video} has {info.num_frames} frame(s); 3 distinct reference frames are needed"
+            )
         a, b = _clip_window(info, start_s, end_s, video)
         tb = times.tb
         # Targets strictly inside [a, b): 100 % would be the first frame after the clip.
@@ -363,8 +369,11 @@ def reference_frames(
             frames[i] = f
         pts = [f.pts for f in frames]
         if len(fractions) >= 3 and len(set(pts)) < 3:
-            raise VideoError("too_few_frames", f"{video}: the clip [{a:.3f}, {b:.3f}) s holds fewer than 3 distinct "
-                             "frames; 3 distinct reference frames are needed")
+            raise VideoError(
+                "too_few_frames",
+                f"{video}: the clip [{a:.3f}, {b:.3f}) s holds fewer than 3 distinct "
+                "frames; 3 distinct reference frames are needed",
+            )
         rotation = info.rotation_deg
         cache: dict[int, np.ndarray] = {}
         images = []

@@ -36,8 +36,10 @@ def read_checkpoint(path: str | os.PathLike, what: str, weights_only: bool = Tru
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # torch raises RuntimeError / UnpicklingError / EOFError / ... for a foreign file
-        raise ModelLoadError(f"{what} checkpoint {path} is not a readable PyTorch file: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise ModelLoadError(
+            f"{what} checkpoint {path} is not a readable PyTorch file: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
 
 
 def unwrap_state_dict(ckpt: Any, keys: Iterable[str] = ("model", "state_dict")) -> Any:
@@ -69,25 +71,33 @@ def load_exact(
     layout for the message.
     """
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
-        raise ModelLoadError(f"{what} checkpoint {os.fspath(source)} holds a {type(state).__name__}, not a state "
-                             f"dict; expected {layout}")
+        raise ModelLoadError(
+            f"{what} checkpoint {os.fspath(source)} holds a {type(state).__name__}, not a state "
+            f"dict; expected {layout}"
+        )
     own = model.state_dict()
     harmless = set(harmless_unexpected)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own and k not in harmless]
-    mismatched = [f"{k} {tuple(state[k].shape)} (model {tuple(own[k].shape)})" for k in own
-                  if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} (model {tuple(own[k].shape)})"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or mismatched:
         problems = []
         if missing:
-            problems.append(f"{len(missing)} of the model's {len(own)} tensors are missing "
-                            f"(first: {', '.join(missing[:_SHOW])})")
+            problems.append(
+                f"{len(missing)} of the model's {len(own)} tensors are missing (first: {', '.join(missing[:_SHOW])})"
+            )
         if unexpected:
             problems.append(f"{len(unexpected)} keys are not the model's (first: {', '.join(unexpected[:_SHOW])})")
         if mismatched:
             problems.append(f"{len(mismatched)} shapes differ (first: {', '.join(mismatched[:_SHOW])})")
-        raise ModelLoadError(f"{what} checkpoint {os.fspath(source)} does not have the expected layout "
-                             f"({layout}): {'; '.join(problems)}")
+        raise ModelLoadError(
+            f"{what} checkpoint {os.fspath(source)} does not have the expected layout "
+            f"({layout}): {'; '.join(problems)}"
+        )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
 
 

@@ -76,6 +76,7 @@ class BackgroundConfig(StageConfig):
         check_choice("background.backend", self.backend, ("opencv", "sd2"))
         check_choice("background.prompt_source", self.prompt_source, ("entity_word", "fixed"))
 
+
 # Text encoders groundingdino-py's get_pretrained_language_model builds; any other hub id makes it raise a bare
 # ValueError deep inside build_model.
 GDINO_TEXT_ENCODERS = ("bert-base-uncased", "roberta-base")

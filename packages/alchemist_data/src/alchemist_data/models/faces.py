@@ -215,14 +215,21 @@ def yolo_pickle_requirements(checkpoint: str) -> str | None:
         return None
     needs = []
     if missing_repo:
-        needs.append(f"the WongKinYiu/yolov9 repository on PYTHONPATH (it defines {', '.join(missing_repo)}; "
-                     "`git clone https://github.com/WongKinYiu/yolov9` and `export PYTHONPATH=$PWD/yolov9`)")
+        needs.append(
+            f"the WongKinYiu/yolov9 repository on PYTHONPATH (it defines {', '.join(missing_repo)}; "
+            "`git clone https://github.com/WongKinYiu/yolov9` and `export PYTHONPATH=$PWD/yolov9`)"
+        )
     if missing_pkgs:
-        needs.append(f"the packages {', '.join(missing_pkgs)} (`pip install 'alchemist-data[yolo-pt]'` or "
-                     "`pip install -r requirements/yolo-pt.txt`)")
-    return (f"YOLO face checkpoint {checkpoint} is a pickled YOLOv9 model; loading it needs " + " and ".join(needs)
-            + ". Or export it once to TorchScript (WongKinYiu/yolov9 `python export.py --weights FILE --include "
-            "torchscript`), which needs none of them.")
+        needs.append(
+            f"the packages {', '.join(missing_pkgs)} (`pip install 'alchemist-data[yolo-pt]'` or "
+            "`pip install -r requirements/yolo-pt.txt`)"
+        )
+    return (
+        f"YOLO face checkpoint {checkpoint} is a pickled YOLOv9 model; loading it needs "
+        + " and ".join(needs)
+        + ". Or export it once to TorchScript (WongKinYiu/yolov9 `python export.py --weights FILE --include "
+        "torchscript`), which needs none of them."
+    )
 
 
 class YoloFaceDetector(FaceDetector):

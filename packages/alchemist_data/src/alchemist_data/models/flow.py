@@ -34,6 +34,7 @@ class DisFlow:
     def flows(self, frames: np.ndarray) -> list[np.ndarray]:
         return self.pairs(frames[:-1], frames[1:]) if len(frames) >= 2 else []
 
+
 # princeton-vl/RAFT module names -> torchvision raft_large names (the same RAFT-large architecture). Applied in
 # order to the key without "module."; a shared norm registered twice by princeton (layerN.0.norm3, also
 # downsample.1) is dropped.

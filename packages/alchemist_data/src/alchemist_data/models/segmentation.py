@@ -166,8 +166,9 @@ class SegmentAnything(Segmenter):
         flat = torch.tensor([b for fb in boxes for b in fb])
         boxes_t = pred.transform.apply_boxes_torch(flat, original_size).to(pred.device)
         sparse, dense = sam.prompt_encoder(points=None, boxes=boxes_t, masks=None)
-        low_res, iou = _decode_per_box(sam.mask_decoder, features[owner], sam.prompt_encoder.get_dense_pe(), sparse,
-                                       dense)
+        low_res, iou = _decode_per_box(
+            sam.mask_decoder, features[owner], sam.prompt_encoder.get_dense_pe(), sparse, dense
+        )
         masks = (sam.postprocess_masks(low_res, input_size, original_size) > sam.mask_threshold)[:, 0].cpu().numpy()
         scores = iou[:, 0].float().cpu().numpy()
         out, pos = [], 0
@@ -177,8 +178,9 @@ class SegmentAnything(Segmenter):
         return out
 
 
-def _decode_per_box(dec: Any, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
-                    dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _decode_per_box(
+    dec: Any, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``MaskDecoder.forward(..., multimask_output=False)`` where ``image_embeddings`` holds one row per box."""
     output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
     output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)

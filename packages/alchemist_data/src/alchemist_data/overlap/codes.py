@@ -66,8 +66,14 @@ def crop_variants(frame: np.ndarray, frac: float = CROP_VARIANT) -> list[np.ndar
     different clip of the same scene; one of these variants is within a few bits of it (measured in the tests)."""
     h, w = frame.shape[:2]
     dy, dx = int(round(frac * h)), int(round(frac * w))
-    return [frame, frame[dy:, dx:], frame[dy:, : w - dx], frame[: h - dy, dx:], frame[: h - dy, : w - dx],
-            frame[dy // 2 : h - dy // 2, dx // 2 : w - dx // 2]]
+    return [
+        frame,
+        frame[dy:, dx:],
+        frame[dy:, : w - dx],
+        frame[: h - dy, dx:],
+        frame[: h - dy, : w - dx],
+        frame[dy // 2 : h - dy // 2, dx // 2 : w - dx // 2],
+    ]
 
 
 def hamming(codes: np.ndarray, code: int | np.uint64) -> np.ndarray:
@@ -157,8 +163,11 @@ class PHashCoder(FrameCoder):
         variants = [v for f in frames for v in crop_variants(cv2.cvtColor(check_rgb(f, "frame"), cv2.COLOR_RGB2GRAY))]
         hashes, informative = phash(variants)
         n = len(variants) // len(frames) if len(frames) else 6
-        return {"hash": hashes.reshape(len(frames), n), "layout": colour_layout(frames),
-                "informative": informative.reshape(len(frames), n)[:, 0]}  # variant 0 is the frame itself
+        return {
+            "hash": hashes.reshape(len(frames), n),
+            "layout": colour_layout(frames),
+            "informative": informative.reshape(len(frames), n)[:, 0],
+        }  # variant 0 is the frame itself
 
     def prepare(self, index: Codes) -> None:
         # One contiguous row per variant: XOR and popcount then stream through memory, about 7x faster than
@@ -180,8 +189,10 @@ class PHashCoder(FrameCoder):
 
     def describe(self, similarity: float) -> str:
         bits = (1.0 - similarity) * HASH_BITS
-        return (f"similarity {similarity:.3f} (perceptual hash: {bits:.1f} of {HASH_BITS} bits differ on average; "
-                f"colour layout within {self.max_layout_diff:g}/255 per cell)")
+        return (
+            f"similarity {similarity:.3f} (perceptual hash: {bits:.1f} of {HASH_BITS} bits differ on average; "
+            f"colour layout within {self.max_layout_diff:g}/255 per cell)"
+        )
 
 
 DEFAULT_MODELS = {"dinov2": "facebook/dinov2-base", "clip": "openai/clip-vit-large-patch14"}
@@ -194,8 +205,14 @@ def _random_dinov2(size: str) -> tuple[Any, Any]:
 
     torch.manual_seed(0)
     width = 32 if size == "random-tiny" else 96
-    cfg = Dinov2Config(hidden_size=width, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * width,
-                       image_size=56, patch_size=14)
+    cfg = Dinov2Config(
+        hidden_size=width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * width,
+        image_size=56,
+        patch_size=14,
+    )
     return Dinov2Model(cfg).eval(), None
 
 
@@ -260,5 +277,3 @@ class EmbeddingCoder(LazyModel, FrameCoder):
 
     def describe(self, similarity: float) -> str:
         return f"cosine similarity {similarity:.3f} ({self.name} embeddings)"
-
-

@@ -171,8 +171,16 @@ def _fingerprint(cfg: OverlapConfig, refs: list[ReferenceVideo]) -> str:
             files.append([r.ref_id, r.path, st.st_size, st.st_mtime_ns])
         except OSError:
             files.append([r.ref_id, r.path, None, None])
-    settings = {"format": _INDEX_FORMAT, "backend": cfg.backend, "model": cfg.model, "step": cfg.reference_step_s,
-                "side": _INDEX_SIDE_PX, "crop": CROP_VARIANT, "layout": LAYOUT_CELLS, "files": files}
+    settings = {
+        "format": _INDEX_FORMAT,
+        "backend": cfg.backend,
+        "model": cfg.model,
+        "step": cfg.reference_step_s,
+        "side": _INDEX_SIDE_PX,
+        "crop": CROP_VARIANT,
+        "layout": LAYOUT_CELLS,
+        "files": files,
+    }
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -244,14 +252,20 @@ class OverlapIndex:
             if progress is not None:
                 progress(v + 1, len(refs))
         if len(skipped) == len(refs):
-            raise ValueError(f"overlap.reference_dir {cfg.reference_dir!r}: none of its {len(refs)} videos could be "
-                             f"read (first: {skipped[0][1]})")
+            raise ValueError(
+                f"overlap.reference_dir {cfg.reference_dir!r}: none of its {len(refs)} videos could be "
+                f"read (first: {skipped[0][1]})"
+            )
         merged = {k: np.concatenate([c[k] for c in codes]) for k in codes[0]}
         return cls(coder, cfg, refs, merged, np.concatenate(video), np.concatenate(times), skipped)
 
     @classmethod
-    def load_or_build(cls, cfg: OverlapConfig, device: str = "cpu", cache_dir: str | os.PathLike[str] | None = None,
-                      ) -> OverlapIndex:
+    def load_or_build(
+        cls,
+        cfg: OverlapConfig,
+        device: str = "cpu",
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> OverlapIndex:
         """The index of ``cfg.reference_dir``, from the cache when an identical one was built before.
 
         The cache key covers the settings that change codes and every reference file's path, size and mtime, so an
@@ -281,9 +295,14 @@ class OverlapIndex:
                     log.warning("overlap: cached index %s is unreadable (%s); rebuilding it", path, err)
             index = cls.build(cfg, device, refs)
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-            np.savez(tmp, **{f"code_{k}": v for k, v in index.codes.items()}, video=index.video, time_s=index.time_s,
-                     skipped_ids=np.array([s[0] for s in index.skipped], str),
-                     skipped_why=np.array([s[1] for s in index.skipped], str))
+            np.savez(
+                tmp,
+                **{f"code_{k}": v for k, v in index.codes.items()},
+                video=index.video,
+                time_s=index.time_s,
+                skipped_ids=np.array([s[0] for s in index.skipped], str),
+                skipped_why=np.array([s[1] for s in index.skipped], str),
+            )
             os.replace(tmp, path)
             log.info("overlap: indexed %d reference frames of %d videos into %s", index.num_frames, len(refs), path)
             return index
@@ -350,8 +369,9 @@ class OverlapIndex:
             return None
         count, sim, v, offset = best
         ref = self.refs[v]
-        return OverlapMatch(ref.ref_id, ref.path, float(sim), int(count), num_frames, float(offset),
-                            self.coder.describe(float(sim)))
+        return OverlapMatch(
+            ref.ref_id, ref.path, float(sim), int(count), num_frames, float(offset), self.coder.describe(float(sim))
+        )
 
 
 def _best_offset(q: np.ndarray, offsets: np.ndarray, sims: np.ndarray, tol: float) -> tuple[int, float, float]:

@@ -27,8 +27,12 @@ DEFAULT_MAX_CLIPS = 100
 __all__ = ["DEFAULT_MAX_CLIPS", "NotAReportableFolderError", "build_report"]
 
 
-def build_report(run: str | os.PathLike[str], output: str | os.PathLike[str], max_clips: int = DEFAULT_MAX_CLIPS,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def build_report(
+    run: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    max_clips: int = DEFAULT_MAX_CLIPS,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Write the report of ``run`` (local folder or URI) to ``output``; returns ``{kind, index, num_clips, ...}``.
 
     ``output`` is created; an earlier report there is replaced (its ``img/`` folder is cleared first). Raises

@@ -8,8 +8,20 @@ from typing import Any
 import numpy as np
 
 # Distinct, saturated colours that read on light and dark frames; a word keeps its colour on every frame of a clip.
-PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-           (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0)]
+PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+    (128, 0, 0),
+]
 MASK_ALPHA = 0.45
 # Frames are drawn on a canvas of this width, twice the width the page shows them at: labels and lines keep the same
 # size on a 256-px frame of the tiny profile and on a 1080p one, and a large frame costs a small JPEG.
@@ -34,8 +46,11 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
-def draw_detections(frame: np.ndarray, detections: list[dict[str, Any]], colours: dict[str, tuple[int, int, int]],
-                    ) -> np.ndarray:
+def draw_detections(
+    frame: np.ndarray,
+    detections: list[dict[str, Any]],
+    colours: dict[str, tuple[int, int, int]],
+) -> np.ndarray:
     """The frame with every detection of it drawn: the SAM mask tinted in the word's colour, the box, and a label
     with the entity word and the box score. Boxes that were dropped (``drop_reason``) are drawn thin and grey with
     the reason; face boxes are yellow. Returns a new RGB uint8 array (enlarged when the frame is small)."""
@@ -54,8 +69,10 @@ def draw_detections(frame: np.ndarray, detections: list[dict[str, Any]], colours
             out[mask] = (1 - MASK_ALPHA) * out[mask] + MASK_ALPHA * colour
     scale = CANVAS_WIDTH_PX / w
     img = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
-    img = img.resize((CANVAS_WIDTH_PX, max(1, round(h * scale))), Image.Resampling.LANCZOS if scale < 1 else
-                     Image.Resampling.BICUBIC)
+    img = img.resize(
+        (CANVAS_WIDTH_PX, max(1, round(h * scale))),
+        Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC,
+    )
     draw = ImageDraw.Draw(img)
     font = _font(20)
     for det in sorted(detections, key=lambda d: bool(d.get("is_detected"))):  # kept boxes drawn last, on top
@@ -78,8 +95,9 @@ def draw_detections(frame: np.ndarray, detections: list[dict[str, Any]], colours
     return np.asarray(img)
 
 
-def _label(draw: Any, font: Any, text: str, x: int, y: int, colour: tuple[int, int, int], size: tuple[int, int]
-           ) -> None:
+def _label(
+    draw: Any, font: Any, text: str, x: int, y: int, colour: tuple[int, int, int], size: tuple[int, int]
+) -> None:
     """Text on a filled tag at the box's top-left corner, kept inside the picture."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     tw, th = right - left + 6, bottom - top + 4
@@ -114,6 +132,6 @@ def thumbnail(image: np.ndarray, width_px: int) -> np.ndarray:
     h, w = image.shape[:2]
     if w <= width_px:
         return image
-    return np.asarray(Image.fromarray(image).resize((width_px, max(1, round(h * width_px / w))),
-                                                    Image.Resampling.LANCZOS))
-
+    return np.asarray(
+        Image.fromarray(image).resize((width_px, max(1, round(h * width_px / w))), Image.Resampling.LANCZOS)
+    )

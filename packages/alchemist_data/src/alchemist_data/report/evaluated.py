@@ -45,8 +45,10 @@ def _ground_truth(bench: RunSource | None, ids: list[str]) -> dict[str, list[np.
     if bench is None or not ids:
         return {}
     listing = ", ".join("'" + c.replace("'", "''") + "'" for c in ids)
-    clips = {c["clip_id"]: c for c in bench.sql(
-        f"SELECT clip_id, video, start_s, end_s, shard FROM clips WHERE clip_id IN ({listing})")}
+    clips = {
+        c["clip_id"]: c
+        for c in bench.sql(f"SELECT clip_id, video, start_s, end_s, shard FROM clips WHERE clip_id IN ({listing})")
+    }
     out: dict[str, list[np.ndarray]] = {}
     stored: dict[str, dict[int, bytes]] = {}
     for r in bench.rows("gt_frames", list(clips), {c.get("shard") for c in clips.values()}):
@@ -65,9 +67,15 @@ def _ground_truth(bench: RunSource | None, ids: list[str]) -> dict[str, list[np.
 def _thumbs(images: ImageWriter, stem: str, frames: list[np.ndarray], what: str) -> str:
     if not frames:
         return '<span class="empty">none</span>'
-    tags = [img(images.array(f"{stem}-{k}", draw.thumbnail(f, THUMB_WIDTH_PX), quality=80), "thumb",
-                f"{what} {FRACTIONS[k] * 100:.0f} %", f"{what}, {FRACTIONS[k] * 100:.0f} % frame")
-            for k, f in enumerate(frames[:3])]
+    tags = [
+        img(
+            images.array(f"{stem}-{k}", draw.thumbnail(f, THUMB_WIDTH_PX), quality=80),
+            "thumb",
+            f"{what} {FRACTIONS[k] * 100:.0f} %",
+            f"{what}, {FRACTIONS[k] * 100:.0f} % frame",
+        )
+        for k, f in enumerate(frames[:3])
+    ]
     return '<div class="thumbs">' + "".join(tags) + "</div>"
 
 
@@ -78,8 +86,9 @@ def _short(value: Any, limit: int = 300) -> Any:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def eval_report(src: RunSource, out_dir: Path, max_clips: int,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def eval_report(
+    src: RunSource, out_dir: Path, max_clips: int, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
     summary = src.read_json("summary.json") or {}
     settings = src.read_json("eval_config.json") or {}
     rows = sorted(src.read_parquet("scores.parquet").to_pylist(), key=lambda r: r["clip_id"])
@@ -100,9 +109,15 @@ def eval_report(src: RunSource, out_dir: Path, max_clips: int,
             generated = _generated_frames(r, settings.get("videos")) if r["status"] == "ok" else []
         except Exception:  # a video that scored but no longer decodes must not stop the report
             generated = []
-        sampled_rows.append([r["clip_id"], r["status"], *[r.get(m) for m in metrics],
-                             _thumbs(images, f"v{n:04d}-gen", generated, "generated"),
-                             _thumbs(images, f"v{n:04d}-gt", gt.get(r["clip_id"], []), "ground truth")])
+        sampled_rows.append(
+            [
+                r["clip_id"],
+                r["status"],
+                *[r.get(m) for m in metrics],
+                _thumbs(images, f"v{n:04d}-gen", generated, "generated"),
+                _thumbs(images, f"v{n:04d}-gt", gt.get(r["clip_id"], []), "ground truth"),
+            ]
+        )
         if progress is not None:
             progress(n + 1, len(sample))
     if bench is not None:
@@ -120,33 +135,57 @@ def eval_report(src: RunSource, out_dir: Path, max_clips: int,
             elif hi == lo:
                 lo, hi = lo - 0.5, hi + 0.5
             counts = np.histogram(vals, bins=20, range=(lo, hi))[0].tolist()
-            hists.append(charts.histogram_svg(counts, lo, hi, f"{METRICS[m]} per video",
-                                              f"{len(vals):,} readable videos (missing ones score 0)"))
+            hists.append(
+                charts.histogram_svg(
+                    counts, lo, hi, f"{METRICS[m]} per video", f"{len(vals):,} readable videos (missing ones score 0)"
+                )
+            )
     scores = summary.get("scores") or {}
-    body = cards([("videos", summary.get("num_videos", len(rows))), ("missing / unreadable", summary.get(
-        "num_missing")), *[(k, v) for k, v in scores.items()]])
+    body = cards(
+        [
+            ("videos", summary.get("num_videos", len(rows))),
+            ("missing / unreadable", summary.get("num_missing")),
+            *[(k, v) for k, v in scores.items()],
+        ]
+    )
     if summary.get("random_models"):
-        body += (f'<div class="warn">Scored with random models ({esc(", ".join(summary["random_models"]))}): the '
-                 "numbers are not comparable to the paper.</div>")
+        body += (
+            f'<div class="warn">Scored with random models ({esc(", ".join(summary["random_models"]))}): the '
+            "numbers are not comparable to the paper.</div>"
+        )
     if summary.get("num_left_out"):
-        body += (f'<div class="warn">{summary["num_left_out"]:,} clips of the mode had no generated video and were '
-                 "left out (--only-generated): these are not benchmark numbers.</div>")
+        body += (
+            f'<div class="warn">{summary["num_left_out"]:,} clips of the mode had no generated video and were '
+            "left out (--only-generated): these are not benchmark numbers.</div>"
+        )
     if bench_problem:
         body += f'<div class="warn">{esc(bench_problem)}</div>'
     body += '<h2>Distributions</h2><div class="charts">' + "".join(hists) + "</div>"
-    body += (f"<h2>Videos with frames</h2><p class=\"meta\">{len(sample):,} of {len(rows):,} videos, the first "
-             f"{max_clips:,} by md5(clip_id); <code>--max-clips N</code> changes the limit. Frames at 5/50/95 % of "
-             "the generated video, and the benchmark's ground truth.</p>")
-    body += table(["clip", "status", *names, "generated", "ground truth"], sampled_rows,
-                  raw=[False, False, *[False] * len(names), True, True])
+    body += (
+        f'<h2>Videos with frames</h2><p class="meta">{len(sample):,} of {len(rows):,} videos, the first '
+        f"{max_clips:,} by md5(clip_id); <code>--max-clips N</code> changes the limit. Frames at 5/50/95 % of "
+        "the generated video, and the benchmark's ground truth.</p>"
+    )
+    body += table(
+        ["clip", "status", *names, "generated", "ground truth"],
+        sampled_rows,
+        raw=[False, False, *[False] * len(names), True, True],
+    )
     listed = rows[:MAX_TABLE_ROWS]
     more = f" (the first {MAX_TABLE_ROWS:,})" if len(rows) > MAX_TABLE_ROWS else ""
     body += f"<h2>All per-video scores{more}</h2>"
-    body += table(["clip", "status", *names, "detail"],
-                  [[r["clip_id"], r["status"], *[r.get(m) for m in metrics], r.get("detail") or ""] for r in listed])
+    body += table(
+        ["clip", "status", *names, "detail"],
+        [[r["clip_id"], r["status"], *[r.get(m) for m in metrics], r.get("detail") or ""] for r in listed],
+    )
     body += "<h2>Settings</h2>" + table(["setting", "value"], [[k, _short(v)] for k, v in settings.items()])
     title = f"Evaluation: {summary.get('method') or Path(summary.get('videos', src.base)).name}"
     sub = f"{src.root} · {summary.get('mode', '?')} mode · profile {summary.get('profile', '?')}"
     index = write_page(out_dir, page(title, sub, body))
-    return {"kind": "eval", "index": str(index), "num_clips": len(rows), "num_clips_shown": len(sample),
-            "num_images": images.count}
+    return {
+        "kind": "eval",
+        "index": str(index),
+        "num_clips": len(rows),
+        "num_clips_shown": len(sample),
+        "num_images": images.count,
+    }

@@ -88,9 +88,13 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def cards(items: Iterable[tuple[str, Any]]) -> str:
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="v">{fmt(v)}</div><div class="k">{esc(k)}</div></div>' for k, v in items
-    ) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="v">{fmt(v)}</div><div class="k">{esc(k)}</div></div>' for k, v in items
+        )
+        + "</div>"
+    )
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], raw: Sequence[bool] | None = None) -> str:
@@ -110,11 +114,13 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], raw: Sequence[b
 
 
 def page(title: str, subtitle: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-            f"<header><h1>{esc(title)}</h1><div class=\"sub\">{esc(subtitle)}</div></header>"
-            f"<main>{body}</main></body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+        f'<header><h1>{esc(title)}</h1><div class="sub">{esc(subtitle)}</div></header>'
+        f"<main>{body}</main></body></html>\n"
+    )
 
 
 def settings_block(config: dict[str, Any] | None, title: str = "Resolved settings (run.json)") -> str:

@@ -49,8 +49,10 @@ class RunSource:
         self.fs, self.base = self.loc.fs, self.loc.path
         info = self.fs.get_file_info(self.base)
         if info.type.name != "Directory":
-            raise NotAReportableFolderError(f"{self.root!r} is not a folder: give a curated run, a benchmark folder "
-                                            "or an `alchemist eval` output folder")
+            raise NotAReportableFolderError(
+                f"{self.root!r} is not a folder: give a curated run, a benchmark folder "
+                "or an `alchemist eval` output folder"
+            )
         self.kind = self._detect()
         self._con: Any = None
 
@@ -105,8 +107,13 @@ class RunSource:
 
         return catalog.stats(self.root)
 
-    def rows(self, table: str, clip_ids: list[str], shards: set[str | None], columns: list[str] | None = None,
-             ) -> list[dict[str, Any]]:
+    def rows(
+        self,
+        table: str,
+        clip_ids: list[str],
+        shards: set[str | None],
+        columns: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
         """Rows of ``table`` (a schema table, or one of a benchmark's extra tables such as ``gt_frames``) for these
         clips, reading only the committed shard files named in ``shards``: image columns of a large run are far
         bigger than memory, and the clips table says which shard holds each clip."""
@@ -128,8 +135,9 @@ class RunSource:
             for name in names:
                 if self.fs.get_file_info(name).type.name == "NotFound":
                     continue
-                part = pq.read_table(name, filesystem=self.fs, columns=columns,
-                                     filters=pc.field("clip_id").isin(wanted))
+                part = pq.read_table(
+                    name, filesystem=self.fs, columns=columns, filters=pc.field("clip_id").isin(wanted)
+                )
                 out.extend(part.to_pylist())
         return out
 

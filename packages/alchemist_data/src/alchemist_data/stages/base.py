@@ -189,5 +189,3 @@ def full_mask(det: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
     from alchemist_data.media import decode_image
 
     return paste_box_mask(decode_image(det["mask_png"]), det["box_xyxy_px"], shape)
-
-

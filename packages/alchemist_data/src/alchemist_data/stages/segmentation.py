@@ -59,8 +59,14 @@ class SegmentationStage(Stage):
                 det["mask_iou_score"] = float(res.iou_score)
                 # The benchmark keeps a box without area (scored as an all-white subject); curation drops it, since
                 # an empty reference crop can neither be stored nor teach the model anything.
-                reason = mask_drop_reason(res.iou_score, res.mask, det["box_xyxy_px"], cfg.iou_threshold,
-                                          cfg.box_tolerance_px, allow_empty_box=False)
+                reason = mask_drop_reason(
+                    res.iou_score,
+                    res.mask,
+                    det["box_xyxy_px"],
+                    cfg.iou_threshold,
+                    cfg.box_tolerance_px,
+                    allow_empty_box=False,
+                )
                 if reason is not None:
                     det["drop_reason"] = reason
                     continue
