@@ -114,7 +114,8 @@ def run(quick: bool = False) -> list[dict]:
             "baseline": None,
             "baseline_name": None,
             "goal": None,
-            "note": f"{pr['num_copies']} copies (re-encode, 0.75 scale, 4 % crop, 0.4 s trim) of {n_refs} references vs "
+            "note": f"{pr['num_copies']} copies (re-encode, 0.75 scale, 4 % crop, 0.4 s trim) of {n_refs} references "
+            "vs "
             f"{pr['num_distractors']} distractors (half the same background); {pr['false_positives']} false",
         },
         {
