@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+from typer.testing import CliRunner
 
 from alchemist_data import catalog
 from alchemist_data.manifest import ManifestError
@@ -12,6 +13,7 @@ from alchemist_data.runner import CurateOptions, Reporter, curate
 from alchemist_data.sample_data import write_sample_corpus
 from alchemist_data.storage import resolve
 from alchemist_data.writer import OutputNotWritableError
+from pipelines.cli import app
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +46,11 @@ def test_run_from_and_to_the_store_reads_back_and_resumes(store, tmp_path, monke
     assert all(v.startswith("s3://corpus/sample/") for v in clips.column("video").to_pylist())
     n = catalog.query("s3://runs/r1", "SELECT count(*) AS n FROM entities").to_pylist()[0]["n"]
     assert n == info["counts"]["entities"]
+    cli = CliRunner().invoke(app, ["query", "s3://runs/r1", "SELECT count(*) AS n FROM clips", "--format", "json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output) == [{"n": clips.num_rows}]
+    stats = CliRunner().invoke(app, ["stats", "s3://runs/r1"])
+    assert stats.exit_code == 0 and "reject reasons" in stats.output, stats.output
     run = json.loads(resolve("s3://runs/r1/run.json").read_text())
     assert run["status"] == "complete" and run["output"] == "s3://runs/r1"
     again = _curate("s3://corpus/sample/manifest.jsonl", "s3://runs/r1", overrides={"shard_size": "2"})
