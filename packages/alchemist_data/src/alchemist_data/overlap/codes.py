@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,17 +112,18 @@ def take(codes: Codes, index: np.ndarray | slice) -> Codes:
     return {k: v[index] for k, v in codes.items()}
 
 
-class FrameCoder:
+class FrameCoder(ABC):
     """Turns frames into codes and finds the indexed frames that are near-duplicates of a clip frame."""
 
     name = "coder"
 
     def setup(self) -> None:
         """Load a model, if any (once per worker)."""
+        return None  # hashing needs no model
 
+    @abstractmethod
     def encode(self, frames: Sequence[np.ndarray]) -> Codes:
         """Codes of clip frames."""
-        raise NotImplementedError
 
     def encode_reference(self, frames: Sequence[np.ndarray]) -> Codes:
         """Codes of reference frames (default: the same as a clip frame's)."""
@@ -129,11 +131,12 @@ class FrameCoder:
 
     def prepare(self, index: Codes) -> None:
         """Arrange the index's codes for fast search (once, after the index is built or loaded)."""
+        return None  # codes searched as stored
 
+    @abstractmethod
     def candidates(self, index: Codes, query: Codes, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Indexed frames that are near-duplicates of clip frame ``i`` of ``query``: (their indices, similarity in
         [0, 1] of each). ``prepare(index)`` has been called."""
-        raise NotImplementedError
 
     def describe(self, similarity: float) -> str:
         return f"similarity {similarity:.3f}"
