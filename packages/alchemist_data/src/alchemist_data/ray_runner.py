@@ -92,7 +92,8 @@ def run_ray(
             fn_constructor_args=(group, part_writer if last else None, stats),
             batch_format="pyarrow",
             batch_size=min(s.batch_size for s in group),
-            compute=ray.data.ActorPoolStrategy(min_size=least, max_size=most),
+            # Start at the bound the work can use (no warm-up ramp on short jobs); Ray Data shrinks idle pools to min.
+            compute=ray.data.ActorPoolStrategy(min_size=least, max_size=most, initial_size=most),
             num_cpus=res.cpus,
             num_gpus=res.gpus or None,
             memory=res.memory_mb * 1024**2 or None,
