@@ -63,6 +63,32 @@ class TrainResult:
     checkpoint: Path | None
 
 
+def open_latents(latents: str | Path | None, cfg: TrainConfig, profile: ModelProfile) -> Any:
+    """The ``alchemist encode`` folder a run trains from (checked against the run's settings), or None."""
+    if latents is None:
+        return None
+    from alchemist_model.latents import LatentStore
+
+    store = LatentStore(latents)
+    store.check(cfg, profile)
+    return store
+
+
+def build_dataset(data_dir: Any, cfg: TrainConfig, profile: ModelProfile, latents: Any = None) -> AlchemistDataset:
+    """The training dataset of a run: the profile's sizes, the run's data config and seed; references in stage II."""
+    return AlchemistDataset(
+        data_dir,
+        profile.width_px,
+        profile.height_px,
+        profile.num_frames,
+        profile.image_size_px,
+        cfg.data,
+        seed=cfg.seed,
+        with_references=int(cfg.stage) == 2,
+        latents=latents,
+    )
+
+
 def build_transformer(profile: ModelProfile, cfg: TrainConfig, components: Components) -> AlchemistTransformer3DModel:
     kwargs = dict(profile.transformer)
     kwargs.update(
@@ -211,12 +237,7 @@ def prepare_run(
     if not resume and latest_checkpoint(output_dir) is not None:
         raise ValueError(f"{output_dir} already holds checkpoints: pass --resume to continue, or a new --output")
     check_stage2_start(cfg)
-    store = None
-    if latents is not None:
-        from alchemist_model.latents import LatentStore
-
-        store = LatentStore(latents)
-        store.check(cfg, profile)
+    store = open_latents(latents, cfg, profile)
     output_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(output_dir / "config.json")
     (output_dir / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
@@ -247,23 +268,8 @@ def training_batches(
     latents: str | Path | None = None,
 ) -> torch.utils.data.DataLoader:
     """This rank's batches from ``step`` on: the profile's size (``ResumableSampler``) or buckets (Table 6)."""
-    store = None
-    if latents is not None:
-        from alchemist_model.latents import LatentStore
-
-        store = LatentStore(latents)
-        store.check(cfg, profile)
-    dataset = AlchemistDataset(
-        data_dir,
-        profile.width_px,
-        profile.height_px,
-        profile.num_frames,
-        profile.image_size_px,
-        cfg.data,
-        seed=cfg.seed,
-        with_references=int(cfg.stage) == 2,
-        latents=store,
-    )
+    store = open_latents(latents, cfg, profile)
+    dataset = build_dataset(data_dir, cfg, profile, latents=store)
     loader_args = {
         "num_workers": cfg.num_data_workers,
         "collate_fn": collate_samples,
@@ -637,16 +643,7 @@ def train_ray(
 
         profile = model_profile(cfg.profile)
         batch_size = cfg.batch_size or profile.batch_size
-        dataset = AlchemistDataset(
-            data_dir,
-            profile.width_px,
-            profile.height_px,
-            profile.num_frames,
-            profile.image_size_px,
-            cfg.data,
-            seed=cfg.seed,
-            with_references=int(cfg.stage) == 2,
-        )
+        dataset = build_dataset(data_dir, cfg, profile)
         start = 0
         checkpoint = latest_checkpoint(output_dir) if resume else None
         if checkpoint is not None:
