@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(kw_only=True)
@@ -39,9 +39,11 @@ class StageConfig:
     # Ray actor pool bounds: the pool grows from min_workers to max_workers while work waits (0 = --num-workers).
     min_workers: int = 1
     max_workers: int = 0
+    #: ``{"section.field": allowed values}``: the fields that take one of a few names, checked by ``validate``
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def validate(self) -> None:
-        """Fail before any work on a value the stage does not understand (subclasses check their own fields)."""
+        """Fail before any work on a value the stage does not understand (subclasses check their other fields)."""
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.min_workers < 1 or self.max_workers < 0 or (self.max_workers and self.max_workers < self.min_workers):
@@ -49,6 +51,8 @@ class StageConfig:
                 f"min_workers={self.min_workers}, max_workers={self.max_workers}: need 1 <= min_workers <= "
                 "max_workers (max_workers 0 means --num-workers)"
             )
+        for key, allowed in self.choices.items():
+            check_choice(key, getattr(self, key.rpartition(".")[2]), allowed)
 
 
 def check_choice(key: str, value: str, allowed: Iterable[str]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from alchemist_data.config import StageConfig, check_choice
+from alchemist_data.config import StageConfig
 from alchemist_data.models.base import check_local_path
 
 
@@ -22,10 +22,10 @@ class GroundingConfig(StageConfig):
     text_encoder: str = "bert-base-uncased"  # gdino_py: hub id or local BERT dir
     box_threshold: float = 0.4  # spec §7.3
     batch_size: int = 8
+    choices = {"grounding.backend": ("hf", "gdino_py")}
 
     def validate(self) -> None:
         super().validate()
-        check_choice("grounding.backend", self.backend, ("hf", "gdino_py"))
         if self.backend == "gdino_py":
             check_gdino_text_encoder(self.text_encoder)
 
@@ -38,10 +38,7 @@ class SegmentationConfig(StageConfig):
     iou_threshold: float = 0.9  # spec §7.3: keep the mask if SAM's predicted IoU > threshold
     box_tolerance_px: int = 3  # spec §7.3 validity check (benchmark_rules.is_valid_mask_for_box)
     batch_size: int = 8
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("segmentation.backend", self.backend, ("sam", "hf"))
+    choices = {"segmentation.backend": ("sam", "hf")}
 
 
 @dataclass(kw_only=True)
@@ -49,10 +46,7 @@ class FacesConfig(StageConfig):
     backend: str = "mtcnn"  # mtcnn (facenet-pytorch, real weights in the wheel) | yolo | none
     checkpoint: str = ""  # yolo: a YOLO face checkpoint (e.g. yolov9-c face best.pt)
     min_score: float = 0.2  # spec §7.3 uses conf 0.2 for the YOLO face detector
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("faces.backend", self.backend, ("mtcnn", "yolo", "none"))
+    choices = {"faces.backend": ("mtcnn", "yolo", "none")}
 
 
 @dataclass(kw_only=True)
@@ -70,11 +64,7 @@ class BackgroundConfig(StageConfig):
     dilate_kernel_px: int = 4  # 4x4 ones kernel, 3 iterations, then binary_fill_holes (spec §2.4)
     dilate_iterations: int = 3
     batch_size: int = 4
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("background.backend", self.backend, ("opencv", "sd2"))
-        check_choice("background.prompt_source", self.prompt_source, ("entity_word", "fixed"))
+    choices = {"background.backend": ("opencv", "sd2"), "background.prompt_source": ("entity_word", "fixed")}
 
 
 # Text encoders groundingdino-py's get_pretrained_language_model builds; any other hub id makes it raise a bare
