@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow as pa
 
 from alchemist_data.models.configs import BackgroundConfig
-from alchemist_data.stages.base import Stage, frames_of, full_mask
+from alchemist_data.stages.base import Stage, columns, frames_of, full_mask
 
 __all__ = ["BackgroundConfig", "BackgroundStage"]
 
@@ -16,18 +16,19 @@ class BackgroundStage(Stage):
     """Background plate: middle frame with the dilated, hole-filled union of its masks inpainted (spec §2.4)."""
 
     name = "background"
-    adds = [
-        pa.field("background_word", pa.string()),
-        pa.field("background_jpg", pa.binary()),
-        pa.field("foreground_mask_png", pa.binary()),
-        pa.field("foreground_area_frac", pa.float32()),
-    ]
+    adds = columns(
+        {
+            "background_word": pa.string(),
+            "background_jpg": pa.binary(),
+            "foreground_mask_png": pa.binary(),
+            "foreground_area_frac": pa.float32(),
+        }
+    )
 
     def setup(self) -> None:
         from alchemist_data.models.inpaint import build_inpainter
 
-        self.inpainter = build_inpainter(self.cfg, device=self.device)
-        self.inpainter.setup()
+        self.inpainter = self._built(build_inpainter)
 
     def process_row(self, row: dict[str, Any]) -> None:
         from alchemist_data.benchmark_rules import foreground_mask

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,6 +21,12 @@ from alchemist_data.config import Resources, StageConfig
 
 log = logging.getLogger(__name__)
 
+
+def columns(types: Mapping[str, pa.DataType]) -> list[pa.Field]:
+    """Nullable Arrow fields from ``{column name: type}``, in order (how work columns and stage ``adds`` are given)."""
+    return [pa.field(name, type_) for name, type_ in types.items()]
+
+
 # Columns every work table starts with (built by the runner from the manifest).
 #
 # A stage may split one row into several (the shots stage cuts a multi-shot video into clips). Such a stage
@@ -29,41 +35,45 @@ log = logging.getLogger(__name__)
 # them to the number of rows derived from that input row (clips and rejects alike). The runner counts a manifest
 # row as finished once it has seen ``num_siblings`` rows with its ``source_index``, so splitting never breaks shard
 # accounting or resume.
-WORK_FIELDS = [
-    pa.field("clip_id", pa.string()),
-    pa.field("video", pa.string()),
-    pa.field("caption", pa.string()),
-    pa.field("start_s", pa.float64()),
-    pa.field("end_s", pa.float64()),
-    pa.field("shard", pa.string()),
-    pa.field("source_index", pa.int64()),  # the manifest row this work row comes from
-    pa.field("num_siblings", pa.int32()),  # work rows that manifest row has become (1 unless a stage splits it)
-    pa.field("reject_stage", pa.string()),
-    pa.field("reject_reason", pa.string()),
-    pa.field("reject_detail", pa.string()),
-]
+WORK_FIELDS = columns(
+    {
+        "clip_id": pa.string(),
+        "video": pa.string(),
+        "caption": pa.string(),
+        "start_s": pa.float64(),
+        "end_s": pa.float64(),
+        "shard": pa.string(),
+        "source_index": pa.int64(),  # the manifest row this work row comes from
+        "num_siblings": pa.int32(),  # work rows that manifest row has become (1 unless a stage splits it)
+        "reject_stage": pa.string(),
+        "reject_reason": pa.string(),
+        "reject_detail": pa.string(),
+    }
+)
 WORK_SCHEMA = pa.schema(WORK_FIELDS)
 
 BOX = pa.list_(pa.int32())
 # One grounded entity word on one reference frame; later stages fill the mask, face and crop fields.
 DETECTION = pa.struct(
-    [
-        pa.field("frame_index", pa.int8()),
-        pa.field("entity_word", pa.string()),
-        pa.field("category", pa.string()),
-        pa.field("is_detected", pa.bool_()),
-        pa.field("drop_reason", pa.string()),
-        pa.field("box_xyxy_px", BOX),
-        pa.field("box_score", pa.float32()),
-        pa.field("mask_iou_score", pa.float32()),
-        pa.field("mask_area_frac", pa.float32()),
-        pa.field("mask_png", pa.binary()),
-        pa.field("crop_png", pa.binary()),
-        pa.field("has_face", pa.bool_()),
-        pa.field("face_box_xyxy_px", BOX),
-        pa.field("face_score", pa.float32()),
-        pa.field("face_crop_png", pa.binary()),
-    ]
+    columns(
+        {
+            "frame_index": pa.int8(),
+            "entity_word": pa.string(),
+            "category": pa.string(),
+            "is_detected": pa.bool_(),
+            "drop_reason": pa.string(),
+            "box_xyxy_px": BOX,
+            "box_score": pa.float32(),
+            "mask_iou_score": pa.float32(),
+            "mask_area_frac": pa.float32(),
+            "mask_png": pa.binary(),
+            "crop_png": pa.binary(),
+            "has_face": pa.bool_(),
+            "face_box_xyxy_px": BOX,
+            "face_score": pa.float32(),
+            "face_crop_png": pa.binary(),
+        }
+    )
 )
 
 
@@ -118,14 +128,25 @@ class Stage:
         raise TypeError(f"{type(self).__name__} must override process_row or process_rows")
 
     def process_batch(self, table: pa.Table) -> pa.Table:
-        rows = table.to_pylist()
-        for row in rows:
-            for f in self.adds:
-                row.setdefault(f.name, None)
+        rows = self._rows_with_adds(table)
         live = [r for r in rows if r["reject_reason"] is None]
         if live:
             self.process_rows(live)
         return pa.Table.from_pylist(rows, schema=output_schema(table.schema, self.adds))
+
+    def _rows_with_adds(self, table: pa.Table) -> list[dict[str, Any]]:
+        """The table's rows, each with this stage's added columns present (None until the stage fills them)."""
+        rows = table.to_pylist()
+        for row in rows:
+            for f in self.adds:
+                row.setdefault(f.name, None)
+        return rows
+
+    def _built(self, build: Callable[..., Any]) -> Any:
+        """``build(cfg, device=...)``'s model for this stage, set up (loaded) once for this worker."""
+        model = build(self.cfg, device=self.device)
+        model.setup()
+        return model
 
     def _batched(
         self,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from alchemist_data.config import StageConfig, check_choice
-from alchemist_data.stages.base import Stage, reject
+from alchemist_data.config import StageConfig
+from alchemist_data.stages.base import Stage, columns, reject
 
 
 @dataclass(kw_only=True)
@@ -18,27 +18,19 @@ class EntitiesConfig(StageConfig):
     llm_model: str = "mistralai/Mistral-7B-Instruct-v0.3"  # hub id or local path (spec §2.2 cites Mistral 7B)
     llm_max_new_tokens: int = 256
     max_caption_chars: int = 2000  # longer captions are rejected (reason caption_too_long)
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("entities.backend", self.backend, ("spacy", "llm"))
+    choices = {"entities.backend": ("spacy", "llm")}
 
 
 class EntitiesStage(Stage):
     """Entity words (subject / object / background) from the caption, with the paper's filter rules."""
 
     name = "entities"
-    adds = [
-        pa.field("subject_words", pa.list_(pa.string())),
-        pa.field("object_words", pa.list_(pa.string())),
-        pa.field("background_words", pa.list_(pa.string())),
-    ]
+    adds = columns({f"{role}_words": pa.list_(pa.string()) for role in ("subject", "object", "background")})
 
     def setup(self) -> None:
         from alchemist_data.entities import build_extractor
 
-        self.extractor = build_extractor(self.cfg, device=self.device)
-        self.extractor.setup()
+        self.extractor = self._built(build_extractor)
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
         self._batched(rows, lambda rs: self.extractor.extract_batch([r["caption"] or "" for r in rs]), self._apply)

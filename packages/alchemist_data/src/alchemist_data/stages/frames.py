@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from alchemist_data.config import StageConfig, check_choice
-from alchemist_data.stages.base import Stage
+from alchemist_data.config import StageConfig
+from alchemist_data.stages.base import Stage, columns
 
 
 @dataclass(kw_only=True)
@@ -20,26 +20,25 @@ class FramesConfig(StageConfig):
     # and is distinct (else the exact frame), several times cheaper on long-GOP video (README, Performance).
     seek: str = "exact"
     batch_size: int = 4
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("frames.seek", self.seek, ("exact", "keyframe"))
+    choices = {"frames.seek": ("exact", "keyframe")}
 
 
 class FramesStage(Stage):
     """Probe the video and decode the reference frames at 5/50/95 % of the clip (accurate seeking)."""
 
     name = "frames"
-    adds = [
-        pa.field("duration_s", pa.float64()),
-        pa.field("fps", pa.float64()),
-        pa.field("width_px", pa.int32()),
-        pa.field("height_px", pa.int32()),
-        pa.field("ref_times_s", pa.list_(pa.float64())),
-        pa.field("frames", pa.list_(pa.binary())),  # raw RGB bytes, frame_height_px x frame_width_px x 3
-        pa.field("frame_width_px", pa.int32()),
-        pa.field("frame_height_px", pa.int32()),
-    ]
+    adds = columns(
+        {
+            "duration_s": pa.float64(),
+            "fps": pa.float64(),
+            "width_px": pa.int32(),
+            "height_px": pa.int32(),
+            "ref_times_s": pa.list_(pa.float64()),
+            "frames": pa.list_(pa.binary()),  # raw RGB bytes, frame_height_px x frame_width_px x 3
+            "frame_width_px": pa.int32(),
+            "frame_height_px": pa.int32(),
+        }
+    )
 
     def process_row(self, row: dict[str, Any]) -> None:
         from alchemist_data.media import reference_frames

@@ -25,8 +25,7 @@ class GroundingStage(Stage):
     def setup(self) -> None:
         from alchemist_data.models.grounding import build_grounder
 
-        self.grounder = build_grounder(self.cfg, device=self.device)
-        self.grounder.setup()
+        self.grounder = self._built(build_grounder)
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
         def run_batch(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from alchemist_data.config import StageConfig, check_choice
-from alchemist_data.stages.base import RowReject, Stage
+from alchemist_data.config import StageConfig
+from alchemist_data.stages.base import RowReject, Stage, columns
 
 
 @dataclass(kw_only=True)
@@ -37,10 +37,10 @@ class MotionConfig(StageConfig):
     videomae_model: str = ""  # a VideoMAEForVideoClassification directory or hub id; empty = no classifier
     videomae_threshold: float = 0.5
     batch_size: int = 8
+    choices = {"motion.backend": ("dis", "raft", "off")}
 
     def validate(self) -> None:
         super().validate()
-        check_choice("motion.backend", self.backend, ("dis", "raft", "off"))
         if self.num_pairs < 1:
             raise ValueError(f"motion.num_pairs must be at least 1, got {self.num_pairs}")
         if not 0 <= self.static_threshold <= self.slight_threshold:
@@ -60,12 +60,14 @@ class MotionStage(Stage):
     """Optical-flow motion scores and the optional VideoMAE undesirable-video classifier."""
 
     name = "motion"
-    adds = [
-        pa.field("motion_score", pa.float32()),
-        pa.field("foreground_motion_score", pa.float32()),
-        pa.field("video_class", pa.string()),
-        pa.field("video_class_score", pa.float32()),
-    ]
+    adds = columns(
+        {
+            "motion_score": pa.float32(),
+            "foreground_motion_score": pa.float32(),
+            "video_class": pa.string(),
+            "video_class_score": pa.float32(),
+        }
+    )
 
     def setup(self) -> None:
         from alchemist_data.models.motion import MotionMeter, VideoClassifier

@@ -24,8 +24,7 @@ class SegmentationStage(Stage):
     def setup(self) -> None:
         from alchemist_data.models.segmentation import build_segmenter
 
-        self.segmenter = build_segmenter(self.cfg, device=self.device)
-        self.segmenter.setup()
+        self.segmenter = self._built(build_segmenter)
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
         def run_batch(rows: list[dict[str, Any]]) -> list[tuple[list[Any], list[list[Any]]]]:

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from alchemist_data.config import StageConfig, check_choice
+from alchemist_data.config import StageConfig
 from alchemist_data.schema import SHOTS
-from alchemist_data.stages.base import RowReject, Stage, output_schema, reject
+from alchemist_data.stages.base import RowReject, Stage, columns, output_schema, reject
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,10 @@ class ShotsConfig(StageConfig):
     windows_per_forward: int = 1
     threads: int = 1  # torch CPU threads during a forward (one worker per core); 0 leaves torch's setting
     batch_size: int = 4
+    choices = {"shots.mode": ("filter", "split", "off")}
 
     def validate(self) -> None:
         super().validate()
-        check_choice("shots.mode", self.mode, ("filter", "split", "off"))
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"shots.threshold must lie in (0, 1), got {self.threshold}")
         if self.min_s < 0 or self.max_s < 0:
@@ -102,12 +102,14 @@ class ShotsStage(Stage):
     """
 
     name = "shots"
-    adds = [
-        pa.field("source_clip_id", pa.string()),
-        pa.field("shot_index", pa.int32()),
-        pa.field("num_shots_in_source", pa.int32()),
-        pa.field("shots", pa.list_(SHOT)),  # rows for the shots table, on the first row derived from a source
-    ]
+    adds = columns(
+        {
+            "source_clip_id": pa.string(),
+            "shot_index": pa.int32(),
+            "num_shots_in_source": pa.int32(),
+            "shots": pa.list_(SHOT),  # rows for the shots table, on the first row derived from a source
+        }
+    )
 
     def setup(self) -> None:
         if self.cfg.mode == "off":
@@ -120,10 +122,7 @@ class ShotsStage(Stage):
         self.model.setup()
 
     def process_batch(self, table: pa.Table) -> pa.Table:
-        rows = table.to_pylist()
-        for row in rows:
-            for f in self.adds:
-                row.setdefault(f.name, None)
+        rows = self._rows_with_adds(table)
         schema = output_schema(table.schema, self.adds)
         if self.cfg.mode == "off":
             return pa.Table.from_pylist(rows, schema=schema)
