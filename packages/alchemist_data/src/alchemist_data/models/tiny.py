@@ -15,6 +15,9 @@ import hashlib
 import os
 import string
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +89,7 @@ def write_tiny_bert(
     The directory loads with ``BertModel.from_pretrained`` / ``AutoTokenizer.from_pretrained``, which is exactly what
     groundingdino-py does with ``text_encoder_type`` when it is a local directory.
     """
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertModel, BertTokenizerFast
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,18 +98,24 @@ def write_tiny_bert(
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
     tokenizer.save_pretrained(out)
-    cfg = BertConfig(
-        vocab_size=len(vocab),
+    cfg = tiny_bert_config(hidden_size, num_layers, num_heads, max_position_embeddings=512)
+    with _seeded(seed):
+        BertModel(cfg).save_pretrained(out)
+    return out
+
+
+def tiny_bert_config(hidden_size: int, num_layers: int, num_heads: int, **extra: Any):
+    """transformers ``BertConfig`` of a random BERT over :func:`tiny_vocab` (feed-forward width twice the hidden)."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=len(tiny_vocab()),
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         intermediate_size=hidden_size * 2,
-        max_position_embeddings=512,
+        **extra,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        BertModel(cfg).save_pretrained(out)
-    return out
 
 
 def tiny_bert_dir() -> Path:
@@ -136,73 +145,74 @@ def tiny_bert_tokenizer():
 # ---------------------------------------------------------------------------------------------------------------------
 # GroundingDINO (transformers)
 
-_GDINO_SIZES: dict[str, dict[str, Any]] = {
+
+@dataclass(frozen=True)
+class _GdinoSize:
+    """One random GroundingDINO size: widths, then the short / long side frames are resized to."""
+
+    swin_dim: int
+    d_model: int
+    heads: int
+    ffn: int
+    queries: int
+    bert_hidden: int
+    short: int
+    long: int
+    layers: tuple[int, int] = (1, 2)  # encoder, decoder
+    points: int = 2  # deformable-attention sampling points
+
+
+_GDINO_SIZES: dict[str, _GdinoSize] = {
     # smallest config that builds and runs (notes/dependencies.md); frames resized to a 128 px short side
-    "random-tiny": dict(
-        swin_dim=8,
-        d_model=32,
-        layers=(1, 2),
-        heads=2,
-        ffn=32,
-        queries=10,
-        points=2,
-        bert_hidden=8,
-        short=128,
-        long=224,
-    ),
+    "random-tiny": _GdinoSize(swin_dim=8, d_model=32, heads=2, ffn=32, queries=10, bert_hidden=8, short=128, long=224),
     # a few times bigger, still fast on CPU: frames resized to a 256 px short side
-    "random-small": dict(
-        swin_dim=16,
-        d_model=64,
-        layers=(1, 2),
-        heads=4,
-        ffn=128,
-        queries=50,
-        points=2,
-        bert_hidden=32,
-        short=256,
-        long=448,
+    "random-small": _GdinoSize(
+        swin_dim=16, d_model=64, heads=4, ffn=128, queries=50, bert_hidden=32, short=256, long=448
     ),
 }
 
 
+def _size(sizes: dict[str, Any], size: str, model: str) -> Any:
+    """The settings of the random ``model`` called ``size`` (a clear error for an unknown one)."""
+    if size not in sizes:
+        raise ValueError(f"unknown random {model} size {size!r}; choose one of {', '.join(sizes)}")
+    return sizes[size]
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Draw random weights from ``seed`` without touching the caller's torch random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def grounding_dino_config(size: str):
     """transformers ``GroundingDinoConfig`` for "random-tiny" / "random-small"."""
-    from transformers import BertConfig, GroundingDinoConfig, SwinConfig
+    from transformers import GroundingDinoConfig, SwinConfig
 
-    if size not in _GDINO_SIZES:
-        raise ValueError(f"unknown random GroundingDINO size {size!r}; choose one of {', '.join(_GDINO_SIZES)}")
-    p = _GDINO_SIZES[size]
+    p = _size(_GDINO_SIZES, size, "GroundingDINO")
     swin = SwinConfig(
-        embed_dim=p["swin_dim"],
+        embed_dim=p.swin_dim,
         depths=[1, 1, 1, 1],
         num_heads=[1, 1, 1, 1],
         window_size=7,
-        image_size=p["short"],
+        image_size=p.short,
         out_features=["stage2", "stage3", "stage4"],
         out_indices=[2, 3, 4],
     )
-    bert = BertConfig(
-        vocab_size=len(tiny_vocab()),
-        hidden_size=p["bert_hidden"],
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=p["bert_hidden"] * 2,
-    )
+    bert = tiny_bert_config(p.bert_hidden, num_layers=1, num_heads=2)
+    # The encoder and the decoder differ only in depth: the same heads, feed-forward width and sampling points.
+    widths = {"attention_heads": p.heads, "ffn_dim": p.ffn, "n_points": p.points}
     return GroundingDinoConfig(
         backbone_config=swin.to_dict(),
         text_config=bert.to_dict(),
-        d_model=p["d_model"],
-        encoder_layers=p["layers"][0],
-        decoder_layers=p["layers"][1],
-        encoder_attention_heads=p["heads"],
-        decoder_attention_heads=p["heads"],
-        encoder_ffn_dim=p["ffn"],
-        decoder_ffn_dim=p["ffn"],
-        num_queries=p["queries"],
+        d_model=p.d_model,
+        encoder_layers=p.layers[0],
+        decoder_layers=p.layers[1],
+        **{f"{part}_{key}": value for part in ("encoder", "decoder") for key, value in widths.items()},
+        num_queries=p.queries,
         num_feature_levels=4,
-        encoder_n_points=p["points"],
-        decoder_n_points=p["points"],
         max_text_len=256,
         use_timm_backbone=False,
         backbone=None,
@@ -215,11 +225,10 @@ def random_grounding_dino(size: str, seed: int = 0):
     from transformers import GroundingDinoForObjectDetection, GroundingDinoImageProcessor, GroundingDinoProcessor
 
     cfg = grounding_dino_config(size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with _seeded(seed):
         model = GroundingDinoForObjectDetection(cfg)
     p = _GDINO_SIZES[size]
-    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": p["short"], "longest_edge": p["long"]})
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": p.short, "longest_edge": p.long})
     processor = GroundingDinoProcessor(image_processor=image_processor, tokenizer=tiny_bert_tokenizer())
     return model.eval(), processor
 
@@ -239,13 +248,10 @@ def random_segment_anything(size: str, seed: int = 0):
 
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-    if size not in _SAM_SIZES:
-        raise ValueError(f"unknown random SAM size {size!r}; choose one of {', '.join(_SAM_SIZES)}")
-    p = _SAM_SIZES[size]
+    p = _size(_SAM_SIZES, size, "SAM")
     patch = 16
     grid = p["img"] // patch
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with _seeded(seed):
         sam = Sam(
             image_encoder=ImageEncoderViT(
                 img_size=p["img"],
@@ -305,9 +311,7 @@ def random_hf_sam(size: str, seed: int = 0):
         SamVisionConfig,
     )
 
-    if size not in _HF_SAM_SIZES:
-        raise ValueError(f"unknown random SAM size {size!r}; choose one of {', '.join(_HF_SAM_SIZES)}")
-    p = _HF_SAM_SIZES[size]
+    p = _size(_HF_SAM_SIZES, size, "SAM")
     vision = SamVisionConfig(
         hidden_size=p["hidden"],
         intermediate_size=p["hidden"] * 2,
@@ -334,8 +338,7 @@ def random_hf_sam(size: str, seed: int = 0):
     cfg = SamConfig(
         vision_config=vision.to_dict(), prompt_encoder_config=prompt.to_dict(), mask_decoder_config=decoder.to_dict()
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with _seeded(seed):
         model = SamModel(cfg)
         _center_iou_head(model.mask_decoder.iou_prediction_head.proj_out)
     image_processor = SamImageProcessor(
