@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from alchemist_data.config import Resources, apply_overrides, to_dict
-from alchemist_data.models.presets import VisionModels, vision_models
+from alchemist_data.models.presets import VisionModels, paper_checkpoint, vision_models
 from alchemist_data.overlap import OverlapConfig
 from alchemist_data.stages.crops import CropsConfig
 from alchemist_data.stages.entities import EntitiesConfig
@@ -106,7 +106,7 @@ def _paper() -> Profile:
         shots=ShotsConfig(mode="filter", windows_per_forward=32, resources=quarter),
         motion=MotionConfig(
             backend="raft",
-            raft_checkpoint=os.environ.get("ALCHEMIST_RAFT_CHECKPOINT", "raft-things.pth"),  # as Dync-D
+            raft_checkpoint=paper_checkpoint("RAFT", "raft-things.pth"),  # as Dync-D
             videomae_model=os.environ.get("ALCHEMIST_VIDEOMAE_MODEL", ""),
             resources=quarter,
         ),
@@ -115,23 +115,23 @@ def _paper() -> Profile:
     )
 
 
-def _offline() -> Profile:
+def _on_cpu(name: str, *, shots: str, motion: str, max_side_px: int, **kw: Any) -> Profile:
+    """``offline`` and ``tiny``: CPU stages that differ in which video filters run and the reference-frame size."""
     return _from_presets(
-        "offline",
-        shots=ShotsConfig(mode="filter"),
-        motion=MotionConfig(backend="dis"),
-        frames=FramesConfig(max_side_px=512),
+        name,
+        shots=ShotsConfig(mode=shots),
+        motion=MotionConfig(backend=motion),
+        frames=FramesConfig(max_side_px=max_side_px),
+        **kw,
     )
+
+
+def _offline() -> Profile:
+    return _on_cpu("offline", shots="filter", motion="dis", max_side_px=512)
 
 
 def _tiny() -> Profile:
-    return _from_presets(
-        "tiny",
-        shots=ShotsConfig(mode="off"),
-        motion=MotionConfig(backend="off"),
-        frames=FramesConfig(max_side_px=256),
-        shard_size=8,
-    )
+    return _on_cpu("tiny", shots="off", motion="off", max_side_px=256, shard_size=8)
 
 
 PROFILES = {"paper": _paper, "offline": _offline, "tiny": _tiny}

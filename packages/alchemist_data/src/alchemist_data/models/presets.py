@@ -25,47 +25,44 @@ class VisionModels:
     device: str = "cpu"
 
 
+def paper_checkpoint(model: str, default: str) -> str:
+    """A ``paper`` checkpoint path: ``$ALCHEMIST_<MODEL>_CHECKPOINT`` when set, else ``default``."""
+    return os.environ.get(f"ALCHEMIST_{model}_CHECKPOINT", default)
+
+
 def vision_models(profile: str) -> VisionModels:
     """Fresh configs for ``profile`` (callers may change them). Checkpoint paths of ``paper`` come from the
-    ``ALCHEMIST_*_CHECKPOINT`` environment variables when set."""
+    ``ALCHEMIST_*_CHECKPOINT`` environment variables when set (:func:`paper_checkpoint`)."""
     if profile == "paper":
         gpu = Resources(cpus=1, gpus=1)
+        batched_on_gpu = dict(batch_size=8, resources=gpu)
         return VisionModels(
             grounding=GroundingConfig(
                 backend="gdino_py",
-                checkpoint=os.environ.get("ALCHEMIST_GDINO_CHECKPOINT", "groundingdino_swint_ogc.pth"),
-                batch_size=8,
-                resources=gpu,
+                checkpoint=paper_checkpoint("GDINO", "groundingdino_swint_ogc.pth"),
+                **batched_on_gpu,
             ),
             segmentation=SegmentationConfig(
                 backend="sam",
                 model_type="vit_b",
-                checkpoint=os.environ.get("ALCHEMIST_SAM_CHECKPOINT", "sam_vit_b_01ec64.pth"),
-                batch_size=8,
-                resources=gpu,
+                checkpoint=paper_checkpoint("SAM", "sam_vit_b_01ec64.pth"),
+                **batched_on_gpu,
             ),
             faces=FacesConfig(
-                backend="yolo",
-                checkpoint=os.environ.get("ALCHEMIST_YOLO_FACE_CHECKPOINT", "yolov9-c-face.pt"),
-                resources=gpu,
+                backend="yolo", checkpoint=paper_checkpoint("YOLO_FACE", "yolov9-c-face.pt"), resources=gpu
             ),
             background=BackgroundConfig(backend="sd2", resources=gpu),
             device="cuda",
         )
-    # Why thresholds are 0 in offline/tiny: random weights give meaningless scores, and the paper's 0.4 / 0.9 would
-    # drop every box, leaving the downstream stages untested. The paper profile keeps the benchmark's values.
-    if profile == "offline":
-        return VisionModels(
-            grounding=GroundingConfig(backend="hf", model="random-small", box_threshold=0.0),
-            segmentation=SegmentationConfig(backend="sam", model_type="random-small", iou_threshold=0.0),
-            faces=FacesConfig(backend="mtcnn", min_score=0.9),
-            background=BackgroundConfig(backend="opencv"),
-        )
-    if profile == "tiny":
-        return VisionModels(
-            grounding=GroundingConfig(backend="hf", model="random-tiny", box_threshold=0.0),
-            segmentation=SegmentationConfig(backend="sam", model_type="random-tiny", iou_threshold=0.0),
-            faces=FacesConfig(backend="none"),
-            background=BackgroundConfig(backend="opencv"),
-        )
-    raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    # offline and tiny: random GroundingDINO and SAM (small or tiny), OpenCV inpainting; offline keeps MTCNN faces.
+    # Why thresholds are 0 there: random weights give meaningless scores, and the paper's 0.4 / 0.9 would drop every
+    # box, leaving the downstream stages untested. The paper profile keeps the benchmark's values.
+    size = "random-small" if profile == "offline" else "random-tiny"
+    return VisionModels(
+        grounding=GroundingConfig(backend="hf", model=size, box_threshold=0.0),
+        segmentation=SegmentationConfig(backend="sam", model_type=size, iou_threshold=0.0),
+        faces=FacesConfig(backend="mtcnn", min_score=0.9) if profile == "offline" else FacesConfig(backend="none"),
+        background=BackgroundConfig(backend="opencv"),
+    )
