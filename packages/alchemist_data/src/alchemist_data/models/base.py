@@ -104,3 +104,22 @@ def load_pretrained(
         return tuple(cls.from_pretrained(model_id, **kwargs) for cls in classes)
     except (OSError, ValueError, TypeError) as exc:  # transformers raises any of them, depending on what is missing
         raise ModelLoadError(offline_hint(f"{what} model {model_id!r}", exc, instead)) from exc
+
+
+class PretrainedPair:
+    """Mixin of the transformers backends: ``model_id`` (hub id, local dir, or a random size) names a model and its
+    processor, which :meth:`_load_pair` loads with :func:`load_pretrained` and puts on ``device`` in eval mode."""
+
+    device: str
+
+    def _init_pair(self, model_id: str) -> None:
+        from alchemist_data.models.tiny import RANDOM_SIZES  # torch-heavy: the backends that use this import it anyway
+
+        self.model_id = model_id
+        self.is_random = model_id in RANDOM_SIZES
+        self.model: Any = None
+        self.processor: Any = None
+
+    def _load_pair(self, what: str, classes: Sequence[Any], random: Callable[[str], Any]) -> None:
+        model, self.processor = load_pretrained(self.model_id, what, classes, random)
+        self.model = model.to(self.device).eval()

@@ -28,12 +28,11 @@ from alchemist_data.benchmark_rules import select_boxes, tag_token_positions
 from alchemist_data.models.base import (
     LazyModel,
     ModelLoadError,
+    PretrainedPair,
     check_rgb,
-    load_pretrained,
     offline_hint,
 )
 from alchemist_data.models.configs import GDINO_TEXT_ENCODERS, check_gdino_text_encoder  # noqa: F401
-from alchemist_data.models.tiny import RANDOM_SIZES
 
 MAX_TEXT_LEN = 256  # GroundingDINO's text length (pred_logits has this many columns)
 
@@ -61,11 +60,13 @@ class Grounder(LazyModel):
         self.box_threshold = box_threshold
         self.batch_size = max(1, int(batch_size))
 
-    # -- backend hooks ------------------------------------------------------------------------------------------
     @property
-    @abstractmethod
     def tokenizer(self) -> Any:
-        """The BERT tokenizer whose token positions index the logits' text axis."""
+        """The BERT tokenizer whose token positions index the logits' text axis (the backend's ``_load`` sets it)."""
+        self.setup()
+        return self._tokenizer
+
+    # -- backend hooks ------------------------------------------------------------------------------------------
 
     @abstractmethod
     def _forward(self, images: list[np.ndarray], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,31 +115,22 @@ class Grounder(LazyModel):
         return results
 
 
-class HFGroundingDino(Grounder):
+class HFGroundingDino(PretrainedPair, Grounder):
     """transformers GroundingDINO from a hub id / local dir, or a random model ("random-tiny" / "random-small")."""
 
     name = "hf_grounding_dino"
 
     def __init__(self, model: str = "IDEA-Research/grounding-dino-tiny", **kw: Any) -> None:
         super().__init__(**kw)
-        self.model_id = model
-        self.is_random = model in RANDOM_SIZES
-        self.model: Any = None
-        self.processor: Any = None
+        self._init_pair(model)
 
     def _load(self) -> None:
         from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
         from alchemist_data.models.tiny import random_grounding_dino
 
-        classes = (GroundingDinoForObjectDetection, AutoProcessor)
-        model, self.processor = load_pretrained(self.model_id, "GroundingDINO", classes, random_grounding_dino)
-        self.model = model.to(self.device).eval()
-
-    @property
-    def tokenizer(self) -> Any:
-        self.setup()
-        return self.processor.tokenizer
+        self._load_pair("GroundingDINO", (GroundingDinoForObjectDetection, AutoProcessor), random_grounding_dino)
+        self._tokenizer = self.processor.tokenizer
 
     def pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """``pixel_values`` / ``pixel_mask`` of same-size RGB frames, at the official transform's size.
@@ -285,11 +277,7 @@ class GroundingDinoPy(Grounder):
         load_exact(model, state, self.checkpoint, "GroundingDINO", GDINO_LAYOUT, GDINO_HARMLESS_EXTRAS)
         fix_mixed_caption_batches(model)
         self.model = model.to(self.device).eval()
-
-    @property
-    def tokenizer(self) -> Any:
-        self.setup()
-        return self.model.tokenizer
+        self._tokenizer = model.tokenizer
 
     def _preprocess(self, image: np.ndarray) -> torch.Tensor:
         import groundingdino.datasets.transforms as T

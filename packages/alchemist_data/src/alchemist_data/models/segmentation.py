@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alchemist_data.models.base import LazyModel, check_rgb, load_pretrained
+from alchemist_data.models.base import LazyModel, PretrainedPair, check_rgb
 from alchemist_data.models.tiny import RANDOM_SIZES
 
 SAM_CHECKPOINT_URLS = {
@@ -201,25 +201,21 @@ def _decode_per_box(
     return masks[:, 0:1], dec.iou_prediction_head(iou_token_out)[:, 0:1]
 
 
-class HFSam(Segmenter):
+class HFSam(PretrainedPair, Segmenter):
     """transformers ``SamModel`` + ``SamProcessor`` from a hub id / local dir, or "random-tiny"/"random-small"."""
 
     name = "hf_sam"
 
     def __init__(self, model: str = "facebook/sam-vit-base", device: str = "cpu", batch_size: int = 8) -> None:
         super().__init__(device=device, batch_size=batch_size)
-        self.model_id = model
-        self.is_random = model in RANDOM_SIZES
-        self.model: Any = None
-        self.processor: Any = None
+        self._init_pair(model)
 
     def _load(self) -> None:
         from transformers import SamModel, SamProcessor
 
         from alchemist_data.models.tiny import random_hf_sam
 
-        model, self.processor = load_pretrained(self.model_id, "SAM", (SamModel, SamProcessor), random_hf_sam)
-        self.model = model.to(self.device).eval()
+        self._load_pair("SAM", (SamModel, SamProcessor), random_hf_sam)
 
     @torch.inference_mode()
     def _segment_batch(self, images: list[np.ndarray], boxes: list[list[list[int]]]) -> list[list[MaskResult]]:
