@@ -259,10 +259,7 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
     from alchemist_data.manifest import read_manifest
 
     profile = curation_profile(opts.profile, opts.overrides)
-    if opts.runner not in ("ray", "local"):
-        raise ValueError(f"unknown runner {opts.runner!r}; use ray or local")
-    if opts.num_workers < 1:
-        raise ValueError("--num-workers must be at least 1")
+    check_run_options(opts.runner, opts.num_workers)
     manifest = read_manifest(opts.manifest)
     if opts.limit is not None:
         manifest = manifest.slice(0, max(opts.limit, 0))
@@ -338,15 +335,11 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
             num_rows_done += marker["num_input_rows"]
             for k, v in marker["counts"].items():
                 totals[k] += v
-    elapsed = time.time() - started
+    # Rows of each table: clips + rejects equals the manifest rows unless shots.mode=split cut some into several.
+    info |= completion_fields(
+        started, dict(totals), work.num_rows, "clips_per_s_this_run", num_manifest_rows_done=num_rows_done
+    )
     info |= {
-        "status": "complete",
-        "finished_at": time.time(),
-        "elapsed_s": round(elapsed, 3),
-        # Rows of each table. clips + rejects equals the manifest rows unless shots.mode=split cut some into several.
-        "counts": dict(totals),
-        "num_manifest_rows_done": num_rows_done,
-        "clips_per_s_this_run": round(work.num_rows / elapsed, 3) if elapsed > 0 else None,
         "stages": stats,
         "slowest_stage": _slowest(stats),
         "driver_bytes_received": tracker.bytes_received,
@@ -354,6 +347,30 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
     }
     writer.write_run_json(info)
     return info
+
+
+def check_run_options(runner: str, num_workers: int) -> None:
+    """Fail before any work on a runner other than ``ray`` / ``local`` or fewer than one worker."""
+    if runner not in ("ray", "local"):
+        raise ValueError(f"unknown runner {runner!r}; use ray or local")
+    if num_workers < 1:
+        raise ValueError("--num-workers must be at least 1")
+
+
+def completion_fields(
+    started: float, counts: dict[str, int], num_rows: int, rate_key: str, **more: Any
+) -> dict[str, Any]:
+    """What a finished job adds to its run.json, in order: status, end time, elapsed seconds, its tables' row
+    ``counts``, ``more``, then ``rate_key``: the rows this run processed (``num_rows``) per second."""
+    elapsed = time.time() - started
+    return {
+        "status": "complete",
+        "finished_at": time.time(),
+        "elapsed_s": round(elapsed, 3),
+        "counts": counts,
+        **more,
+        rate_key: round(num_rows / elapsed, 3) if elapsed > 0 else None,
+    }
 
 
 def _slowest(stats: dict[str, dict[str, float]]) -> str | None:
