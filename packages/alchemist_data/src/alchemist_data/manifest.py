@@ -43,6 +43,8 @@ MANIFEST_SCHEMA = pa.schema(
     [CLIPS.field(name) for name in ("clip_id", "video", "caption")]
     + [CLIPS.field(name).with_nullable(True) for name in ("start_s", "end_s")]
 )
+# What a CSV column is read as and a Parquet column cast to.
+_COLUMN_TYPES = {f.name: f.type for f in MANIFEST_SCHEMA}
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4")
 _FORMATS = {
     ".jsonl": "jsonl",
@@ -164,17 +166,10 @@ def _column_type(name: str, rows: list[dict[str, Any]], path: str) -> pa.DataTyp
 def _read_csv(path: str) -> tuple[pa.Table, list[str], int]:
     from pyarrow import csv as pacsv
 
-    types = {
-        "video": pa.string(),
-        "caption": pa.string(),
-        "clip_id": pa.string(),
-        "start_s": pa.float64(),
-        "end_s": pa.float64(),
-    }
     try:
         with _open_stream(path) as stream:
             # Empty cells of the time columns are nulls; an empty caption stays "" (rejected later with a reason).
-            table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(column_types=types))
+            table = pacsv.read_csv(stream, convert_options=pacsv.ConvertOptions(column_types=_COLUMN_TYPES))
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             return pa.table({}), [], 0
@@ -201,21 +196,14 @@ def _read_parquet(path: str) -> tuple[pa.Table, list[str], int]:
         num_rows = pf.metadata.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
         raise ManifestError(f"manifest {path}: not a readable Parquet file ({exc})") from exc
-    casts = {
-        "video": pa.string(),
-        "caption": pa.string(),
-        "clip_id": pa.string(),
-        "start_s": pa.float64(),
-        "end_s": pa.float64(),
-    }
     for name in table.column_names:
         col = table.column(name)
-        if col.type != casts[name]:
+        if col.type != _COLUMN_TYPES[name]:
             try:
-                table = table.set_column(table.column_names.index(name), name, col.cast(casts[name]))
+                table = table.set_column(table.column_names.index(name), name, col.cast(_COLUMN_TYPES[name]))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise ManifestError(
-                    f"manifest {path}: column {name} has type {col.type}, expected {casts[name]} ({exc})"
+                    f"manifest {path}: column {name} has type {col.type}, expected {_COLUMN_TYPES[name]} ({exc})"
                 ) from exc
     return table, all_names, num_rows
 

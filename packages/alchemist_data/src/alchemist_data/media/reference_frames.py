@@ -76,12 +76,7 @@ class _Reader:
     def seek(self, ts: int) -> None:
         _seek(self.container, self.vs, ts, self.times)
         self.stats["seeks"] += 1
-        self.at_start = False
-        self._gen = None
-        self._pending = None
-        self.last = None
-        self.eof = False
-        self.packet_pts = []
+        self.lose_position()
 
     def next_frame(self) -> Any:
         if self._pending is not None:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,12 @@ import numpy as np
 def _rate(fps: float) -> Fraction:
     # 29.97 and friends are stored exactly as NTSC rationals.
     return Fraction(fps).limit_denominator(1001)
+
+
+def encode_and_mux(out: Any, stream: Any, frame: Any) -> None:
+    """Encode ``frame`` on ``stream`` and write its packets to the container ``out``; ``None`` flushes the encoder."""
+    for packet in stream.encode(frame):
+        out.mux(packet)
 
 
 def write_video(
@@ -91,8 +98,6 @@ def write_video(
             else:
                 frame.pts = i
                 frame.time_base = 1 / rate
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+            encode_and_mux(out, stream, frame)
+        encode_and_mux(out, stream, None)
     return path
