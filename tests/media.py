@@ -10,13 +10,16 @@ Everyone may import these helpers: ``from tests.media import make_video, read_in
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 INDEX_BITS = 10  # up to 1024 distinguishable frames
+
+#: A caption for manifests of generated clips, with a subject, an object and a background to find.
+CAPTION = "A man in a red shirt walks a dog across a park."
 
 
 def _band_height(height: int) -> int:
@@ -176,10 +179,8 @@ def make_audio_only(path: str | os.PathLike, seconds: float = 1.0, sample_rate: 
             frame.sample_rate = sample_rate
             frame.pts = i
             frame.time_base = Fraction(1, sample_rate)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())  # flush the encoder
     return path
 
 
@@ -200,19 +201,69 @@ def make_truncated(
     return path
 
 
-def text_as_mp4(path: str | os.PathLike) -> Path:
-    """A text file with a video extension."""
+def _write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("this is not a video, just text renamed to .mp4\n" * 20)
+    path.write_bytes(data)
     return path
+
+
+def text_as_mp4(path: str | os.PathLike) -> Path:
+    """A text file with a video extension."""
+    return _write_bytes(path, b"this is not a video, just text renamed to .mp4\n" * 20)
 
 
 def zero_bytes(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
-    return path
+    return _write_bytes(path, b"")
+
+
+#: Broken files every decoder must refuse with a VideoError: (file name, the function that writes it or None for a
+#: file that does not exist, the error's reason).
+BAD_INPUTS = (
+    ("missing.mp4", None, "missing_file"),
+    ("zero.mp4", zero_bytes, "empty_file"),
+    ("text.mp4", text_as_mp4, "unreadable"),
+    ("audio.mp4", make_audio_only, "no_video_stream"),
+    ("cut.mp4", make_truncated, "unreadable"),  # the MP4 index (moov) is at the end: cut away
+)
+
+
+def assert_refused(decode: Callable[[str], object], folder: Path, name: str, make, reason: str) -> None:
+    """``decode`` of the bad input ``name`` written into ``folder`` by ``make`` (one row of BAD_INPUTS) raises a
+    VideoError with that ``reason`` and the path in its detail."""
+    import pytest
+
+    from alchemist_data.media import VideoError
+
+    path = folder / name
+    if make is not None:
+        make(path)
+    with pytest.raises(VideoError) as err:
+        decode(str(path))
+    assert err.value.reason == reason
+    assert str(path) in err.value.detail
+
+
+def ffmpeg_rgb24(path: str | os.PathLike, *output_options: str) -> np.ndarray:
+    """The frames the ffmpeg CLI decodes from ``path`` as raw RGB24 bytes (uint8, flat); ``output_options`` such as
+    ``-frames:v 1`` or ``-s 48x27`` go before the output."""
+    import subprocess
+
+    command = ["ffmpeg", "-v", "error", "-i", str(path), *output_options, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    return np.frombuffer(subprocess.run(command, capture_output=True, check=True).stdout, np.uint8)
+
+
+def media_fixture(folder: str, **make: Callable[[Path], object]):
+    """A module-scoped pytest fixture: ``{name: make[name](d)}`` for media made once in a fresh temporary folder
+    ``d`` (named after ``folder``); ``dir=lambda d: d`` keeps the folder itself for tests that write next to them."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def made(tmp_path_factory):
+        d = tmp_path_factory.mktemp(folder)
+        return {name: m(d) for name, m in make.items()}
+
+    return made
 
 
 def expected_index_at(times: Sequence[float], t: float) -> int:
