@@ -16,6 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+StrPath = str | os.PathLike  # where a helper writes its file
+Size = tuple[int, int]  # (width, height) in pixels
+RGB = tuple[int, int, int]
+
 INDEX_BITS = 10  # up to 1024 distinguishable frames
 
 #: A caption for manifests of generated clips, with a subject, an object and a background to find.
@@ -26,7 +30,7 @@ def _band_height(height: int) -> int:
     return max(8, height // 4)
 
 
-def index_frame(index: int, size: tuple[int, int], texture: np.ndarray | None = None, shift: int = 0) -> np.ndarray:
+def index_frame(index: int, size: Size, texture: np.ndarray | None = None, shift: int = 0) -> np.ndarray:
     """An RGB frame of ``size=(w, h)`` whose top band encodes ``index`` in INDEX_BITS black/white cells."""
     w, h = size
     frame = np.empty((h, w, 3), np.uint8)
@@ -61,7 +65,7 @@ def read_index(frame: np.ndarray) -> int:
     return value
 
 
-def _texture(size: tuple[int, int], num_frames: int, seed: int, step: int) -> np.ndarray:
+def _texture(size: Size, num_frames: int, seed: int, step: int) -> np.ndarray:
     """A smooth random texture wide enough to slide ``step`` px per frame."""
     w, h = size
     rng = np.random.default_rng(seed)
@@ -89,10 +93,10 @@ def frame_times(seconds: float, fps: float, vfr: bool = False, seed: int = 0) ->
 
 
 def make_video(
-    path: str | os.PathLike,
+    path: StrPath,
     seconds: float = 2.0,
     fps: float = 24.0,
-    size: tuple[int, int] = (160, 120),
+    size: Size = (160, 120),
     gop: int | None = None,
     codec: str = "libx264",
     pix_fmt: str | None = None,
@@ -157,12 +161,12 @@ def make_video(
     )
 
 
-def make_single_frame(path: str | os.PathLike, size: tuple[int, int] = (160, 120)) -> Path:
+def make_single_frame(path: StrPath, size: Size = (160, 120)) -> Path:
     """A video with exactly one frame (a still encoded as video)."""
     return make_video(path, size=size, num_frames=1)
 
 
-def make_audio_only(path: str | os.PathLike, seconds: float = 1.0, sample_rate: int = 16000) -> Path:
+def make_audio_only(path: StrPath, seconds: float = 1.0, sample_rate: int = 16000) -> Path:
     """An AAC-in-MP4 file (``.mp4``/``.m4a``) with a sine tone and no video stream."""
     import av
 
@@ -184,9 +188,7 @@ def make_audio_only(path: str | os.PathLike, seconds: float = 1.0, sample_rate: 
     return path
 
 
-def make_truncated(
-    path: str | os.PathLike, fraction: float = 0.4, seconds: float = 2.0, size: tuple[int, int] = (160, 120)
-) -> Path:
+def make_truncated(path: StrPath, fraction: float = 0.4, seconds: float = 2.0, size: Size = (160, 120)) -> Path:
     """A video cut after ``fraction`` of its bytes, as an interrupted download leaves it.
 
     The container comes from the extension: an ``.mp4`` from PyAV keeps its index (moov) at the end, so a cut MP4
@@ -201,19 +203,19 @@ def make_truncated(
     return path
 
 
-def _write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def _write_bytes(path: StrPath, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
 
 
-def text_as_mp4(path: str | os.PathLike) -> Path:
+def text_as_mp4(path: StrPath) -> Path:
     """A text file with a video extension."""
     return _write_bytes(path, b"this is not a video, just text renamed to .mp4\n" * 20)
 
 
-def zero_bytes(path: str | os.PathLike) -> Path:
+def zero_bytes(path: StrPath) -> Path:
     return _write_bytes(path, b"")
 
 
@@ -244,7 +246,7 @@ def assert_refused(decode: Callable[[str], object], folder: Path, name: str, mak
     assert str(path) in err.value.detail
 
 
-def ffmpeg_rgb24(path: str | os.PathLike, *output_options: str) -> np.ndarray:
+def ffmpeg_rgb24(path: StrPath, *output_options: str) -> np.ndarray:
     """The frames the ffmpeg CLI decodes from ``path`` as raw RGB24 bytes (uint8, flat); ``output_options`` such as
     ``-frames:v 1`` or ``-s 48x27`` go before the output."""
     import subprocess
@@ -278,8 +280,8 @@ def expected_index_at(times: Sequence[float], t: float) -> int:
 
 def scene_frames(
     num_frames: int,
-    size: tuple[int, int] = (160, 120),
-    tint: tuple[int, int, int] = (230, 60, 40),
+    size: Size = (160, 120),
+    tint: RGB = (230, 60, 40),
     block: int = 8,
     step: int = 3,
     seed: int = 0,
@@ -301,10 +303,10 @@ SCENES = [((230, 60, 40), 8, 3), ((40, 200, 80), 16, 2), ((50, 70, 230), 4, 4), 
 
 
 def make_multishot_video(
-    path: str | os.PathLike,
+    path: StrPath,
     shot_frames: Sequence[int] = (50, 45, 60),
     fps: float = 24.0,
-    size: tuple[int, int] = (160, 120),
+    size: Size = (160, 120),
     seed: int = 0,
 ) -> Path:
     """Shots of ``shot_frames`` frames joined by hard cuts: shot k starts at frame ``sum(shot_frames[:k])``."""
@@ -318,10 +320,10 @@ def make_multishot_video(
 
 
 def make_still_video(
-    path: str | os.PathLike,
+    path: StrPath,
     seconds: float = 2.0,
     fps: float = 24.0,
-    size: tuple[int, int] = (192, 144),
+    size: Size = (192, 144),
     *,
     pan_px: float = 0.0,
     zoom: float = 0.0,
