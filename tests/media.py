@@ -10,20 +10,27 @@ Everyone may import these helpers: ``from tests.media import make_video, read_in
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+StrPath = str | os.PathLike  # where a helper writes its file
+Size = tuple[int, int]  # (width, height) in pixels
+RGB = tuple[int, int, int]
+
 INDEX_BITS = 10  # up to 1024 distinguishable frames
+
+#: A caption for manifests of generated clips, with a subject, an object and a background to find.
+CAPTION = "A man in a red shirt walks a dog across a park."
 
 
 def _band_height(height: int) -> int:
     return max(8, height // 4)
 
 
-def index_frame(index: int, size: tuple[int, int], texture: np.ndarray | None = None, shift: int = 0) -> np.ndarray:
+def index_frame(index: int, size: Size, texture: np.ndarray | None = None, shift: int = 0) -> np.ndarray:
     """An RGB frame of ``size=(w, h)`` whose top band encodes ``index`` in INDEX_BITS black/white cells."""
     w, h = size
     frame = np.empty((h, w, 3), np.uint8)
@@ -58,7 +65,7 @@ def read_index(frame: np.ndarray) -> int:
     return value
 
 
-def _texture(size: tuple[int, int], num_frames: int, seed: int, step: int) -> np.ndarray:
+def _texture(size: Size, num_frames: int, seed: int, step: int) -> np.ndarray:
     """A smooth random texture wide enough to slide ``step`` px per frame."""
     w, h = size
     rng = np.random.default_rng(seed)
@@ -86,10 +93,10 @@ def frame_times(seconds: float, fps: float, vfr: bool = False, seed: int = 0) ->
 
 
 def make_video(
-    path: str | os.PathLike,
+    path: StrPath,
     seconds: float = 2.0,
     fps: float = 24.0,
-    size: tuple[int, int] = (160, 120),
+    size: Size = (160, 120),
     gop: int | None = None,
     codec: str = "libx264",
     pix_fmt: str | None = None,
@@ -154,12 +161,12 @@ def make_video(
     )
 
 
-def make_single_frame(path: str | os.PathLike, size: tuple[int, int] = (160, 120)) -> Path:
+def make_single_frame(path: StrPath, size: Size = (160, 120)) -> Path:
     """A video with exactly one frame (a still encoded as video)."""
     return make_video(path, size=size, num_frames=1)
 
 
-def make_audio_only(path: str | os.PathLike, seconds: float = 1.0, sample_rate: int = 16000) -> Path:
+def make_audio_only(path: StrPath, seconds: float = 1.0, sample_rate: int = 16000) -> Path:
     """An AAC-in-MP4 file (``.mp4``/``.m4a``) with a sine tone and no video stream."""
     import av
 
@@ -176,16 +183,12 @@ def make_audio_only(path: str | os.PathLike, seconds: float = 1.0, sample_rate: 
             frame.sample_rate = sample_rate
             frame.pts = i
             frame.time_base = Fraction(1, sample_rate)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())  # flush the encoder
     return path
 
 
-def make_truncated(
-    path: str | os.PathLike, fraction: float = 0.4, seconds: float = 2.0, size: tuple[int, int] = (160, 120)
-) -> Path:
+def make_truncated(path: StrPath, fraction: float = 0.4, seconds: float = 2.0, size: Size = (160, 120)) -> Path:
     """A video cut after ``fraction`` of its bytes, as an interrupted download leaves it.
 
     The container comes from the extension: an ``.mp4`` from PyAV keeps its index (moov) at the end, so a cut MP4
@@ -200,19 +203,69 @@ def make_truncated(
     return path
 
 
-def text_as_mp4(path: str | os.PathLike) -> Path:
+def _write_bytes(path: StrPath, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def text_as_mp4(path: StrPath) -> Path:
     """A text file with a video extension."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("this is not a video, just text renamed to .mp4\n" * 20)
-    return path
+    return _write_bytes(path, b"this is not a video, just text renamed to .mp4\n" * 20)
 
 
-def zero_bytes(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
-    return path
+def zero_bytes(path: StrPath) -> Path:
+    return _write_bytes(path, b"")
+
+
+#: Broken files every decoder must refuse with a VideoError: (file name, the function that writes it or None for a
+#: file that does not exist, the error's reason).
+BAD_INPUTS = (
+    ("missing.mp4", None, "missing_file"),
+    ("zero.mp4", zero_bytes, "empty_file"),
+    ("text.mp4", text_as_mp4, "unreadable"),
+    ("audio.mp4", make_audio_only, "no_video_stream"),
+    ("cut.mp4", make_truncated, "unreadable"),  # the MP4 index (moov) is at the end: cut away
+)
+
+
+def assert_refused(decode: Callable[[str], object], folder: Path, name: str, make, reason: str) -> None:
+    """``decode`` of the bad input ``name`` written into ``folder`` by ``make`` (one row of BAD_INPUTS) raises a
+    VideoError with that ``reason`` and the path in its detail."""
+    import pytest
+
+    from alchemist_data.media import VideoError
+
+    path = folder / name
+    if make is not None:
+        make(path)
+    with pytest.raises(VideoError) as err:
+        decode(str(path))
+    assert err.value.reason == reason
+    assert str(path) in err.value.detail
+
+
+def ffmpeg_rgb24(path: StrPath, *output_options: str) -> np.ndarray:
+    """The frames the ffmpeg CLI decodes from ``path`` as raw RGB24 bytes (uint8, flat); ``output_options`` such as
+    ``-frames:v 1`` or ``-s 48x27`` go before the output."""
+    import subprocess
+
+    command = ["ffmpeg", "-v", "error", "-i", str(path), *output_options, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    return np.frombuffer(subprocess.run(command, capture_output=True, check=True).stdout, np.uint8)
+
+
+def media_fixture(folder: str, **make: Callable[[Path], object]):
+    """A module-scoped pytest fixture: ``{name: make[name](d)}`` for media made once in a fresh temporary folder
+    ``d`` (named after ``folder``); ``dir=lambda d: d`` keeps the folder itself for tests that write next to them."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def made(tmp_path_factory):
+        d = tmp_path_factory.mktemp(folder)
+        return {name: m(d) for name, m in make.items()}
+
+    return made
 
 
 def expected_index_at(times: Sequence[float], t: float) -> int:
@@ -227,8 +280,8 @@ def expected_index_at(times: Sequence[float], t: float) -> int:
 
 def scene_frames(
     num_frames: int,
-    size: tuple[int, int] = (160, 120),
-    tint: tuple[int, int, int] = (230, 60, 40),
+    size: Size = (160, 120),
+    tint: RGB = (230, 60, 40),
     block: int = 8,
     step: int = 3,
     seed: int = 0,
@@ -250,10 +303,10 @@ SCENES = [((230, 60, 40), 8, 3), ((40, 200, 80), 16, 2), ((50, 70, 230), 4, 4), 
 
 
 def make_multishot_video(
-    path: str | os.PathLike,
+    path: StrPath,
     shot_frames: Sequence[int] = (50, 45, 60),
     fps: float = 24.0,
-    size: tuple[int, int] = (160, 120),
+    size: Size = (160, 120),
     seed: int = 0,
 ) -> Path:
     """Shots of ``shot_frames`` frames joined by hard cuts: shot k starts at frame ``sum(shot_frames[:k])``."""
@@ -267,10 +320,10 @@ def make_multishot_video(
 
 
 def make_still_video(
-    path: str | os.PathLike,
+    path: StrPath,
     seconds: float = 2.0,
     fps: float = 24.0,
-    size: tuple[int, int] = (192, 144),
+    size: Size = (192, 144),
     *,
     pan_px: float = 0.0,
     zoom: float = 0.0,

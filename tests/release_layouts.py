@@ -66,6 +66,23 @@ def write_gdino(path: str | os.PathLike, text_encoder: str | os.PathLike, seed: 
     return model
 
 
+#: GroundingDinoPy settings for CPU tests: a 224 px short side keeps the 900 queries below the number of image tokens
+#: while staying fast; every box is kept, so a random model still returns some.
+CPU_GDINO_SETTINGS = dict(resize_short=224, box_threshold=0.0, batch_size=2)
+
+
+def load_gdino_for_cpu(checkpoint: str | os.PathLike, max_size: int):
+    """groundingdino-py's detector on ``checkpoint`` with the tiny local BERT and CPU_GDINO_SETTINGS, set up."""
+    from alchemist_data.models.grounding import GroundingDinoPy
+    from alchemist_data.models.tiny import tiny_bert_dir
+
+    detector = GroundingDinoPy(
+        checkpoint=str(checkpoint), text_encoder=str(tiny_bert_dir()), max_size=max_size, **CPU_GDINO_SETTINGS
+    )
+    detector.setup()
+    return detector
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # SAM
 

@@ -70,7 +70,8 @@ class S3Server:
         return out
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (the OS picked it free a moment ago)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -80,7 +81,7 @@ def _free_port() -> int:
 def s3_server() -> Iterator[S3Server]:
     import boto3
 
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("moto_server")
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_CALLS)}
     proc = subprocess.Popen(

@@ -10,6 +10,7 @@ import pytest
 from alchemist_data.benchmark_rules import foreground_mask
 from alchemist_data.models.inpaint import OpenCVInpainter, SD2Inpainter, build_inpainter
 from alchemist_data.profiles import curation_profile
+from tests.model_builders import assert_unknown_backend_refused
 
 
 def _ring(shape=(64, 64), center=(32, 32), r_out=15, r_in=10) -> np.ndarray:
@@ -82,26 +83,25 @@ def _tiny_sd_inpaint_pipeline(path):
     from transformers.models.clip.tokenization_clip import bytes_to_unicode
 
     torch.manual_seed(0)
+    levels = dict(block_out_channels=(8, 16), norm_num_groups=4)  # the UNet's and the VAE's: two levels of widths
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
+        **levels,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),  # one block type per level, as the widths
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         layers_per_block=1,
         sample_size=8,
         in_channels=9,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=16,
-        norm_num_groups=4,
         attention_head_dim=2,
     )
     vae = AutoencoderKL(
-        block_out_channels=[8, 16],
+        **levels,
         in_channels=3,
         out_channels=3,
         down_block_types=["DownEncoderBlock2D"] * 2,
         up_block_types=["UpDecoderBlock2D"] * 2,
         latent_channels=4,
-        norm_num_groups=4,
         sample_size=16,
     )
     text_encoder = CLIPTextModel(
@@ -139,13 +139,19 @@ def _tiny_sd_inpaint_pipeline(path):
     return out
 
 
+def _noise_and_mask() -> tuple[np.ndarray, np.ndarray]:
+    """An 80x48 RGB noise image and a rectangle inside it to inpaint."""
+    img = (np.random.RandomState(0).rand(48, 80, 3) * 255).astype(np.uint8)
+    mask = np.zeros((48, 80), bool)
+    mask[10:30, 20:50] = True
+    return img, mask
+
+
 @pytest.mark.slow
 def test_sd2_inpainter_loads_by_path_composites_and_is_seeded(tmp_path):
     pipe_dir = _tiny_sd_inpaint_pipeline(tmp_path)
     inp = SD2Inpainter(str(pipe_dir), num_inference_steps=2, size=64, seed=3)
-    img = (np.random.RandomState(0).rand(48, 80, 3) * 255).astype(np.uint8)
-    mask = np.zeros((48, 80), bool)
-    mask[10:30, 20:50] = True
+    img, mask = _noise_and_mask()
     out = inp.inpaint(img, mask)
     assert out.shape == img.shape and out.dtype == np.uint8
     assert np.array_equal(out[~mask], img[~mask])  # original outside the mask
@@ -163,19 +169,14 @@ def test_build_inpainter():
     assert isinstance(sd, SD2Inpainter)
     assert (sd.prompt, sd.guidance_scale) == ("clean and empty background", 12.0)
     assert sd.negative_prompt == "any human or any object, complex pattern and texture"
-    cfg = curation_profile("tiny").background
-    cfg.backend = "lama"
-    with pytest.raises(ValueError, match="unknown background backend"):
-        build_inpainter(cfg)
+    assert_unknown_backend_refused(build_inpainter, "background", "lama")
 
 
 @pytest.mark.gpu
 def test_sd2_inpainter_fp16_on_cuda(tmp_path):
     pipe_dir = _tiny_sd_inpaint_pipeline(tmp_path)
     inp = SD2Inpainter(str(pipe_dir), device="cuda", num_inference_steps=2, size=64)
-    img = (np.random.RandomState(0).rand(48, 80, 3) * 255).astype(np.uint8)
-    mask = np.zeros((48, 80), bool)
-    mask[10:30, 20:50] = True
+    img, mask = _noise_and_mask()
     out = inp.inpaint(img, mask)
     assert inp.pipe.unet.dtype.itemsize == 2  # fp16 on CUDA
     assert out.shape == img.shape and np.array_equal(out[~mask], img[~mask])

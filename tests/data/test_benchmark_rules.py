@@ -23,15 +23,6 @@ from alchemist_data.benchmark_rules import (
 H, W = 60, 80
 
 
-@pytest.fixture()
-def scene():
-    rng = np.random.RandomState(0)
-    img = (rng.rand(40, 60, 3) * 200 + 20).astype(np.uint8)  # never pure white
-    mask = np.zeros((40, 60), bool)
-    mask[10:30, 20:35] = True
-    return img, mask
-
-
 # ----------------------------------------------------------------------------------------------------- mask validity
 
 

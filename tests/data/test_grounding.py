@@ -10,6 +10,8 @@ from alchemist_data.benchmark_rules import grounding_caption, select_boxes, tag_
 from alchemist_data.models.grounding import Detection, GroundingDinoPy, HFGroundingDino, build_grounder
 from alchemist_data.models.tiny import random_grounding_dino, tiny_bert_dir, tiny_bert_tokenizer
 from alchemist_data.profiles import curation_profile
+from tests.model_builders import assert_unknown_backend_refused, built_per_profile
+from tests.release_layouts import build_gdino, load_gdino_for_cpu
 
 W, H = 100, 50
 
@@ -236,14 +238,18 @@ def test_hf_missing_model_fails_clearly(tmp_path):
 
 
 def test_build_grounder_from_profiles():
-    tiny = build_grounder(curation_profile("tiny").grounding)
+    tiny, paper = built_per_profile(build_grounder, "grounding", "tiny", "paper")
     assert isinstance(tiny, HFGroundingDino) and tiny.model_id == "random-tiny"
-    paper = build_grounder(curation_profile("paper").grounding)
     assert isinstance(paper, GroundingDinoPy) and paper.box_threshold == 0.4
-    cfg = curation_profile("tiny").grounding
-    cfg.backend = "yolo"
-    with pytest.raises(ValueError, match="unknown grounding backend"):
-        build_grounder(cfg)
+    assert_unknown_backend_refused(build_grounder, "grounding", "yolo")
+
+
+@pytest.fixture()
+def empty_checkpoint(tmp_path):
+    """An empty file named as the released checkpoint: GroundingDinoPy gets past its file check to the text encoder."""
+    ckpt = tmp_path / "groundingdino_swint_ogc.pth"
+    ckpt.write_bytes(b"")
+    return ckpt
 
 
 def test_groundingdino_py_missing_checkpoint_names_file_and_url(tmp_path):
@@ -252,21 +258,19 @@ def test_groundingdino_py_missing_checkpoint_names_file_and_url(tmp_path):
         g.setup()
 
 
-def test_groundingdino_py_uncached_text_encoder_fails_fast(tmp_path):
-    ckpt = tmp_path / "groundingdino_swint_ogc.pth"
-    ckpt.write_bytes(b"")
-    g = GroundingDinoPy(checkpoint=str(ckpt), text_encoder="bert-base-uncased")  # not in the hub cache here
+def test_groundingdino_py_uncached_text_encoder_fails_fast(empty_checkpoint):
+    g = GroundingDinoPy(
+        checkpoint=str(empty_checkpoint), text_encoder="bert-base-uncased"
+    )  # not in the hub cache here
     with pytest.raises(OSError, match="(?s)text encoder 'bert-base-uncased'.*HF_HUB_OFFLINE"):
         g.setup()
 
 
-def test_groundingdino_py_text_encoder_it_cannot_build_is_a_clear_error(tmp_path):
+def test_groundingdino_py_text_encoder_it_cannot_build_is_a_clear_error(tmp_path, empty_checkpoint):
     # groundingdino-py builds only bert-base-uncased (or roberta-base) by hub id; any other id used to end in its
     # bare `ValueError: Unknown text_encoder_type` from inside build_model (when the tokenizer could be fetched)
-    ckpt = tmp_path / "groundingdino_swint_ogc.pth"
-    ckpt.write_bytes(b"")
     with pytest.raises(ValueError, match="grounding.text_encoder='prajjwal1/bert-tiny'.*local BERT directory"):
-        GroundingDinoPy(checkpoint=str(ckpt), text_encoder="prajjwal1/bert-tiny").setup()
+        GroundingDinoPy(checkpoint=str(empty_checkpoint), text_encoder="prajjwal1/bert-tiny").setup()
     # the profile refuses it before any work, a missing local directory too
     with pytest.raises(ValueError, match="grounding.text_encoder"):
         curation_profile("paper", {"grounding.text_encoder": "prajjwal1/bert-tiny"})
@@ -279,29 +283,10 @@ def test_groundingdino_py_text_encoder_it_cannot_build_is_a_clear_error(tmp_path
 def test_groundingdino_py_builds_loads_checkpoint_and_detects(tmp_path):
     # The benchmark's SwinT-OGC config with random weights and the tiny local BERT as text encoder; the checkpoint
     # is written in the released format ({"model": state_dict} with DDP "module." prefixes) and loaded back.
-    from groundingdino.models import build_model
-    from groundingdino.util.slconfig import SLConfig
-
-    from alchemist_data.models.grounding import _default_gdino_config
-
-    args = SLConfig.fromfile(_default_gdino_config())
-    args.device = "cpu"
-    args.text_encoder_type = str(tiny_bert_dir())
-    torch.manual_seed(0)
-    ref = build_model(args)
+    ref = build_gdino(tiny_bert_dir(), seed=0)
     ckpt = tmp_path / "gdino.pth"
     torch.save({"model": {"module." + k: v for k, v in ref.state_dict().items()}}, ckpt)
-
-    # 224 px keeps the 900 queries below the number of image tokens while staying fast on CPU
-    g = GroundingDinoPy(
-        checkpoint=str(ckpt),
-        text_encoder=str(tiny_bert_dir()),
-        resize_short=224,
-        max_size=320,
-        box_threshold=0.0,
-        batch_size=2,
-    )
-    g.setup()
+    g = load_gdino_for_cpu(ckpt, max_size=320)
     ckpt.unlink()  # 250 MB: pytest keeps its last tmp dirs around
     for k, v in ref.state_dict().items():
         assert torch.equal(g.model.state_dict()[k], v), k

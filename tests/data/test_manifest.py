@@ -106,27 +106,26 @@ def test_missing_columns_are_named_with_their_meaning(tmp_path):
     assert isinstance(err.value, ValueError)
 
 
-@pytest.mark.parametrize("content", ["", "\n\n", "video,caption\n"])
-def test_empty_manifest_is_an_error(tmp_path, content):
-    path = tmp_path / ("m.csv" if "," in content else "m.jsonl")
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("m.jsonl", "", "no rows"),  # empty
+        ("m.jsonl", "\n\n", "no rows"),
+        ("m.csv", "video,caption\n", "no rows"),
+        ("m.txt", "video,caption\n", r"\.jsonl.*\.csv.*\.parquet"),  # an unknown extension: the known ones named
+        ("m.jsonl", '{"video": "a.mp4", "caption": "x"}\n{"video": "b.mp4", caption: y}\n', "line 2"),  # bad JSON
+    ],
+)
+def test_empty_or_unreadable_manifest_file_is_an_error(tmp_path, name, content, match):
+    path = tmp_path / name
     path.write_text(content)
-    with pytest.raises(ManifestError, match="no rows"):
+    with pytest.raises(ManifestError, match=match):
         read_manifest(path)
 
 
-def test_unknown_extension_and_missing_file(tmp_path):
-    (tmp_path / "m.txt").write_text("video,caption\n")
-    with pytest.raises(ManifestError, match=r"\.jsonl.*\.csv.*\.parquet"):
-        read_manifest(tmp_path / "m.txt")
+def test_missing_file(tmp_path):
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(tmp_path / "nope.jsonl")
-
-
-def test_invalid_json_line_names_the_line(tmp_path):
-    path = tmp_path / "m.jsonl"
-    path.write_text('{"video": "a.mp4", "caption": "x"}\n{"video": "b.mp4", caption: y}\n')
-    with pytest.raises(ManifestError, match="line 2"):
-        read_manifest(path)
 
 
 def test_bad_time_type_is_an_error(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -18,33 +17,40 @@ from alchemist_data.media import (
     write_video,
 )
 from tests.media import (
+    BAD_INPUTS,
+    assert_refused,
     expected_index_at,
+    ffmpeg_rgb24,
     frame_times,
-    make_audio_only,
     make_single_frame,
     make_truncated,
     make_video,
+    media_fixture,
     read_index,
-    text_as_mp4,
-    zero_bytes,
 )
 
 FRACTIONS = (0.05, 0.5, 0.95)
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    d = tmp_path_factory.mktemp("video")
-    return {
-        "cfr": make_video(d / "cfr.mp4", seconds=2.0, fps=24, size=(160, 120)),
-        # 8 s at 24 fps, one keyframe every 60 frames, B-frames: seeking and skipping both matter here.
-        "long": make_video(d / "long.mp4", seconds=8.0, fps=24, size=(160, 120), gop=60, bframes=3),
-        "vfr": make_video(d / "vfr.mp4", seconds=3.0, fps=24, size=(160, 120), vfr=True, bframes=2),
-        "offset": make_video(d / "offset.mkv", seconds=2.0, fps=25, size=(160, 120), start_time_s=1.5),
-        "ten_bit": make_video(d / "tenbit.mp4", seconds=1.0, fps=24, size=(160, 120), pix_fmt="yuv420p10le"),
-        "odd": make_video(d / "odd.mp4", seconds=1.0, fps=24, size=(161, 121), pix_fmt="yuv444p"),
-        "dir": d,
-    }
+media = media_fixture(
+    "video",
+    cfr=lambda d: make_video(d / "cfr.mp4", seconds=2.0, fps=24, size=(160, 120)),
+    # 8 s at 24 fps, one keyframe every 60 frames, B-frames: seeking and skipping both matter here.
+    long=lambda d: make_video(d / "long.mp4", seconds=8.0, fps=24, size=(160, 120), gop=60, bframes=3),
+    vfr=lambda d: make_video(d / "vfr.mp4", seconds=3.0, fps=24, size=(160, 120), vfr=True, bframes=2),
+    offset=lambda d: make_video(d / "offset.mkv", seconds=2.0, fps=25, size=(160, 120), start_time_s=1.5),
+    ten_bit=lambda d: make_video(d / "tenbit.mp4", seconds=1.0, fps=24, size=(160, 120), pix_fmt="yuv420p10le"),
+    odd=lambda d: make_video(d / "odd.mp4", seconds=1.0, fps=24, size=(161, 121), pix_fmt="yuv444p"),
+)
+
+#: Open GOP: leading B-frames before a keyframe are undecodable after a seek to it, so the seek backs off.
+OPEN_GOP_VIDEOS = [
+    ("open_gop.mp4", dict(gop=24, options={"x264-params": "open-gop=1:bframes=3:b-adapt=0"})),
+    (
+        "open_gop_hevc.mkv",
+        dict(codec="libx265", options={"x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"}),
+    ),
+]
 
 
 def _indices(frames, rotation=0):
@@ -118,13 +124,8 @@ def test_rotation_metadata_gives_display_orientation(tmp_path, rotation):
     # Undoing the counter-clockwise display rotation gives back the coded picture with its index band on top.
     assert _indices(frames, rotation) == [0, 6, 11]
     if shutil.which("ffmpeg"):  # ffmpeg's own auto-rotation agrees pixel for pixel
-        raw = subprocess.run(
-            ["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-            capture_output=True,
-            check=True,
-        ).stdout
         ours = decode_clip(str(path), num_frames=1)[0]
-        ref = np.frombuffer(raw, np.uint8).reshape(ours.shape)
+        ref = ffmpeg_rgb24(path, "-frames:v", "1").reshape(ours.shape)
         assert np.abs(ref.astype(int) - ours.astype(int)).mean() < 2.0
 
 
@@ -184,23 +185,13 @@ def test_uri_through_pyarrow_filesystem(media):
 @pytest.mark.parametrize(
     "name, make, reason",
     [
-        ("missing.mp4", None, "missing_file"),
-        ("zero.mp4", zero_bytes, "empty_file"),
-        ("text.mp4", text_as_mp4, "unreadable"),
-        ("audio.mp4", make_audio_only, "no_video_stream"),
+        *BAD_INPUTS,
         ("single.mp4", make_single_frame, "too_few_frames"),
-        ("cut.mp4", make_truncated, "unreadable"),  # MP4 index (moov) is at the end: cut away
         ("cut.mkv", make_truncated, "truncated"),  # opens, decodes 40 %, then the data ends
     ],
 )
 def test_bad_input_raises_video_error_with_reason(tmp_path, name, make, reason):
-    path = tmp_path / name
-    if make is not None:
-        make(path)
-    with pytest.raises(VideoError) as err:
-        reference_frames(str(path))
-    assert err.value.reason == reason
-    assert str(path) in err.value.detail
+    assert_refused(reference_frames, tmp_path, name, make, reason)
 
 
 def test_truncated_file_still_serves_clips_inside_its_decodable_part(tmp_path):
@@ -258,15 +249,7 @@ def test_write_video_pads_odd_sizes_for_420(tmp_path):
         ("vp9.webm", dict(codec="libvpx-vp9", pix_fmt="yuv420p")),
         ("mpeg4.avi", dict(codec="mpeg4", pix_fmt="yuv420p")),
         ("long_gop.mov", dict(gop=250, bframes=3)),
-        # Open GOP: leading B-frames before a keyframe are undecodable after a seek to it, so the seek backs off.
-        ("open_gop.mp4", dict(gop=24, options={"x264-params": "open-gop=1:bframes=3:b-adapt=0"})),
-        (
-            "open_gop_hevc.mkv",
-            dict(
-                codec="libx265",
-                options={"x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"},
-            ),
-        ),
+        *OPEN_GOP_VIDEOS,
     ],
 )
 def test_containers_and_codecs(tmp_path, name, kwargs):
@@ -389,14 +372,7 @@ def test_keyframe_mode_still_reports_a_truncated_tail(tmp_path):
         ("vfr.mkv", dict(gop=48, bframes=3, vfr=True)),
         ("vp9.webm", dict(codec="libvpx-vp9", pix_fmt="yuv420p", gop=48)),
         ("mpeg4.avi", dict(codec="mpeg4", pix_fmt="yuv420p", gop=48)),
-        ("open_gop.mp4", dict(gop=24, options={"x264-params": "open-gop=1:bframes=3:b-adapt=0"})),
-        (
-            "open_gop_hevc.mkv",
-            dict(
-                codec="libx265",
-                options={"x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"},
-            ),
-        ),
+        *OPEN_GOP_VIDEOS,
     ],
 )
 @pytest.mark.parametrize("window", [(None, None), (1.3, 5.5)])

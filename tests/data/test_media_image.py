@@ -9,15 +9,6 @@ from alchemist_data.benchmark_rules import rgba_crop
 from alchemist_data.media import decode_image, encode_jpg, encode_png
 
 
-@pytest.fixture()
-def scene():
-    rng = np.random.RandomState(0)
-    img = (rng.rand(40, 60, 3) * 200 + 20).astype(np.uint8)  # never pure white
-    mask = np.zeros((40, 60), bool)
-    mask[10:30, 20:35] = True
-    return img, mask
-
-
 def test_png_and_jpeg_round_trips(scene):
     img, mask = scene
     rgba = rgba_crop(img, mask, [0, 0, 60, 40])

@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
+from functools import partial
 
 import cv2
 import numpy as np
 import pytest
 
 from alchemist_data.media import VideoError, decode_all_frames, decode_all_frames_lowres
-from tests.media import frame_times, make_audio_only, make_truncated, make_video, text_as_mp4, zero_bytes
+from tests.media import (
+    BAD_INPUTS,
+    assert_refused,
+    ffmpeg_rgb24,
+    frame_times,
+    make_truncated,
+    make_video,
+    media_fixture,
+)
 
 BACKENDS = ("pyav", "decord")
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    d = tmp_path_factory.mktemp("lowres")
-    # Untextured: a horizontal ramp under the index band. Smooth content, so scalers with different kernels give
-    # nearly the same thumbnail and the backends can be compared pixel by pixel.
-    return {
-        "cfr": make_video(d / "cfr.mp4", seconds=2.0, fps=24, size=(160, 120), textured=False, bframes=3),
-        "vfr": make_video(d / "vfr.mkv", seconds=2.0, fps=24, size=(160, 120), textured=False, vfr=True, bframes=2),
-        "offset": make_video(d / "offset.mkv", seconds=1.0, fps=25, size=(160, 120), textured=False, start_time_s=1.5),
-        "odd": make_video(d / "odd.mp4", seconds=1.0, fps=24, size=(161, 121), pix_fmt="yuv444p", textured=False),
-        "dir": d,
-    }
+# Untextured: a horizontal ramp under the index band. Smooth content, so scalers with different kernels give
+# nearly the same thumbnail and the backends can be compared pixel by pixel.
+make_ramp_video = partial(make_video, textured=False)
+clips = media_fixture(
+    "lowres",
+    cfr=lambda d: make_ramp_video(d / "cfr.mp4", seconds=2.0, fps=24, size=(160, 120), bframes=3),
+    vfr=lambda d: make_ramp_video(d / "vfr.mkv", seconds=2.0, fps=24, size=(160, 120), vfr=True, bframes=2),
+    offset=lambda d: make_ramp_video(d / "offset.mkv", seconds=1.0, fps=25, size=(160, 120), start_time_s=1.5),
+    odd=lambda d: make_ramp_video(d / "odd.mp4", seconds=1.0, fps=24, size=(161, 121), pix_fmt="yuv444p"),
+    dir=lambda d: d,
+)
 
 
 def _thumbnails(path, size=(48, 27)) -> np.ndarray:
@@ -72,7 +79,7 @@ def test_backends_agree(clips):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("rotation", [90, 180, 270])
 def test_rotation_metadata_gives_display_orientation(tmp_path, backend, rotation):
-    path = make_video(tmp_path / f"rot{rotation}.mp4", seconds=0.5, size=(160, 120), rotation=rotation, textured=False)
+    path = make_ramp_video(tmp_path / f"rot{rotation}.mp4", seconds=0.5, size=(160, 120), rotation=rotation)
     frames, _, _ = decode_all_frames_lowres(str(path), backend=backend)
     assert frames.shape == (12, 27, 48, 3)
     reference = _thumbnails(path)
@@ -95,12 +102,7 @@ def test_odd_source_size_and_other_target_sizes(clips, backend):
 def test_pyav_backend_gives_what_transnetv2_reads_from_ffmpeg(clips):
     # TransNetV2's predict_video: ffmpeg -i VIDEO -f rawvideo -pix_fmt rgb24 -s 48x27 (bicubic scaling by default).
     path = make_video(clips["dir"] / "textured.mp4", seconds=1.0, size=(320, 180), grain=8)
-    raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "48x27", "-"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    official = np.frombuffer(raw, np.uint8).reshape(-1, 27, 48, 3)
+    official = ffmpeg_rgb24(path, "-s", "48x27").reshape(-1, 27, 48, 3)
     frames, _, _ = decode_all_frames_lowres(str(path), backend="pyav")
     assert frames.shape == official.shape
     # About 1 grey level apart on this grainy clip (0.1 on a 720p one): the swscale of PyAV's FFmpeg build is not the
@@ -130,24 +132,9 @@ def test_video_in_an_s3_store(s3, clips, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(
-    "name, make, reason",
-    [
-        ("missing.mp4", None, "missing_file"),
-        ("zero.mp4", zero_bytes, "empty_file"),
-        ("text.mp4", text_as_mp4, "unreadable"),
-        ("audio.mp4", make_audio_only, "no_video_stream"),
-        ("cut.mp4", make_truncated, "unreadable"),  # the MP4 index (moov) is at the end: cut away
-    ],
-)
+@pytest.mark.parametrize("name, make, reason", BAD_INPUTS)
 def test_bad_input_raises_video_error(tmp_path, backend, name, make, reason):
-    path = tmp_path / name
-    if make is not None:
-        make(path)
-    with pytest.raises(VideoError) as err:
-        decode_all_frames_lowres(str(path), backend=backend)
-    assert err.value.reason == reason
-    assert str(path) in err.value.detail
+    assert_refused(partial(decode_all_frames_lowres, backend=backend), tmp_path, name, make, reason)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

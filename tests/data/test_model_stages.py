@@ -13,27 +13,38 @@ from alchemist_data.profiles import curation_profile
 from alchemist_data.stages import GroundingStage, SegmentationStage
 
 
-class CountingGrounder(HFGroundingDino):
-    """The tiny random GroundingDINO, recording how many frames each forward pass carried."""
+class _PassCounter:
+    """Mixed into a model: ``passes`` records how many frames each of its batched forward passes carried."""
 
-    def __init__(self, **kw):
-        super().__init__("random-tiny", box_threshold=0.0, **kw)
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
         self.passes: list[int] = []
 
-    def _forward(self, images, captions):
+    def _count(self, images) -> None:
         self.passes.append(len(images))
+
+
+class CountingGrounder(_PassCounter, HFGroundingDino):
+    """The tiny random GroundingDINO at the batch size of the grounding config ``cfg``, counting the frames of each
+    forward pass."""
+
+    def __init__(self, cfg):
+        super().__init__("random-tiny", box_threshold=0.0, batch_size=cfg.batch_size)
+
+    def _forward(self, images, captions):
+        self._count(images)
         return super()._forward(images, captions)
 
 
-class CountingSam(SegmentAnything):
-    """The tiny random SAM, recording how many frames each image-encoder forward carried."""
+class CountingSam(_PassCounter, SegmentAnything):
+    """The tiny random SAM at the batch size of the segmentation config ``cfg``, counting the frames of each
+    image-encoder forward."""
 
-    def __init__(self, **kw):
-        super().__init__("random-tiny", **kw)
-        self.passes: list[int] = []
+    def __init__(self, cfg):
+        super().__init__("random-tiny", batch_size=cfg.batch_size)
 
     def _segment_batch(self, images, boxes):
-        self.passes.append(len(images))
+        self._count(images)
         return super()._segment_batch(images, boxes)
 
 
@@ -80,10 +91,18 @@ def profile():
     return curation_profile("tiny")
 
 
+@pytest.fixture()
+def segmentation(profile) -> SegmentationStage:
+    """A fresh segmentation stage on the counting tiny SAM."""
+    stage = SegmentationStage(profile.segmentation)
+    stage.segmenter = CountingSam(profile.segmentation)
+    return stage
+
+
 @pytest.fixture(scope="module")
 def grounded(profile) -> list[dict]:
     stage = GroundingStage(profile.grounding)
-    stage.grounder = CountingGrounder(batch_size=profile.grounding.batch_size)
+    stage.grounder = CountingGrounder(profile.grounding)
     rows = _rows()
     stage.process_rows(rows)
     # 9 frames of size 96x128 (three clips, different captions) share two passes of up to 8; clip c has its own
@@ -93,7 +112,7 @@ def grounded(profile) -> list[dict]:
 
 def test_grounding_batched_across_clips_equals_clip_by_clip(profile, grounded):
     stage = GroundingStage(profile.grounding)
-    stage.grounder = CountingGrounder(batch_size=profile.grounding.batch_size)
+    stage.grounder = CountingGrounder(profile.grounding)
     for row, want in zip(_rows(), grounded, strict=True):
         stage.process_row(row)
         _assert_same_detections(row["detections"], want["detections"])
@@ -106,7 +125,7 @@ def test_grounding_batched_across_clips_equals_clip_by_clip(profile, grounded):
 
 def test_grounding_bad_clip_becomes_a_reject_and_the_batch_goes_on(profile, grounded):
     stage = GroundingStage(profile.grounding)
-    stage.grounder = CountingGrounder(batch_size=profile.grounding.batch_size)
+    stage.grounder = CountingGrounder(profile.grounding)
     rows = _rows()
     rows[1]["frames"][0] = b"\x00" * 10  # truncated frame bytes: this clip cannot be decoded
     stage.process_rows(rows)
@@ -117,32 +136,28 @@ def test_grounding_bad_clip_becomes_a_reject_and_the_batch_goes_on(profile, grou
         _assert_same_detections(rows[i]["detections"], grounded[i]["detections"])
 
 
-def test_segmentation_batched_across_clips_equals_clip_by_clip(profile, grounded):
-    stage = SegmentationStage(profile.segmentation)
-    stage.segmenter = CountingSam(batch_size=profile.segmentation.batch_size)
+def test_segmentation_batched_across_clips_equals_clip_by_clip(segmentation, grounded):
     rows = copy.deepcopy(grounded)
-    stage.process_rows(rows)
+    segmentation.process_rows(rows)
     boxed = [
         sum(any(d["frame_index"] == f and d["box_xyxy_px"] for d in r["detections"]) for f in range(3))
         for r in grounded
     ]
-    assert sum(stage.segmenter.passes) == sum(boxed) and len(stage.segmenter.passes) < len(grounded)
-    stage.segmenter.passes.clear()
+    assert sum(segmentation.segmenter.passes) == sum(boxed) and len(segmentation.segmenter.passes) < len(grounded)
+    segmentation.segmenter.passes.clear()
     for row, want in zip(copy.deepcopy(grounded), rows, strict=True):
-        stage.process_row(row)
+        segmentation.process_row(row)
         _assert_same_detections(row["detections"], want["detections"])
-    assert len(stage.segmenter.passes) == len(grounded)  # clip by clip: one encoder pass per clip
+    assert len(segmentation.segmenter.passes) == len(grounded)  # clip by clip: one encoder pass per clip
     assert all(r["reject_reason"] is None for r in rows)
     assert any(d["is_detected"] and d["mask_png"] for r in rows for d in r["detections"])
 
 
-def test_segmentation_bad_clip_and_undetected_subject_become_rejects(profile, grounded):
-    stage = SegmentationStage(profile.segmentation)
-    stage.segmenter = CountingSam(batch_size=profile.segmentation.batch_size)
+def test_segmentation_bad_clip_and_undetected_subject_become_rejects(segmentation, grounded):
     rows = copy.deepcopy(grounded)
     for d in rows[1]["detections"]:  # no subject box at all: nothing to segment
         d["box_xyxy_px"] = None
-    stage.process_rows(rows)  # the batched path
+    segmentation.process_rows(rows)  # the batched path
     assert (rows[1]["reject_stage"], rows[1]["reject_reason"]) == ("segmentation", "subject_not_detected")
     assert all(rows[i]["reject_reason"] is None for i in (0, 2, 3))
 
@@ -151,12 +166,12 @@ def test_segmentation_bad_clip_and_undetected_subject_become_rejects(profile, gr
     first_boxed["box_xyxy_px"] = first_boxed["box_xyxy_px"][:3]  # a malformed box fails SAM for the whole batch
     for d in rows[1]["detections"]:  # no subject box at all: nothing to segment
         d["box_xyxy_px"] = None
-    stage.process_rows(rows)  # the batch fails, then every clip runs on its own
+    segmentation.process_rows(rows)  # the batch fails, then every clip runs on its own
     assert (rows[0]["reject_stage"], rows[0]["reject_reason"]) == ("segmentation", "error")
     assert "4 numbers" in rows[0]["reject_detail"]
     assert rows[1]["reject_reason"] == "subject_not_detected"
     want = copy.deepcopy(grounded[2:])
-    SegmentationStage.process_rows(stage, want)
+    SegmentationStage.process_rows(segmentation, want)
     for got, exp in zip(rows[2:], want, strict=True):
         assert got["reject_reason"] is None
         _assert_same_detections(got["detections"], exp["detections"])

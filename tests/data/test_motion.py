@@ -14,20 +14,15 @@ from alchemist_data.stages import MotionStage
 from alchemist_data.stages.motion import MotionConfig
 from tests import media
 
-CAPTION = "A man in a red shirt walks a dog across a park."
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    d = tmp_path_factory.mktemp("motion")
-    return {
-        "still": media.make_still_video(d / "still.mp4"),
-        "pan": media.make_still_video(d / "pan.mp4", pan_px=2),
-        "zoom": media.make_still_video(d / "zoom.mp4", zoom=0.004),
-        "slow": media.make_still_video(d / "slow.mp4", object_px=0.45),
-        "moving": media.make_still_video(d / "moving.mp4", object_px=2),
-        "panned_moving": media.make_still_video(d / "panned_moving.mp4", pan_px=2, object_px=3),
-    }
+clips = media.media_fixture(
+    "motion",
+    still=lambda d: media.make_still_video(d / "still.mp4"),
+    pan=lambda d: media.make_still_video(d / "pan.mp4", pan_px=2),
+    zoom=lambda d: media.make_still_video(d / "zoom.mp4", zoom=0.004),
+    slow=lambda d: media.make_still_video(d / "slow.mp4", object_px=0.45),
+    moving=lambda d: media.make_still_video(d / "moving.mp4", object_px=2),
+    panned_moving=lambda d: media.make_still_video(d / "panned_moving.mp4", pan_px=2, object_px=3),
+)
 
 
 def _work(paths: dict) -> pa.Table:
@@ -36,7 +31,7 @@ def _work(paths: dict) -> pa.Table:
         {
             "clip_id": names,
             "video": [str(paths[n]) for n in names],
-            "caption": [CAPTION] * len(names),
+            "caption": [media.CAPTION] * len(names),
             "start_s": pa.array([None] * len(names), pa.float64()),
             "end_s": pa.array([None] * len(names), pa.float64()),
         }

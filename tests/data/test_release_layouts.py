@@ -17,7 +17,7 @@ from alchemist_data.models.faces import YoloFaceDetector, _first_tensor, _scale_
 from alchemist_data.models.grounding import GroundingDinoPy
 from alchemist_data.models.segmentation import SegmentAnything
 from alchemist_data.models.tiny import tiny_bert_dir
-from tests.release_layouts import write_yolo_pickled, write_yolo_torchscript
+from tests.release_layouts import load_gdino_for_cpu, write_yolo_pickled, write_yolo_torchscript
 
 
 def _assert_same_state(loaded: torch.nn.Module, reference: torch.nn.Module) -> None:
@@ -39,16 +39,7 @@ def _frames(n: int, h: int = 96, w: int = 160) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_gdino_released_layout_loads_every_tensor_and_grounds_non_square_frames(released_gdino):
     path, reference = released_gdino
-    # 224 px short side keeps the 900 queries below the number of image tokens while staying fast on CPU
-    g = GroundingDinoPy(
-        checkpoint=str(path),
-        text_encoder=str(tiny_bert_dir()),
-        resize_short=224,
-        max_size=400,
-        box_threshold=0.0,
-        batch_size=2,
-    )
-    g.setup()
+    g = load_gdino_for_cpu(path, max_size=400)
     _assert_same_state(g.model, reference)
     frames = _frames(2)  # 96x160 -> 224x373
     res = g.detect(frames, ["man", "red shirt"])

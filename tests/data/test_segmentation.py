@@ -10,6 +10,7 @@ from alchemist_data.benchmark_rules import mask_drop_reason
 from alchemist_data.models.segmentation import HFSam, MaskResult, SegmentAnything, build_segmenter
 from alchemist_data.models.tiny import random_hf_sam
 from alchemist_data.profiles import curation_profile
+from tests.model_builders import assert_unknown_backend_refused, built_per_profile
 
 
 def _frame(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
@@ -174,16 +175,13 @@ def test_sam_masks_of_one_frame_go_through_both_benchmark_filters():
 
 
 def test_build_segmenter_from_profiles():
-    seg = build_segmenter(curation_profile("tiny").segmentation)
-    assert isinstance(seg, SegmentAnything) and seg.model_type == "random-tiny"
-    paper = build_segmenter(curation_profile("paper").segmentation)
+    tiny, paper = built_per_profile(build_segmenter, "segmentation", "tiny", "paper")
+    assert isinstance(tiny, SegmentAnything) and tiny.model_type == "random-tiny"
     assert isinstance(paper, SegmentAnything) and paper.model_type == "vit_b"
     cfg = curation_profile("tiny").segmentation
     cfg.backend = "hf"
     assert isinstance(build_segmenter(cfg), HFSam)
-    cfg.backend = "nope"
-    with pytest.raises(ValueError, match="unknown segmentation backend"):
-        build_segmenter(cfg)
+    assert_unknown_backend_refused(build_segmenter, "segmentation", "nope")
 
 
 @pytest.mark.gpu

@@ -24,17 +24,14 @@ from tests import media
 FPS = 24.0
 SHOT_FRAMES = (44, 40, 48)  # cuts at frames 44 and 84: 1.833 s and 3.5 s
 CUTS = (44, 84)
-CAPTION = "A man in a red shirt walks a dog across a park."
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    d = tmp_path_factory.mktemp("shots")
-    return {
-        "multi": str(media.make_multishot_video(d / "multi.mp4", SHOT_FRAMES, fps=FPS)),
-        "single": str(media.make_still_video(d / "single.mp4", seconds=2.0, fps=FPS, object_px=2)),
-        "dir": d,
-    }
+videos = media.media_fixture(
+    "shots",
+    multi=lambda d: str(media.make_multishot_video(d / "multi.mp4", SHOT_FRAMES, fps=FPS)),
+    single=lambda d: str(media.make_still_video(d / "single.mp4", seconds=2.0, fps=FPS, object_px=2)),
+    dir=lambda d: d,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +51,7 @@ def _stage(model, **cfg) -> ShotsStage:
 def _work(rows: list[dict]) -> pa.Table:
     cols = {k: [r.get(k) for r in rows] for k in ("clip_id", "video", "start_s", "end_s")}
     manifest = pa.table(
-        {**cols, "caption": [CAPTION] * len(rows)},
+        {**cols, "caption": [media.CAPTION] * len(rows)},
         schema=pa.schema(
             [
                 ("clip_id", pa.string()),
@@ -148,7 +145,7 @@ def test_split_mode_cuts_at_the_shots_with_deterministic_ids_and_one_shots_table
     for k, r in enumerate(rows[:3]):
         assert r["start_s"] == pytest.approx(bounds[k] / FPS, abs=1.01 / FPS)
         assert r["end_s"] == pytest.approx(bounds[k + 1] / FPS, abs=1.01 / FPS)
-        assert r["reject_reason"] is None and r["caption"] == CAPTION
+        assert r["reject_reason"] is None and r["caption"] == media.CAPTION
     assert rows[0]["end_s"] == rows[1]["start_s"] and rows[1]["end_s"] == rows[2]["start_s"]
     assert rows[2]["end_s"] == pytest.approx(sum(SHOT_FRAMES) / FPS)
     # The shots-table rows ride on the first row of each source only.
@@ -267,8 +264,8 @@ def test_collector_commits_a_shard_only_when_every_derived_row_is_back(tmp_path)
 @pytest.fixture(scope="module")
 def manifest(videos):
     rows = [
-        {"clip_id": "multi", "video": "multi.mp4", "caption": CAPTION},
-        {"clip_id": "single", "video": "single.mp4", "caption": CAPTION},
+        {"clip_id": "multi", "video": "multi.mp4", "caption": media.CAPTION},
+        {"clip_id": "single", "video": "single.mp4", "caption": media.CAPTION},
     ]
     path = videos["dir"] / "manifest.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")

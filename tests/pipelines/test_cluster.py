@@ -4,7 +4,6 @@ dies mid-job, a driver killed mid-job, and the Ray address rules."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,22 +16,18 @@ from alchemist_data import catalog
 from alchemist_data.runner import CurateOptions, Reporter, curate
 from alchemist_data.sample_data import write_sample_corpus
 from tests import media
+from tests.pipelines.runs import TABLE_KEYS, sorted_table
+from tests.s3 import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 MB = 1024**2
-TABLE_KEYS = {
-    "clips": ["clip_id"],
-    "entities": ["clip_id", "entity_word", "frame_index"],
-    "backgrounds": ["clip_id"],
-    "rejects": ["clip_id"],
-    "shots": ["clip_id", "shot_index"],
-}
 
 
 SHOT_FRAMES, FPS = (50, 45, 60), 24.0  # one raw video of three shots: cuts at frames 50 and 95
 NUM_MANIFEST_ROWS = 9  # 8 single-shot clips + the multi-shot video
 OVERRIDES = {"shard_size": "1", "shots.mode": "split"}
+MANIFEST = "s3://corpus/sample/manifest.jsonl"  # the sample corpus and the raw video, in the store
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +40,7 @@ def store(s3, tmp_path_factory):
                 {
                     "clip_id": "raw3",
                     "video": "raw/three_shots.mp4",
-                    "caption": "A man in a red shirt walks a dog across a park.",
+                    "caption": media.CAPTION,
                 }
             )
             + "\n"
@@ -56,19 +51,18 @@ def store(s3, tmp_path_factory):
     return s3
 
 
+def _curate_store(output: str, runner: str, reporter: Reporter, **options) -> dict:
+    """The tiny curation of the store's MANIFEST with OVERRIDES (one shard a row, shots split) into ``output``."""
+    return curate(
+        CurateOptions(manifest=MANIFEST, output=output, profile="tiny", runner=runner, overrides=OVERRIDES, **options),
+        reporter=reporter,
+    )
+
+
 @pytest.fixture(scope="module")
 def reference(store):
     """The same job on the local runner: what every cluster run must reproduce."""
-    curate(
-        CurateOptions(
-            manifest="s3://corpus/sample/manifest.jsonl",
-            output="s3://runs/reference",
-            profile="tiny",
-            runner="local",
-            overrides=OVERRIDES,
-        ),
-        reporter=Reporter(enabled=False),
-    )
+    _curate_store("s3://runs/reference", "local", Reporter(enabled=False))
     return "s3://runs/reference"
 
 
@@ -82,9 +76,8 @@ def _shots_at_the_right_times(run: str) -> None:
 
 
 def _same_tables(a: str, b: str) -> None:
-    for name, keys in TABLE_KEYS.items():
-        ta = catalog.read_table(a, name).sort_by([(k, "ascending") for k in keys])
-        tb = catalog.read_table(b, name).sort_by([(k, "ascending") for k in keys])
+    for name in TABLE_KEYS:
+        ta, tb = sorted_table(a, name), sorted_table(b, name)
         assert ta.num_rows == tb.num_rows, name
         for col in ta.column_names:
             ca, cb = ta.column(col), tb.column(col)
@@ -128,18 +121,8 @@ def test_a_worker_node_dies_mid_job_and_nothing_is_lost_or_duplicated(store, ref
         ray.init(address=cluster.address, include_dashboard=False)
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")}
         assert len(nodes) == 2
-        info = curate(
-            CurateOptions(
-                manifest="s3://corpus/sample/manifest.jsonl",
-                output="s3://runs/cluster",
-                profile="tiny",
-                runner="ray",
-                ray_address=cluster.address,
-                num_workers=2,
-                overrides=OVERRIDES,
-            ),
-            reporter=KillANodeAfterTheFirstShard(enabled=False),
-        )
+        reporter = KillANodeAfterTheFirstShard(enabled=False)
+        info = _curate_store("s3://runs/cluster", "ray", reporter, ray_address=cluster.address, num_workers=2)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -168,7 +151,7 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 def test_a_killed_driver_resumes_to_identical_tables(store, reference):
     args = (
         "curate",
-        "s3://corpus/sample/manifest.jsonl",
+        MANIFEST,
         "-o",
         "s3://runs/killed",
         "--profile",
@@ -204,15 +187,9 @@ def test_a_killed_driver_resumes_to_identical_tables(store, reference):
     _each_clip_once("s3://runs/killed", ref_rows)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_without_ray_address_a_stale_cluster_address_is_ignored(tmp_path):
     corpus = write_sample_corpus(tmp_path / "c", num_clips=2, seed=2)
-    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{_closed_port()}"}  # what an earlier `ray start` leaves behind
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{free_port()}"}  # what an earlier `ray start` leaves behind
     proc = _cli("curate", str(corpus), "-o", str(tmp_path / "run"), "--profile", "tiny", env=env)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
@@ -221,7 +198,7 @@ def test_without_ray_address_a_stale_cluster_address_is_ignored(tmp_path):
 
 @pytest.mark.parametrize("address", ["auto", "127.0.0.1:{port}"])
 def test_a_stale_ray_address_is_a_clear_error(tmp_path, address):
-    port = _closed_port()
+    port = free_port()
     corpus = write_sample_corpus(tmp_path / "c", num_clips=1, seed=2)
     env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     proc = _cli(
