@@ -35,6 +35,13 @@ def row(
     }
 
 
+def fmt(value: Any, digits: int = 4, missing: str = "") -> str:
+    """A value for a table: floats to ``digits`` significant digits, None as ``missing``."""
+    if value is None:
+        return missing
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
     """Median (CPU s, wall s) per function over ``repeats`` rounds, each round running every function once, so a
     change in the machine's load hits all of them alike."""

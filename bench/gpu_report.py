@@ -6,16 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench.common import fmt
+
 SECTIONS = ("curation", "eval", "train", "tests")
 REAL, RANDOM = "real checkpoint", "released layout, RANDOM weights"
 
 
 def _f(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
+    return fmt(v, digits, missing="n/a")
 
 
 def write_report(results: dict, path: str | os.PathLike) -> str:
