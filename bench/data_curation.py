@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.common import row
+
 
 def _curate_time(manifest: Path, out: Path, runner: str, workers: int) -> tuple[float, float, int]:
     """(end-to-end seconds, steady-state clips/s, clips). Steady state runs from the first committed shard to the
@@ -57,46 +59,34 @@ def curation_rows(quick: bool) -> list[dict]:
     overhead_ms = (1 / s_ray1 - 1 / s_local) * 1000
     g = "curation (tiny, steady state)"
     return [
-        {
-            "group": g,
-            "metric": "local runner, 1 process",
-            "value": s_local,
-            "unit": "clips/s",
-            "baseline": None,
-            "baseline_name": None,
-            "goal": None,
-            "note": f"{n} clips; end to end {n / t_local:.2f} clips/s",
-        },
-        {
-            "group": g,
-            "metric": "Ray, 1 worker",
-            "value": s_ray1,
-            "unit": "clips/s",
-            "baseline": s_local,
-            "baseline_name": "local",
-            "goal": None,
-            "note": f"end to end {n / t_ray1:.2f} clips/s",
-        },
-        {
-            "group": g,
-            "metric": "Ray, 2 workers",
-            "value": s_ray2,
-            "unit": "clips/s",
-            "baseline": s_ray1,
-            "baseline_name": "Ray 1 worker",
-            "goal": ">= 1.7x of 1 worker",
-            "note": f"end to end {n / t_ray2:.2f} clips/s",
-        },
-        {
-            "group": g,
-            "metric": "Ray overhead per clip (1 worker vs local)",
-            "value": overhead_ms,
-            "unit": "ms/clip",
-            "baseline": None,
-            "baseline_name": None,
-            "goal": "< 20 ms",
-            "note": "1/rate(Ray 1 worker) - 1/rate(local)",
-        },
+        row(g, "local runner, 1 process", s_local, "clips/s", f"{n} clips; end to end {n / t_local:.2f} clips/s"),
+        row(
+            g,
+            "Ray, 1 worker",
+            s_ray1,
+            "clips/s",
+            f"end to end {n / t_ray1:.2f} clips/s",
+            baseline=s_local,
+            baseline_name="local",
+        ),
+        row(
+            g,
+            "Ray, 2 workers",
+            s_ray2,
+            "clips/s",
+            f"end to end {n / t_ray2:.2f} clips/s",
+            baseline=s_ray1,
+            baseline_name="Ray 1 worker",
+            goal=">= 1.7x of 1 worker",
+        ),
+        row(
+            g,
+            "Ray overhead per clip (1 worker vs local)",
+            overhead_ms,
+            "ms/clip",
+            "1/rate(Ray 1 worker) - 1/rate(local)",
+            goal="< 20 ms",
+        ),
     ]
 
 
@@ -139,18 +129,8 @@ def duckdb_rows(quick: bool) -> list[dict]:
             times.append(time.perf_counter() - t0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return [
-        {
-            "group": "duckdb",
-            "metric": f"filter + aggregate over {n:,} entity rows (median of 5)",
-            "value": float(np.median(times)) * 1000,
-            "unit": "ms",
-            "baseline": None,
-            "baseline_name": None,
-            "goal": "< 1000 ms",
-            "note": "8 Parquet shards, contract schema",
-        }
-    ]
+    metric, median_ms = f"filter + aggregate over {n:,} entity rows (median of 5)", float(np.median(times)) * 1000
+    return [row("duckdb", metric, median_ms, "ms", "8 Parquet shards, contract schema", goal="< 1000 ms")]
 
 
 def run(quick: bool) -> list[dict]:
@@ -158,5 +138,5 @@ def run(quick: bool) -> list[dict]:
 
 
 if __name__ == "__main__":
-    for row in run(quick=False):
-        print(row)
+    for r in run(quick=False):
+        print(r)

@@ -32,35 +32,25 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import interleaved_medians, print_rows, row
+
+# x264 veryfast CRF 23 over a drifting texture with camera-like grain: the 3-4 Mb/s of typical 720p uploads
+UPLOAD_720P = {"size": (1280, 720), "preset": "veryfast", "crf": 23, "seed": 1, "grain": 12}
+SCALING_NOTE = "1 decode thread; the scaling cost is the difference to the baseline"
+
 
 def _make_clip(path: Path, seconds: float, fps: float, gop: int, bframes: int) -> Path:
     from tests.media import make_video
 
-    return make_video(
-        path,
-        seconds=seconds,
-        fps=fps,
-        size=(1280, 720),
-        gop=gop,
-        preset="veryfast",
-        crf=23,
-        seed=1,
-        bframes=bframes,
-        grain=12,
-    )
+    return make_video(path, seconds=seconds, fps=fps, gop=gop, bframes=bframes, **UPLOAD_720P)
 
 
 def _measure(fns: dict[str, object], repeats: int) -> dict[str, tuple[float, float]]:
     """Median (CPU ms, wall ms) per function, runs interleaved so load changes hit both alike."""
     for fn in fns.values():
         fn()  # warm-up: page cache, decoder init
-    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            c0, w0 = time.process_time(), time.perf_counter()
-            fn()
-            samples[name].append(((time.process_time() - c0) * 1000, (time.perf_counter() - w0) * 1000))
-    return {k: (statistics.median(s[0] for s in v), statistics.median(s[1] for s in v)) for k, v in samples.items()}
+    medians = interleaved_medians(fns, repeats)
+    return {k: (cpu_s * 1000, wall_s * 1000) for k, (cpu_s, wall_s) in medians.items()}
 
 
 def run(quick: bool) -> list[dict]:
@@ -112,17 +102,10 @@ def run(quick: bool) -> list[dict]:
             )
             goal = ">= 3x cheaper than full decode (anchors §5.1 clip: 20 s)" if gop == 250 and bframes else None
             label = f"{seconds:g} s, GOP {gop}" + ("" if bframes else ", no B-frames")
+            vs_decode_all = {"baseline": round(full_cpu, 1), "baseline_name": "decode every frame to RGB"}
+            metric = f"CPU ms per clip, 3 ref frames, {label}"
             rows.append(
-                {
-                    "group": "data/reference_frames",
-                    "metric": f"CPU ms per clip, 3 ref frames, {label}",
-                    "value": round(ref_cpu, 1),
-                    "unit": "ms",
-                    "baseline": round(full_cpu, 1),
-                    "baseline_name": "decode every frame to RGB",
-                    "goal": goal,
-                    "note": note,
-                }
+                row("data/reference_frames", metric, round(ref_cpu, 1), "ms", note, goal=goal, **vs_decode_all)
             )
             if long_gop:
                 key_cpu, key_wall = timing["key"]
@@ -134,18 +117,8 @@ def run(quick: bool) -> list[dict]:
                     f"{full_cpu / key_cpu:.1f}x cheaper than decode-all, {ref_cpu / key_cpu:.1f}x cheaper than exact "
                     f"({ref_cpu:.0f} ms, same run; wall {key_wall:.0f} vs {full_wall:.0f} ms); 1 decode thread"
                 )
-                rows.append(
-                    {
-                        "group": "data/reference_frames",
-                        "metric": f"CPU ms per clip, 3 ref frames keyframe-snapped, {label}",
-                        "value": round(key_cpu, 1),
-                        "unit": "ms",
-                        "baseline": round(full_cpu, 1),
-                        "baseline_name": "decode every frame to RGB",
-                        "goal": None,
-                        "note": note,
-                    }
-                )
+                metric = f"CPU ms per clip, 3 ref frames keyframe-snapped, {label}"
+                rows.append(row("data/reference_frames", metric, round(key_cpu, 1), "ms", note, **vs_decode_all))
     rows.extend(_lowres_rows(quick))
     return rows
 
@@ -166,18 +139,19 @@ def _lowres_rows(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="alchemist-bench-lowres-") as tmp:
         clip = _make_clip(Path(tmp) / "lowres-720p.mp4", 8.0, 30.0, 250, 3)
 
-        def decode_only(threads: int) -> int:
+        def decoded(threads: int):
+            """The clip's frames from PyAV with ``threads`` decoding threads (0: FFmpeg's choice)."""
             with av.open(str(clip)) as container:
                 vs = container.streams.video[0]
                 vs.thread_type, vs.thread_count = "AUTO", threads
-                return sum(1 for _ in container.decode(vs))
+                yield from container.decode(vs)
+
+        def decode_only(threads: int) -> int:
+            return sum(1 for _ in decoded(threads))
 
         def per_frame_to_ndarray(threads: int) -> int:
             # The issue's first measurement: PyAV's own per-frame scaling (a new swscale context every frame).
-            with av.open(str(clip)) as container:
-                vs = container.streams.video[0]
-                vs.thread_type, vs.thread_count = "AUTO", threads
-                return sum(1 for f in container.decode(vs) if f.to_ndarray(format="rgb24", width=48, height=27).size)
+            return sum(1 for f in decoded(threads) if f.to_ndarray(format="rgb24", width=48, height=27).size)
 
         def lowres(backend: str, threads: int) -> int:
             frames, _, _ = decode_all_frames_lowres(str(clip), backend=backend, threads=threads)
@@ -212,35 +186,26 @@ def _lowres_rows(quick: bool) -> list[dict]:
                 f"240 frames 1280x720 H.264 @ 30 fps; CPU {cpu[name]:.2f} ms/frame with 1 decode thread vs "
                 f"{cpu[base]:.2f} decoding alone; {os.cpu_count()} cores; median of {repeats}"
             )
-            rows.append(
-                {
-                    "group": "data/lowres_decode",
-                    "metric": f"frames/s, 48x27 RGB, {name}",
-                    "value": round(wall[name], 1),
-                    "unit": "frames/s",
-                    "baseline": round(wall[base], 1),
-                    "baseline_name": "decode only, PyAV threaded",
-                    "goal": None,
-                    "note": note,
-                }
-            )
-            rows.append(
-                {
-                    "group": "data/lowres_decode",
-                    "metric": f"CPU ms per frame, 48x27 RGB, {name}",
-                    "value": round(cpu[name], 3),
-                    "unit": "ms",
-                    "baseline": round(cpu[base], 3),
-                    "baseline_name": "decode only, 1 thread",
-                    "goal": None,
-                    "note": "1 decode thread; the scaling cost is the difference to the baseline",
-                }
-            )
+            # the same paths measured two ways: (metric, its median per path, digits, unit, baseline name, note)
+            for metric, median, digits, unit, baseline_name, row_note in (
+                ("frames/s", wall, 1, "frames/s", "decode only, PyAV threaded", note),
+                ("CPU ms per frame", cpu, 3, "ms", "decode only, 1 thread", SCALING_NOTE),
+            ):
+                rows.append(
+                    row(
+                        "data/lowres_decode",
+                        f"{metric}, 48x27 RGB, {name}",
+                        round(median[name], digits),
+                        unit,
+                        row_note,
+                        baseline=round(median[base], digits),
+                        baseline_name=baseline_name,
+                    )
+                )
     return rows
 
 
 if __name__ == "__main__":
     import sys
 
-    for row in run(quick="--quick" in sys.argv):
-        print(f"{row['metric']:<64} {row['value']:>8} {row['unit']}  vs {row['baseline']:>8}   {row['note']}")
+    print_rows(run(quick="--quick" in sys.argv), metric_width=64, baseline_width=8)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import row
+
 BENCHMARK_VIDEOS = 2130
 
 
@@ -75,59 +77,44 @@ def run(quick: bool = False) -> list[dict]:
     g = "benchmark overlap (phash)"
     per_video = long_index.num_frames / n_refs
     return [
-        {
-            "group": g,
-            "metric": f"index build per reference video ({seconds:.0f} s, 320x240)",
-            "value": build_s * 1000,
-            "unit": "ms",
-            "baseline": None,
-            "baseline_name": None,
-            "goal": None,
-            "note": f"{per_video:.0f} frames sampled per video; {BENCHMARK_VIDEOS} videos of this length: "
+        row(
+            g,
+            f"index build per reference video ({seconds:.0f} s, 320x240)",
+            build_s * 1000,
+            "ms",
+            f"{per_video:.0f} frames sampled per video; {BENCHMARK_VIDEOS} videos of this length: "
             f"{build_s * BENCHMARK_VIDEOS / 60:.1f} min once per machine (cached)",
-        },
-        {
-            "group": g,
-            "metric": f"query per clip, index of {BENCHMARK_VIDEOS} videos",
-            "value": query_ms,
-            "unit": "ms",
-            "baseline": None,
-            "baseline_name": None,
-            "goal": None,
-            "note": f"{big.num_frames:,} indexed frames x 6 hash variants; 3 clip frames (already decoded); median",
-        },
-        {
-            "group": g,
-            "metric": f"index memory, {BENCHMARK_VIDEOS} videos",
-            "value": nbytes / 2**20,
-            "unit": "MiB",
-            "baseline": None,
-            "baseline_name": None,
-            "goal": None,
-            "note": "hashes + colour layouts + video/time",
-        },
-        {
-            "group": g,
-            "metric": "precision on planted copies",
-            "value": pr["precision"],
-            "unit": "",
-            "baseline": None,
-            "baseline_name": None,
-            "goal": None,
-            "note": f"{pr['num_copies']} copies (re-encode, 0.75 scale, 4 % crop, 0.4 s trim) of {n_refs} references "
+        ),
+        row(
+            g,
+            f"query per clip, index of {BENCHMARK_VIDEOS} videos",
+            query_ms,
+            "ms",
+            f"{big.num_frames:,} indexed frames x 6 hash variants; 3 clip frames (already decoded); median",
+        ),
+        row(
+            g,
+            f"index memory, {BENCHMARK_VIDEOS} videos",
+            nbytes / 2**20,
+            "MiB",
+            "hashes + colour layouts + video/time",
+        ),
+        row(
+            g,
+            "precision on planted copies",
+            pr["precision"],
+            "",
+            f"{pr['num_copies']} copies (re-encode, 0.75 scale, 4 % crop, 0.4 s trim) of {n_refs} references "
             "vs "
             f"{pr['num_distractors']} distractors (half the same background); {pr['false_positives']} false",
-        },
-        {
-            "group": g,
-            "metric": "recall on planted copies",
-            "value": pr["recall"],
-            "unit": "",
-            "baseline": None,
-            "baseline_name": None,
-            "goal": None,
-            "note": ", ".join(f"{k} {pr[f'recall_{k}']:.2f}" for k in planted.COPY_KINDS),
-        },
+        ),
+        row(
+            g,
+            "recall on planted copies",
+            pr["recall"],
+            "",
+            ", ".join(f"{k} {pr[f'recall_{k}']:.2f}" for k in planted.COPY_KINDS),
+        ),
     ]
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from bench.common import row, run_python
 
 _DRIVER = """
 import json, resource, sys, time
@@ -39,13 +40,7 @@ def _manifest(corpus: Path, n: int) -> Path:
 
 
 def _drive(manifest: Path, output: str, workers: int, env: dict[str, str]) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", _DRIVER, str(manifest), output, str(workers)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    proc = run_python(["-c", _DRIVER, str(manifest), output, str(workers)], timeout=1800, env=env)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
     if proc.returncode or line is None:
         raise RuntimeError(f"curation driver failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -70,46 +65,41 @@ def run(quick: bool) -> list[dict]:
             big = _drive(m_large, "s3://runs/large", 2, env)
         g = "curation data plane (tiny, Ray 2 workers, end to end)"
         rows += [
-            {
-                "group": g,
-                "metric": f"{small} clips, output on local disk",
-                "value": local["clips_per_s_this_run"],
-                "unit": "clips/s",
-                "baseline": None,
-                "baseline_name": None,
-                "goal": None,
-                "note": f"slowest stage: {local['slowest_stage']}",
-            },
-            {
-                "group": g,
-                "metric": f"{small} clips, output on the S3 server (127.0.0.1)",
-                "value": remote["clips_per_s_this_run"],
-                "unit": "clips/s",
-                "baseline": local["clips_per_s_this_run"],
-                "baseline_name": "local disk",
-                "goal": "higher",
-                "note": "workers PUT their shard parts themselves",
-            },
-            {
-                "group": g,
-                "metric": "bytes the driver receives per clip",
-                "value": big["driver_bytes_per_input_row"],
-                "unit": "B/clip",
-                "baseline": None,
-                "baseline_name": None,
-                "goal": "< 2048 B",
-                "note": f"{large} clips; part names, counts and manifest-row accounting only",
-            },
-            {
-                "group": g,
-                "metric": f"driver peak RSS, {large} clips",
-                "value": big["driver_max_rss_mb"],
-                "unit": "MiB",
-                "baseline": remote["driver_max_rss_mb"],
-                "baseline_name": f"{small} clips",
-                "goal": "grows < 10 %",
-                "note": f"{large / small:.0f}x the clips",
-            },
+            row(
+                g,
+                f"{small} clips, output on local disk",
+                local["clips_per_s_this_run"],
+                "clips/s",
+                f"slowest stage: {local['slowest_stage']}",
+            ),
+            row(
+                g,
+                f"{small} clips, output on the S3 server (127.0.0.1)",
+                remote["clips_per_s_this_run"],
+                "clips/s",
+                "workers PUT their shard parts themselves",
+                baseline=local["clips_per_s_this_run"],
+                baseline_name="local disk",
+                goal="higher",
+            ),
+            row(
+                g,
+                "bytes the driver receives per clip",
+                big["driver_bytes_per_input_row"],
+                "B/clip",
+                f"{large} clips; part names, counts and manifest-row accounting only",
+                goal="< 2048 B",
+            ),
+            row(
+                g,
+                f"driver peak RSS, {large} clips",
+                big["driver_max_rss_mb"],
+                "MiB",
+                f"{large / small:.0f}x the clips",
+                baseline=remote["driver_max_rss_mb"],
+                baseline_name=f"{small} clips",
+                goal="grows < 10 %",
+            ),
         ]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -117,5 +107,5 @@ def run(quick: bool) -> list[dict]:
 
 
 if __name__ == "__main__":
-    for row in run(quick="--quick" in sys.argv):
-        print(row)
+    for r in run(quick="--quick" in sys.argv):
+        print(r)

@@ -9,21 +9,10 @@ the first says whether the cuts were found where they are.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-
-def _measure(fns: dict[str, object], repeats: int) -> dict[str, tuple[float, float]]:
-    """Median (CPU s, wall s) per function, runs interleaved so load changes hit both alike."""
-    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            c0, w0 = time.process_time(), time.perf_counter()
-            fn()
-            samples[name].append((time.process_time() - c0, time.perf_counter() - w0))
-    return {k: (statistics.median(s[0] for s in v), statistics.median(s[1] for s in v)) for k, v in samples.items()}
+from bench.common import interleaved_medians, print_rows, row
 
 
 def run(quick: bool) -> list[dict]:
@@ -58,7 +47,7 @@ def run(quick: bool) -> list[dict]:
 
             frames, _ = _lowres_frames(video, fps)
             model.transition_scores([frames[:100]])  # warm-up: page cache, decoder and kernel init
-            timing = _measure(
+            timing = interleaved_medians(
                 {"decode": decode, "detect": detect, "model": lambda frames=frames: model.transition_scores([frames])},
                 repeats,
             )
@@ -71,29 +60,25 @@ def run(quick: bool) -> list[dict]:
             exact = all(abs(a - b) <= 1 for a, b in zip(found, cuts, strict=False)) and len(found) == len(cuts)
             label = f"{w}x{h}, {n} frames, {len(shots)} shots"
             rows.append(
-                {
-                    "group": "data/shots",
-                    "metric": f"frames/s, decode 48x27 + TransNetV2, {label}",
-                    "value": round(n / det_cpu, 1),
-                    "unit": "frames/s",
-                    "baseline": round(n / dec_cpu, 1),
-                    "baseline_name": "decode to 48x27 alone",
-                    "goal": None,
-                    "note": f"per CPU second, 1 thread; wall {n / det_wall:.1f} vs {n / dec_wall:.1f} frames/s; shots "
+                row(
+                    "data/shots",
+                    f"frames/s, decode 48x27 + TransNetV2, {label}",
+                    round(n / det_cpu, 1),
+                    "frames/s",
+                    f"per CPU second, 1 thread; wall {n / det_wall:.1f} vs {n / dec_wall:.1f} frames/s; shots "
                     f"start at {found} (true {cuts}: {'found' if exact else 'MISSED'})",
-                }
+                    baseline=round(n / dec_cpu, 1),
+                    baseline_name="decode to 48x27 alone",
+                )
             )
             rows.append(
-                {
-                    "group": "data/shots",
-                    "metric": f"frames/s, TransNetV2 alone (decoded frames), {label}",
-                    "value": round(n / mod_cpu, 1),
-                    "unit": "frames/s",
-                    "baseline": None,
-                    "baseline_name": None,
-                    "goal": None,
-                    "note": f"per CPU second, 1 thread; wall {n / mod_wall:.1f} frames/s",
-                }
+                row(
+                    "data/shots",
+                    f"frames/s, TransNetV2 alone (decoded frames), {label}",
+                    round(n / mod_cpu, 1),
+                    "frames/s",
+                    f"per CPU second, 1 thread; wall {n / mod_wall:.1f} frames/s",
+                )
             )
     return rows
 
@@ -101,5 +86,4 @@ def run(quick: bool) -> list[dict]:
 if __name__ == "__main__":
     import sys
 
-    for row in run(quick="--quick" in sys.argv):
-        print(f"{row['metric']:<72} {row['value']:>8} {row['unit']}  vs {row['baseline']}   {row['note']}")
+    print_rows(run(quick="--quick" in sys.argv), metric_width=72)

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import row
+
 ROOT = Path(__file__).resolve().parents[1]
 LABELLED = ROOT / "tests" / "data" / "entity_captions.jsonl"
 LLM_OUTPUTS = ROOT / "tests" / "data" / "entity_llm_outputs.jsonl"
@@ -88,17 +90,18 @@ def run(quick: bool) -> list[dict]:
     after = evaluate(new, labelled).summary()
     before = evaluate(old, labelled).summary() if old is not None else None
     speeds = _captions_per_s([new] + ([old] if old is not None else []), captions, 2 if quick else 5)
+    group = f"entity words (offline, {len(labelled)} captions)"
     rows = [
-        {
-            "group": f"entity words (offline, {len(labelled)} captions)",
-            "metric": "throughput, warm, 1 thread",
-            "value": round(speeds[0], 1),
-            "unit": "captions/s",
-            "baseline": round(speeds[1], 1) if old is not None else None,
-            "baseline_name": BASELINE_REV,
-            "goal": "no slower than the baseline",
-            "note": "spaCy parse + WordNet + rules, one process; the two take turns",
-        }
+        row(
+            group,
+            "throughput, warm, 1 thread",
+            round(speeds[0], 1),
+            "captions/s",
+            "spaCy parse + WordNet + rules, one process; the two take turns",
+            baseline=round(speeds[1], 1) if old is not None else None,
+            baseline_name=BASELINE_REV,
+            goal="no slower than the baseline",
+        )
     ]
     for metric in (
         "subject_precision",
@@ -110,16 +113,16 @@ def run(quick: bool) -> list[dict]:
         "reject_accuracy",
     ):
         rows.append(
-            {
-                "group": f"entity words (offline, {len(labelled)} captions)",
-                "metric": metric,
-                "value": round(after[metric], 4),
-                "unit": "",
-                "baseline": None if before is None else round(before[metric], 4),
-                "baseline_name": BASELINE_REV,
-                "goal": "higher",
-                "note": "tests/data/entity_captions.jsonl, head-word matching",
-            }
+            row(
+                group,
+                metric,
+                round(after[metric], 4),
+                "",
+                "tests/data/entity_captions.jsonl, head-word matching",
+                baseline=None if before is None else round(before[metric], 4),
+                baseline_name=BASELINE_REV,
+                goal="higher",
+            )
         )
     return rows
 

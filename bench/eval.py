@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import row
+
 
 def _scene(n: int, h: int, w: int, seed: int) -> np.ndarray:
     import cv2
@@ -61,8 +63,8 @@ def _time_official(scorers, jobs) -> tuple[float, float, list[dict]]:
     t0, c0 = time.perf_counter(), time.process_time()
     rows = [dict() for _ in jobs]
     for scorer in scorers:
-        for row, job in zip(rows, jobs, strict=True):
-            row.update({k: v for k, v in scorer.score([job])[0].items() if v is not None})
+        for video_row, job in zip(rows, jobs, strict=True):
+            video_row.update({k: v for k, v in scorer.score([job])[0].items() if v is not None})
     return time.perf_counter() - t0, time.process_time() - c0, rows
 
 
@@ -78,6 +80,9 @@ _OFFICIAL = {
     "subject": lambda n: {"encoder_batch_size": "1", "segmentation.batch_size": "1", "grounding.batch_size": str(n)},
     "dynamic": lambda n: {},
 }
+
+# a speed-up row's baseline: the official protocol is 1x by definition
+_SPEEDUP = {"baseline": 1.0, "baseline_name": "official protocol (batch size 1)", "goal": ">= 5"}
 
 
 def run(quick: bool) -> list[dict]:
@@ -126,40 +131,21 @@ def run(quick: bool) -> list[dict]:
                 f"frames and videos; identical scores: {same}"
             )
             out.append(
-                {
-                    "group": "eval",
-                    "metric": f"scorer videos/s, {label}",
-                    "value": round(vps_b, 3),
-                    "unit": "videos/s",
-                    "baseline": round(vps_o, 3),
-                    "baseline_name": "official protocol: one pass per metric, one video at a time",
-                    "goal": ">= 5x baseline on CPU with tiny",
-                    "note": note,
-                }
+                row(
+                    "eval",
+                    f"scorer videos/s, {label}",
+                    round(vps_b, 3),
+                    "videos/s",
+                    note,
+                    baseline=round(vps_o, 3),
+                    baseline_name="official protocol: one pass per metric, one video at a time",
+                    goal=">= 5x baseline on CPU with tiny",
+                )
             )
+            out.append(row("eval", f"scorer speed-up, {label}", round(vps_b / vps_o, 2), "x", note, **_SPEEDUP))
+            cpu_note = f"CPU seconds of this process, batched {c_b:.2f} vs official {c_o:.2f}; {note}"
             out.append(
-                {
-                    "group": "eval",
-                    "metric": f"scorer speed-up, {label}",
-                    "value": round(vps_b / vps_o, 2),
-                    "unit": "x",
-                    "baseline": 1.0,
-                    "baseline_name": "official protocol (batch size 1)",
-                    "goal": ">= 5",
-                    "note": note,
-                }
-            )
-            out.append(
-                {
-                    "group": "eval",
-                    "metric": f"scorer speed-up in CPU time, {label}",
-                    "value": round(c_o / c_b, 2),
-                    "unit": "x",
-                    "baseline": 1.0,
-                    "baseline_name": "official protocol (batch size 1)",
-                    "goal": ">= 5",
-                    "note": f"CPU seconds of this process, batched {c_b:.2f} vs official {c_o:.2f}; {note}",
-                }
+                row("eval", f"scorer speed-up in CPU time, {label}", round(c_o / c_b, 2), "x", cpu_note, **_SPEEDUP)
             )
     return out
 

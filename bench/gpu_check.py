@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("curation", "eval", "train", "tests")
+from bench.common import run_python
+from bench.gpu_report import RANDOM, REAL, SECTIONS, write_report
+
 DEFAULT_OUTPUT = "bench/results/GPU.md"
 
 # variable -> (what, the released file it stands for); also the order of the report's checkpoint table
@@ -46,7 +48,37 @@ CHECKPOINT_VARS = {
     "ALCHEMIST_CLIP_MODEL": ("CLIP ViT-L/14", "clip-vit-large-patch14/"),
     "ALCHEMIST_BERT_DIR": ("GroundingDINO text encoder (bert-base-uncased)", "bert-base-uncased/"),
 }
-REAL, RANDOM = "real checkpoint", "released layout, RANDOM weights"
+
+# profile setting -> the variable whose checkpoint it takes; grounding and segmentation serve curation and eval alike
+_DETECTION_CHECKPOINTS = {
+    "grounding.checkpoint": "ALCHEMIST_GDINO_CHECKPOINT",
+    "grounding.text_encoder": "ALCHEMIST_BERT_DIR",
+    "segmentation.checkpoint": "ALCHEMIST_SAM_CHECKPOINT",
+}
+CURATION_CHECKPOINTS = {**_DETECTION_CHECKPOINTS, "faces.checkpoint": "ALCHEMIST_YOLO_FACE_CHECKPOINT"}
+# The entity LLM and the SD2 inpainter are only run from real weights (no released-layout stand-in): without them
+# the offline entity words and OpenCV inpainting run, and the report says so.
+# (variable, the setting it fills, the offline fallback setting and value, the report's note when it is unset)
+REAL_WEIGHTS_ONLY = (
+    (
+        "ALCHEMIST_LLM_MODEL",
+        "entities.llm_model",
+        ("entities.backend", "spacy"),
+        "entities: spaCy + WordNet (set ALCHEMIST_LLM_MODEL for the paper's Mistral-7B)",
+    ),
+    (
+        "ALCHEMIST_SD2_MODEL",
+        "background.model",
+        ("background.backend", "opencv"),
+        "background: OpenCV Telea (set ALCHEMIST_SD2_MODEL for SD2 inpainting)",
+    ),
+)
+EVAL_CHECKPOINTS = {
+    "clip_model": "ALCHEMIST_CLIP_MODEL",
+    "dino_model": "ALCHEMIST_DINO_MODEL",
+    "raft_checkpoint": "ALCHEMIST_RAFT_CHECKPOINT",
+    **_DETECTION_CHECKPOINTS,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -226,6 +258,25 @@ def prepare_checkpoints(workdir: Path, env: dict[str, str] | None = None, small:
     return out
 
 
+def _checkpoint_settings(ckpts: dict[str, dict], settings: dict[str, str]) -> dict[str, str]:
+    """Profile overrides pointing each setting at the path of its prepared checkpoint."""
+    return {setting: ckpts[var]["path"] for setting, var in settings.items()}
+
+
+# (width, MLP width, layers, heads) of ViT-L/14's text and vision towers; the small stand-in is one toy size for both
+CLIP_L14_TOWERS = {"text": (768, 3072, 12, 12), "vision": (1024, 4096, 24, 16)}
+SMALL_CLIP_TOWER = (32, 64, 1, 2)
+
+
+def _clip_tower(width: int, mlp_width: int, layers: int, heads: int) -> dict[str, int]:
+    return {
+        "hidden_size": width,
+        "intermediate_size": mlp_width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+    }
+
+
 def _write_random_clip(path: Path, small: bool) -> None:
     """A transformers CLIP folder with ViT-L/14's architecture (random weights) and a byte-level tokenizer."""
     import torch
@@ -234,29 +285,15 @@ def _write_random_clip(path: Path, small: bool) -> None:
     from alchemist_eval.models import _byte_level_clip_tokenizer_dir
 
     tok = CLIPTokenizer.from_pretrained(_byte_level_clip_tokenizer_dir())
-    n = len(tok)
-    text = dict(
-        vocab_size=max(n, 49408),
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        max_position_embeddings=77,
-        bos_token_id=n - 2,
-        eos_token_id=n - 1,
-        pad_token_id=n - 1,
-    )
-    vision = dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=224,
-        patch_size=14,
-    )
-    if small:
-        text |= dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-        vision |= dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    towers = dict.fromkeys(CLIP_L14_TOWERS, SMALL_CLIP_TOWER) if small else CLIP_L14_TOWERS
+    text = _clip_tower(*towers["text"]) | {
+        "vocab_size": len(tok) if small else max(len(tok), 49408),
+        "max_position_embeddings": 77,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    vision = _clip_tower(*towers["vision"]) | {"image_size": 224, "patch_size": 14}
     torch.manual_seed(0)
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16 if small else 768))
     model.save_pretrained(path)
@@ -281,25 +318,13 @@ def curation_section(device: str, num_clips: int, smoke: bool, workdir: Path, ck
         profile = curation_profile("tiny", {"device": device})
         notes.append("tiny profile (smoke run)")
     else:
-        overrides = {
-            "device": device,
-            "grounding.checkpoint": ckpts["ALCHEMIST_GDINO_CHECKPOINT"]["path"],
-            "grounding.text_encoder": ckpts["ALCHEMIST_BERT_DIR"]["path"],
-            "segmentation.checkpoint": ckpts["ALCHEMIST_SAM_CHECKPOINT"]["path"],
-            "faces.checkpoint": ckpts["ALCHEMIST_YOLO_FACE_CHECKPOINT"]["path"],
-        }
-        # The entity LLM and the SD2 inpainter are only run from real weights (no released-layout stand-in):
-        # without them the offline entity words and OpenCV inpainting run, and the report says so.
-        if os.environ.get("ALCHEMIST_LLM_MODEL"):
-            overrides["entities.llm_model"] = os.environ["ALCHEMIST_LLM_MODEL"]
-        else:
-            overrides["entities.backend"] = "spacy"
-            notes.append("entities: spaCy + WordNet (set ALCHEMIST_LLM_MODEL for the paper's Mistral-7B)")
-        if os.environ.get("ALCHEMIST_SD2_MODEL"):
-            overrides["background.model"] = os.environ["ALCHEMIST_SD2_MODEL"]
-        else:
-            overrides["background.backend"] = "opencv"
-            notes.append("background: OpenCV Telea (set ALCHEMIST_SD2_MODEL for SD2 inpainting)")
+        overrides = {"device": device, **_checkpoint_settings(ckpts, CURATION_CHECKPOINTS)}
+        for var, setting, (fallback_setting, fallback), note in REAL_WEIGHTS_ONLY:
+            if os.environ.get(var):
+                overrides[setting] = os.environ[var]
+            else:
+                overrides[fallback_setting] = fallback
+                notes.append(note)
         profile = curation_profile("paper", overrides)
     table = build_work_table(read_manifest(manifest), profile.shard_size)
     stages = build_stages(profile)
@@ -351,15 +376,7 @@ def eval_section(device: str, num_videos: int, smoke: bool, workdir: Path, ckpts
         h, w = 96, 128
     else:
         profile, h, w = "paper", 144, 256
-        base = {
-            "device": device,
-            "clip_model": ckpts["ALCHEMIST_CLIP_MODEL"]["path"],
-            "dino_model": ckpts["ALCHEMIST_DINO_MODEL"]["path"],
-            "raft_checkpoint": ckpts["ALCHEMIST_RAFT_CHECKPOINT"]["path"],
-            "grounding.checkpoint": ckpts["ALCHEMIST_GDINO_CHECKPOINT"]["path"],
-            "grounding.text_encoder": ckpts["ALCHEMIST_BERT_DIR"]["path"],
-            "segmentation.checkpoint": ckpts["ALCHEMIST_SAM_CHECKPOINT"]["path"],
-        }
+        base = {"device": device, **_checkpoint_settings(ckpts, EVAL_CHECKPOINTS)}
     root = workdir / "eval_videos"
     root.mkdir(parents=True, exist_ok=True)
     jobs = _dataset(root, num_videos, num_frames, h=h, w=w)
@@ -408,12 +425,9 @@ def train_section(device: str, smoke: bool) -> dict:
     """The ``base`` profile's bf16 step with and without gradient checkpointing, and under FSDP (one rank)."""
     import torch
 
-    from bench.model import GPU_PEAK_BF16, _profile_rows
+    from bench.model import _profile_rows, describe_device
 
-    dev = torch.device(device)
-    on_gpu = dev.type == "cuda"
-    name = torch.cuda.get_device_name(dev) if on_gpu else "CPU"
-    peak = next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
+    dev, on_gpu, name, peak = describe_device(device)
     profile = "tiny" if smoke else "base"
     runs = []
     for label, ckpt in (("grad ckpt", True), ("no grad ckpt", False)):
@@ -461,12 +475,7 @@ def _fsdp_rows(profile: str, smoke: bool, dev, name: str, on_gpu: bool, peak: fl
 def tests_section(timeout_s: int = 300) -> dict:
     """``pytest -m gpu``: the tests ``make test`` skips without CUDA."""
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
+    proc = run_python(["-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], timeout=timeout_s)
     return {
         "exit_code": proc.returncode,
         "summary": pytest_summary(proc.stdout),
@@ -481,115 +490,6 @@ def pytest_summary(stdout: str) -> str:
         if re.search(r"\b(passed|failed|error|errors|skipped|deselected|no tests ran)\b", line):
             return line.strip("= ").strip()
     return "(no pytest summary)"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# report
-
-
-def _f(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
-def write_report(results: dict, path: str | os.PathLike) -> str:
-    """Write the markdown report of a ``results`` dict (``meta``, ``checkpoints`` and one entry per section that
-    ran; a failed section is ``{"error": text}``) to ``path`` and return it."""
-    meta = results.get("meta", {})
-    md = [
-        f"# GPU check ({meta.get('when', '?')})",
-        "",
-        f"{meta.get('gpu', '?')}; torch {meta.get('torch', '?')}, CUDA {meta.get('cuda', '?')}; "
-        f"{meta.get('machine', '?')}; total {_f(meta.get('total_s'), 3)} s"
-        + ("; **smoke run (tiny models), not GPU numbers**" if meta.get("smoke") else ""),
-        "",
-    ]
-    ckpts = results.get("checkpoints")
-    if ckpts:
-        md += ["## Checkpoints", "", "| model | source | path |", "|---|---|---|"]
-        md += [f"| {c['what']} | {c['source']} | `{c['path']}` |" for c in ckpts.values()]
-        if any(c["source"] != REAL for c in ckpts.values()):
-            md += [
-                "",
-                "Random weights give meaningless boxes, masks and scores: the numbers below are speed and "
-                "memory, not quality.",
-            ]
-        md.append("")
-    for section in SECTIONS:
-        if section not in results:
-            continue
-        res = results[section]
-        md += [f"## {section}", ""]
-        if "error" in res:
-            md += ["FAILED:", "", "```", res["error"].rstrip(), "```", ""]
-            continue
-        md += _SECTION_WRITERS[section](res) + [""]
-    text = "\n".join(md)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text)
-    return text
-
-
-def _curation_md(res: dict) -> list[str]:
-    md = [
-        f"`{res['profile']}` stages over {res['num_clips']} sample clips ({res['num_curated']} curated), one stage "
-        "at a time (setup excluded from clips/h)."
-    ]
-    md += [f"- {n}" for n in res.get("notes", [])]
-    md += [
-        "",
-        "| stage | GPU stage | setup s | seconds | clips/h | peak GPU MiB | GPU busy % |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    md += [
-        f"| {r['stage']} | {'yes' if r['gpu'] else 'no'} | {_f(r['setup_s'], 3)} | {_f(r['seconds'], 3)} | "
-        f"{_f(r['clips_per_h'])} | {_f(r['peak_gpu_mib'])} | {_f(r['gpu_busy_pct'], 3)} |"
-        for r in res["stages"]
-    ]
-    return md
-
-
-def _eval_md(res: dict) -> list[str]:
-    return [
-        f"`{res['profile']}` models, {res['num_videos']} videos x {res['num_frames']} frames {res['size']}, "
-        f"metrics {', '.join(res['metrics'])}.",
-        "",
-        "| protocol | videos/s | GPU busy % |",
-        "|---|---|---|",
-        f"| batched (8 videos per call) | {_f(res['batched_videos_per_s'])} | {_f(res['batched_busy_pct'], 3)} |",
-        f"| official (one pass per metric, batch size 1) | {_f(res['official_videos_per_s'])} | "
-        f"{_f(res['official_busy_pct'], 3)} |",
-        "",
-        f"Speed-up {_f(res['speedup'], 3)}x; largest score difference between the protocols "
-        f"{_f(res['max_score_diff'], 3)}.",
-    ]
-
-
-def _train_md(res: dict) -> list[str]:
-    md = [
-        f"`{res['profile']}` model on {res['gpu']} (dense bf16 peak {_f(res['peak_tflops'], 4)} TFLOP/s).",
-        "",
-        "| run | metric | value | unit |",
-        "|---|---|---|---|",
-    ]
-    for run in res["runs"]:
-        md += [f"| {run['run']} | {r['metric']} | {_f(r['value'])} | {r['unit']} |" for r in run["rows"]]
-    notes = {r["note"] for run in res["runs"] for r in run["rows"] if r.get("note")}
-    md += [""] + [f"- {n}" for n in sorted(notes)]
-    return md
-
-
-def _tests_md(res: dict) -> list[str]:
-    md = [f"`pytest -m gpu`: {res['summary']} (exit {res['exit_code']}, {_f(res['seconds'], 3)} s)"]
-    if res.get("tail"):
-        md += ["", "```", res["tail"].rstrip(), "```"]
-    return md
-
-
-_SECTION_WRITERS = {"curation": _curation_md, "eval": _eval_md, "train": _train_md, "tests": _tests_md}
 
 
 def run(args: argparse.Namespace) -> dict:

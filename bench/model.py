@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from bench.common import row
+
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.
 GPU_PEAK_BF16 = {
     "H200": 989e12,
@@ -35,42 +37,20 @@ GPU_PEAK_BF16 = {
 GPU_PEAK_BF16 = dict(sorted(GPU_PEAK_BF16.items(), key=lambda kv: -len(kv[0])))
 
 
-def _row(
-    group: str,
-    metric: str,
-    value: float,
-    unit: str,
-    note: str = "",
-    baseline: float | None = None,
-    baseline_name: str | None = None,
-    goal: str | None = None,
-) -> dict:
-    return {
-        "group": group,
-        "metric": metric,
-        "value": float(value),
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_name": baseline_name,
-        "goal": goal,
-        "note": note,
-    }
-
-
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def _timed(fn, repeats: int, warmup: int = 2, sync: bool = False) -> float:
-    for _ in range(warmup):
-        fn()
-    if sync:
-        torch.cuda.synchronize()
+    def run_synced(times: int) -> None:
+        for _ in range(times):
+            fn()
+        if sync:  # CUDA runs asynchronously: wait for the queued work before reading the clock
+            torch.cuda.synchronize()
+
+    run_synced(warmup)
     start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if sync:
-        torch.cuda.synchronize()
+    run_synced(repeats)
     return (time.perf_counter() - start) / repeats
 
 
@@ -117,7 +97,7 @@ def cpu_rows(quick: bool) -> list[dict]:
 
         model_s = _timed(model_step, steps)
         rows.append(
-            _row(
+            row(
                 group,
                 "train step, full (decode + encoders + DiT)",
                 step_s * 1e3,
@@ -128,7 +108,7 @@ def cpu_rows(quick: bool) -> list[dict]:
             )
         )
         rows.append(
-            _row(
+            row(
                 group,
                 "train throughput, full step",
                 batch_size * tokens / step_s,
@@ -137,7 +117,7 @@ def cpu_rows(quick: bool) -> list[dict]:
             )
         )
         rows.append(
-            _row(
+            row(
                 group,
                 "train throughput, DiT only",
                 batch_size * tokens / model_s,
@@ -188,7 +168,7 @@ def cpu_rows(quick: bool) -> list[dict]:
         seq_s = _timed(sequential, repeats)
         bat_s = _timed(batched, repeats)
         rows.append(
-            _row(
+            row(
                 group,
                 "sampling step (3 CFG evaluations, batched)",
                 bat_s * 1e3,
@@ -199,7 +179,7 @@ def cpu_rows(quick: bool) -> list[dict]:
             )
         )
     rows += latent_rows(quick)
-    rows.append(_row(group, "peak memory (RSS)", _peak_rss_mb(), "MiB", "resource.getrusage ru_maxrss"))
+    rows.append(row(group, "peak memory (RSS)", _peak_rss_mb(), "MiB", "resource.getrusage ru_maxrss"))
     return rows
 
 
@@ -236,7 +216,7 @@ def latent_rows(quick: bool, profile_name: str = "tiny") -> list[dict]:
             rates[name] = 1.0 / statistics.median(r["seconds"] for r in records[2:])
     note = f"same run (stage II, seed 0, batch of the profile), median of {steps - 2} steps"
     rows.append(
-        _row(
+        row(
             group,
             "train steps/s, precomputed latents",
             rates["precomputed"],
@@ -247,7 +227,7 @@ def latent_rows(quick: bool, profile_name: str = "tiny") -> list[dict]:
         )
     )
     rows.append(
-        _row(
+        row(
             group,
             "alchemist encode (local runner)",
             info["counts"]["rows"] / encode_s,
@@ -324,12 +304,12 @@ def _profile_rows(
         + (", grad ckpt" if profile.gradient_checkpointing else ", no grad ckpt")
         + (f", {label}" if label else "")
     )
-    rows.append(_row(group, "train step", seconds * 1e3, "ms", note))
-    rows.append(_row(group, "train throughput", batch * video_tokens / seconds, "tokens/s", note))
-    rows.append(_row(group, "achieved model TFLOP/s", flops / seconds / 1e12, "TFLOP/s", note))
+    rows.append(row(group, "train step", seconds * 1e3, "ms", note))
+    rows.append(row(group, "train throughput", batch * video_tokens / seconds, "tokens/s", note))
+    rows.append(row(group, "achieved model TFLOP/s", flops / seconds / 1e12, "TFLOP/s", note))
     if peak is not None and on_gpu:
         rows.append(
-            _row(
+            row(
                 group,
                 "MFU",
                 100 * flops / seconds / peak,
@@ -338,7 +318,7 @@ def _profile_rows(
             )
         )
     if on_gpu:
-        rows.append(_row(group, "peak GPU memory", torch.cuda.max_memory_allocated(device) / 2**20, "MiB", note))
+        rows.append(row(group, "peak GPU memory", torch.cuda.max_memory_allocated(device) / 2**20, "MiB", note))
 
     model.eval()
     three = {k: (v[:1].repeat(3, *([1] * (v.ndim - 1)))) for k, v in inputs.items()}
@@ -349,7 +329,7 @@ def _profile_rows(
             model(**three, reference_keep=torch.tensor([1.0, 1.0, 0.0], device=device))
 
     rows.append(
-        _row(
+        row(
             group,
             "sampling step (3 CFG evaluations)",
             _timed(sample_step, 5 if quick else 20, sync=on_gpu) * 1e3,
@@ -360,11 +340,16 @@ def _profile_rows(
     return rows
 
 
-def gpu_rows(quick: bool, profiles: tuple[str, ...] = ("small", "base"), device_name: str = "cuda") -> list[dict]:
+def describe_device(device_name: str) -> tuple[torch.device, bool, str, float | None]:
+    """(device, on a GPU, its name, its dense bf16 peak FLOP/s or None when the table does not know it)."""
     device = torch.device(device_name)
     on_gpu = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
-    peak = next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
+    return device, on_gpu, name, next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
+
+
+def gpu_rows(quick: bool, profiles: tuple[str, ...] = ("small", "base"), device_name: str = "cuda") -> list[dict]:
+    device, on_gpu, name, peak = describe_device(device_name)
     rows = []
     for profile_name in profiles:
         rows += _profile_rows(profile_name, quick, device, name, on_gpu, peak)

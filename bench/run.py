@@ -17,6 +17,8 @@ import time
 import traceback
 from pathlib import Path
 
+from bench.common import fmt
+
 AREAS = [
     "bench.data_frames",
     "bench.data_shots",
@@ -50,7 +52,7 @@ def main() -> None:
             print(traceback.format_exc(), flush=True)
             continue
         for r in module_rows:
-            print(f"   {r['group']:<28} {r['metric']:<44} {_fmt(r['value'])} {r['unit']}", flush=True)
+            print(f"   {r['group']:<28} {r['metric']:<44} {fmt(r['value'])} {r['unit']}", flush=True)
         rows.extend(module_rows)
         print(f"   ({time.time() - t0:.0f}s)", flush=True)
     meta = {
@@ -71,9 +73,9 @@ def main() -> None:
         base = r.get("baseline")
         # rows whose unit is already a ratio ("x") carry it in their value
         ratio = f"{_speedup(r):.2f}x" if base and r["value"] and r["unit"] != "x" else ""
-        bname = f"{_fmt(base)} {r['unit']} ({r.get('baseline_name') or 'baseline'})" if base is not None else ""
+        bname = f"{fmt(base)} {r['unit']} ({r.get('baseline_name') or 'baseline'})" if base is not None else ""
         md.append(
-            f"| {r['group']} | {r['metric']} | {_fmt(r['value'])} {r['unit']} | {bname} | {ratio} | "
+            f"| {r['group']} | {r['metric']} | {fmt(r['value'])} {r['unit']} | {bname} | {ratio} | "
             f"{r.get('goal') or ''} | {r.get('note') or ''} |"
         )
     (out / "BENCH.md").write_text("\n".join(md) + "\n")
@@ -101,12 +103,6 @@ def _speedup(r: dict) -> float:
     if "/s" in r["unit"] or r.get("goal") == "higher":
         return r["value"] / r["baseline"]
     return r["baseline"] / r["value"]
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 if __name__ == "__main__":

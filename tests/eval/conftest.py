@@ -95,27 +95,19 @@ def annotation_set(tmp_path_factory) -> dict[str, Path]:
         return out
 
     dog = [entry(f"frame{i}.jpg", box_of(100, 80, 150, 110)) for i in (1, 2, 3)]
-    specs = {
-        "clip_a": (
-            "video0.mp4",
-            {"subject": ["man"], "object": ["dog"], "background": ["park"], "subject_with_face": ["man"]},
-            {"man": man_entries(True), "dog": dog},
-        ),
-        "clip_b": (
-            "video1.mp4",
-            {"subject": ["dog"], "object": [], "background": ["lawn"], "subject_with_face": []},
-            {"dog": dog},
-        ),
+
+    def word_tags(subjects: list[str], objects: list[str], background: str, with_face: list[str]) -> dict:
+        return {"subject": subjects, "object": objects, "background": [background], "subject_with_face": with_face}
+
+    specs = {  # clip -> (video, word tags, masks per word); clip_d's video9.mp4 does not exist
+        "clip_a": ("video0.mp4", word_tags(["man"], ["dog"], "park", ["man"]), {"man": man_entries(True), "dog": dog}),
+        "clip_b": ("video1.mp4", word_tags(["dog"], [], "lawn", []), {"dog": dog}),
         "clip_c": (
             "video2.mp4",
-            {"subject": ["man", "dog"], "object": [], "background": ["street"], "subject_with_face": ["man"]},
+            word_tags(["man", "dog"], [], "street", ["man"]),
             {"man": man_entries(False), "dog": dog},
         ),
-        "clip_d": (
-            "video9.mp4",
-            {"subject": ["cat"], "object": [], "background": ["room"], "subject_with_face": []},
-            {},
-        ),
+        "clip_d": ("video9.mp4", word_tags(["cat"], [], "room", []), {}),
     }
     for name, (video, tags, masks) in specs.items():
         info = {

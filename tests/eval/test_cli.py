@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from pipelines import evaluate
 
@@ -16,6 +17,12 @@ def _app() -> typer.Typer:
     app = typer.Typer()
     evaluate.register(app)
     return app
+
+
+def _eval(runner: CliRunner, generated: Path, bench: Path, mode: str, output: Path, *options: str) -> Result:
+    """`alchemist eval` of the generated videos against a prepared benchmark with the tiny models."""
+    args = ["eval", str(generated), "--benchmark", str(bench), "--mode", mode, "--profile", "tiny"]
+    return runner.invoke(_app(), [*args, "--output", str(output), *options])
 
 
 def test_prepare_then_eval_prints_the_table_and_names_the_missing_video(annotation_set, tmp_path):
@@ -40,46 +47,12 @@ def test_prepare_then_eval_prints_the_table_and_names_the_missing_video(annotati
     assert res.exit_code == 0, res.output
     assert '"num_clips": 3' in res.output and '"num_rejects": 1' in res.output
     gen = generated_videos(bench, tmp_path / "gen", ["clip_a"])
-    res = runner.invoke(
-        _app(),
-        [
-            "eval",
-            str(gen),
-            "--benchmark",
-            str(bench),
-            "--mode",
-            "face",
-            "--profile",
-            "tiny",
-            "--num-frames",
-            "8",
-            "--output",
-            str(tmp_path / "out"),
-            "--method",
-            "copy-of-GT",
-        ],
-    )
+    res = _eval(runner, gen, bench, "face", tmp_path / "out", "--num-frames", "8", "--method", "copy-of-GT")
     assert res.exit_code == 0, res.output
     assert "Face-S" in res.output and "copy-of-GT" in res.output and "RANDOMLY INITIALISED" in res.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["num_videos"] == 1 and summary["num_missing"] == 0 and summary["num_frames"] == 8
-    res = runner.invoke(
-        _app(),
-        [
-            "eval",
-            str(gen),
-            "--benchmark",
-            str(bench),
-            "--mode",
-            "subject",
-            "--profile",
-            "tiny",
-            "--metrics",
-            "text,dynamic",
-            "--output",
-            str(tmp_path / "o2"),
-        ],
-    )
+    res = _eval(runner, gen, bench, "subject", tmp_path / "o2", "--metrics", "text,dynamic")
     assert res.exit_code == 0, res.output
     assert "clip_b (missing_file)" in res.output
     summary = json.loads((tmp_path / "o2" / "summary.json").read_text())

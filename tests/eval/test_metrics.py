@@ -101,28 +101,25 @@ def test_dynamic_threshold_and_count_rules():
     assert M.dynamic_degree([9, 0, 0, 0, 0], 288, 512) == 0
 
 
-def _official_clip(pil: Image.Image):
+def _official_resize_normalize(img: Image.Image, mean, std, center_crop: bool):
+    """The official pipelines' common tail: bicubic 224 px resize (CLIP's adds a center crop), tensor, normalise."""
     import torchvision.transforms as T
+
+    crop = [T.CenterCrop((224, 224))] if center_crop else []
+    resize = T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC)
+    return T.Compose([resize, *crop, T.ToTensor(), T.Normalize(mean, std)])(img).numpy()
+
+
+def _official_clip(pil: Image.Image):
     import torchvision.transforms.functional as TF
 
     s = min(pil.size)
-    pil = TF.center_crop(pil, (s, s))
-    t = T.Compose(
-        [
-            T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC),
-            T.CenterCrop((224, 224)),
-            T.ToTensor(),
-            T.Normalize(M.CLIP_MEAN, M.CLIP_STD),
-        ]
-    )
-    return t(pil).numpy()
+    return _official_resize_normalize(TF.center_crop(pil, (s, s)), M.CLIP_MEAN, M.CLIP_STD, center_crop=True)
 
 
 def _official_pad_to_square_dino(img: Image.Image):
     """The official white square padding, bicubic 224 px resize and ImageNet normalisation: the same steps in
     ``pil_to_tensor(square_mode="padding")`` and ``load_subject_image_dino``."""
-    import torchvision.transforms as T
-
     width, height = img.size
     if width == height:
         padded = img
@@ -132,14 +129,7 @@ def _official_pad_to_square_dino(img: Image.Image):
     else:
         padded = Image.new(img.mode, (height, height), color=(255, 255, 255))
         padded.paste(img, ((height - width) // 2, 0))
-    t = T.Compose(
-        [
-            T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC),
-            T.ToTensor(),
-            T.Normalize(M.IMAGENET_MEAN, M.IMAGENET_STD),
-        ]
-    )
-    return t(padded).numpy()
+    return _official_resize_normalize(padded, M.IMAGENET_MEAN, M.IMAGENET_STD, center_crop=False)
 
 
 def _official_dino_from_rgba(pil_rgba: Image.Image):

@@ -10,7 +10,8 @@ import torch
 
 from alchemist_model.buckets import TABLE6, BucketBatchSampler, BucketPlan, aspect_size, parse_cells
 from alchemist_model.configs import DataConfig, TrainConfig, model_profile, sample_steps_for
-from alchemist_model.data import AlchemistDataset, collate_samples
+from alchemist_model.data import collate_samples
+from tests.model.helpers import FAST_OPTIMIZER, tiny_dataset, tiny_train_config
 
 ASPECTS = DataConfig().bucket_aspect_ratios
 
@@ -104,8 +105,7 @@ def test_dataset_and_training_with_buckets_resume_exactly(tmp_path):
         tmp_path / "curated", num_clips=3, sizes=[(80, 60), (48, 80), (80, 60)], durations_s=[1.0, 1.0, 0.5]
     )
     data = DataConfig(buckets="64x48x9,64x48x17")
-    profile = model_profile("tiny")
-    ds = AlchemistDataset(run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px, data)
+    ds = tiny_dataset(run, data)
     shapes = {(g.width_px, g.height_px, g.num_frames): len(g.members) for g in ds.buckets.groups}
     assert shapes == {(64, 48, 9): 2, (64, 48, 17): 1, (48, 80, 9): 1, (48, 80, 17): 1}
     it = iter(BucketBatchSampler(ds.buckets, [2] * len(ds.buckets.groups)))
@@ -115,16 +115,7 @@ def test_dataset_and_training_with_buckets_resume_exactly(tmp_path):
         batch = collate_samples([ds[k] for k in keys])
         assert batch["video"].shape == (2, 3, group.num_frames, group.height_px, group.width_px)
 
-    cfg = TrainConfig(
-        profile="tiny",
-        steps=6,
-        lr=1e-3,
-        grad_clip=1.0,
-        warmup_steps=1,
-        stage2_cross_attn_only_steps=2,
-        checkpoint_every=3,
-        data=data,
-    )
+    cfg = tiny_train_config(steps=6, stage2_cross_attn_only_steps=2, checkpoint_every=3, data=data, **FAST_OPTIMIZER)
     full = train(cfg, run, tmp_path / "full", progress=False)
     first = train(TrainConfig.from_dict({**cfg.to_dict(), "steps": 3}), run, tmp_path / "split", progress=False)
     second = train(cfg, run, tmp_path / "split", resume=True, progress=False)

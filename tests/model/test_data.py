@@ -16,23 +16,16 @@ from alchemist_model.augment import (
     crop_size,
     sample_augment_params,
 )
-from alchemist_model.configs import DataConfig, model_profile
+from alchemist_model.configs import DataConfig
 from alchemist_model.data import (
     BACKGROUND,
     FACE,
-    AlchemistDataset,
     ResumableSampler,
     collate_samples,
     sample_references,
 )
 from alchemist_model.encoders import white_fill
-
-
-def _dataset(run, **kwargs) -> AlchemistDataset:
-    profile = model_profile("tiny")
-    return AlchemistDataset(
-        run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px, **kwargs
-    )
+from tests.model.helpers import tiny_dataset
 
 
 def test_reference_sampling_counts_and_cap():
@@ -123,7 +116,7 @@ def test_augment_moves_alpha_with_pixels_and_fills_white():
 
 
 def test_dataset_sample_shapes_and_determinism(curated_run):
-    ds = _dataset(curated_run, seed=3)
+    ds = tiny_dataset(curated_run, seed=3)
     assert len(ds) == 3
     a, b = ds[4], ds[4]
     assert a["video"].shape == (3, 9, 48, 64)
@@ -141,7 +134,7 @@ def test_dataset_sample_shapes_and_determinism(curated_run):
 
 
 def test_no_augmentation_gives_clean_references(curated_run):
-    ds = _dataset(curated_run, data=DataConfig(augment=False, background_prob=0.0))
+    ds = tiny_dataset(curated_run, data=DataConfig(augment=False, background_prob=0.0))
     sample = ds[0]
     # a clean disc crop over white: the corners are pure white
     assert torch.allclose(sample["ref_images"][:, :, 0, 0], torch.ones(len(sample["ref_words"]), 3), atol=0.02)
@@ -155,7 +148,7 @@ def test_background_plate_augmentation_switch(curated_run):
     from alchemist_model.encoders import reference_to_tensor
 
     def plates(mode: str) -> list[torch.Tensor]:
-        ds = _dataset(curated_run, data=DataConfig(background_prob=1.0, background_augment=mode))
+        ds = tiny_dataset(curated_run, data=DataConfig(background_prob=1.0, background_augment=mode))
         return [ds[k]["ref_images"][-1] for k in range(12)]
 
     def white_corners(image: torch.Tensor) -> bool:
@@ -173,15 +166,15 @@ def test_background_plate_augmentation_switch(curated_run):
     for row in read_table(curated_run, "backgrounds").to_pylist():
         image = np.asarray(Image.open(io.BytesIO(row["image_jpg"])).convert("RGB"))
         clean[row["clip_id"]] = reference_to_tensor(image, 56)
-    ds = _dataset(curated_run, data=DataConfig(background_prob=1.0, background_augment="none"))
+    ds = tiny_dataset(curated_run, data=DataConfig(background_prob=1.0, background_augment="none"))
     for k in range(3):
         torch.testing.assert_close(ds[k]["ref_images"][-1], clean[ds[k]["clip_id"]])
     with pytest.raises(ValueError, match="background_augment"):
-        _dataset(curated_run, data=DataConfig(background_augment="rotate"))
+        tiny_dataset(curated_run, data=DataConfig(background_augment="rotate"))
 
 
 def test_collate_pads_references(curated_run):
-    ds = _dataset(curated_run)
+    ds = tiny_dataset(curated_run)
     samples = [ds[i] for i in range(3)]
     batch = collate_samples(samples)
     counts = [len(s["ref_words"]) for s in samples]
@@ -206,7 +199,7 @@ def test_sampler_resumes_and_shards():
 
 @pytest.mark.slow
 def test_dataloader_workers_give_the_same_samples(curated_run):
-    ds = _dataset(curated_run)
+    ds = tiny_dataset(curated_run)
     batches = []
     for workers in (0, 2):
         loader = torch.utils.data.DataLoader(
@@ -222,15 +215,15 @@ def test_dataloader_workers_give_the_same_samples(curated_run):
 
 
 def test_stage1_dataset_and_empty_run(curated_run, tmp_path):
-    ds = _dataset(curated_run, with_references=False)
+    ds = tiny_dataset(curated_run, with_references=False)
     assert "ref_images" not in ds[0]
     with pytest.raises(ValueError, match="num_frames"):
-        _dataset(curated_run, **{}).__class__(curated_run, 64, 48, 8, 56)
+        tiny_dataset(curated_run, **{}).__class__(curated_run, 64, 48, 8, 56)
     from alchemist_model.testing import write_tiny_curated_run
 
     empty = write_tiny_curated_run(tmp_path / "empty", num_clips=0)
     with pytest.raises(ValueError, match="no clips"):
-        _dataset(empty, with_references=False)
+        tiny_dataset(empty, with_references=False)
     assert math.isfinite(float(ds[1]["video"].mean()))
 
 
@@ -256,7 +249,7 @@ def test_face_crops_stand_in_for_subject_images_with_their_probability(tmp_path)
     from alchemist_model.testing import write_tiny_curated_run
 
     run = write_tiny_curated_run(tmp_path / "faces", num_clips=2, faces=True)
-    ds = _dataset(run, data=DataConfig(face_crop_prob=1.0, augment=False, background_prob=0.0))
+    ds = tiny_dataset(run, data=DataConfig(face_crop_prob=1.0, augment=False, background_prob=0.0))
     sample = ds[0]
     subjects = {"man", "dog", "woman", "horse"}
     for word, kind, image in zip(sample["ref_words"], sample["ref_kinds"], sample["ref_images"], strict=True):

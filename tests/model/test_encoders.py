@@ -15,6 +15,7 @@ from alchemist_model.encoders import (
     find_word_span,
     reference_to_tensor,
 )
+from tests.model.helpers import LONG_CAPTION
 
 
 def test_word_span_is_whole_word_and_case_insensitive():
@@ -101,11 +102,7 @@ def test_encode_conditions_binds_words(tiny_components):
 
 def test_entity_word_past_the_truncation_keeps_its_word_tokens(tiny_components):
     """A word the 32-token truncation cuts off is bound to its tokens from an untruncated encoding, not to zeros."""
-    caption = (
-        "A man walks a dog across the park and a woman rides a horse along the beach while a boy throws a "
-        "ball to a girl in the garden near the road with a red car and a small bird on the grass by the "
-        "water where a black cat sits."
-    )
+    caption = LONG_CAPTION
     text = tiny_components.text_encoder
     assert len(text.tokenizer(caption)["input_ids"]) > 45 and text.max_length == 32
     truncated = text.encode([caption])

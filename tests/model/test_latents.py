@@ -14,30 +14,20 @@ from typer.testing import CliRunner
 
 from alchemist_data import schema
 from alchemist_data.catalog import read_table
-from alchemist_model.configs import DataConfig, TrainConfig, model_profile
-from alchemist_model.data import AlchemistDataset, collate_samples
+from alchemist_model.configs import DataConfig, TrainConfig
+from alchemist_model.data import collate_samples
 from alchemist_model.encoders import Components, TextEncoder, VideoVAE, encode_text, entity_word_tokens
 from alchemist_model.latents import WORK_SCHEMA, LatentEncodeConfig, LatentEncoder, LatentStore
 from alchemist_model.train import train
 from pipelines.encode import EncodeOptions, encode_job
+from tests.model.helpers import FAST_OPTIMIZER, LONG_CAPTION, tiny_dataset, tiny_train_config
 
 GOLDEN = Path(__file__).with_name("golden_losses.json")
 
 
-def _cfg(**kwargs) -> TrainConfig:
-    base = dict(
-        profile="tiny",
-        steps=1,
-        lr=1e-3,
-        grad_clip=1.0,
-        warmup_steps=1,
-        stage2_cross_attn_only_steps=1,
-        checkpoint_every=1,
-        seed=0,
-        data=DataConfig(clip_start="start"),
-    )
-    base.update(kwargs)
-    return TrainConfig(**base)
+def _cfg(steps: int = 1, **kwargs) -> TrainConfig:
+    """A run the latents fit: they hold each clip from its start."""
+    return tiny_train_config(steps, **(FAST_OPTIMIZER | {"data": DataConfig(clip_start="start")} | kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -76,24 +66,8 @@ def test_encode_writes_committed_resumable_shards(curated_run, latents_dir, tmp_
 def test_stored_tensors_are_the_on_the_fly_inputs(curated_run, latents_dir):
     store = LatentStore(latents_dir)
     components = Components.load_saved(latents_dir / "encoders")
-    profile = model_profile("tiny")
-    fly = AlchemistDataset(
-        curated_run,
-        profile.width_px,
-        profile.height_px,
-        profile.num_frames,
-        profile.image_size_px,
-        DataConfig(clip_start="start"),
-    )
-    pre = AlchemistDataset(
-        curated_run,
-        profile.width_px,
-        profile.height_px,
-        profile.num_frames,
-        profile.image_size_px,
-        DataConfig(clip_start="start"),
-        latents=store,
-    )
+    fly = tiny_dataset(curated_run, DataConfig(clip_start="start"))
+    pre = tiny_dataset(curated_run, DataConfig(clip_start="start"), latents=store)
     a, b = fly[1], pre[1]
     assert "video" not in b and a["ref_words"] == b["ref_words"]
     torch.testing.assert_close(a["ref_images"], b["ref_images"])  # references stay on the fly, same draws
@@ -108,11 +82,7 @@ def test_stored_tensors_are_the_on_the_fly_inputs(curated_run, latents_dir):
 
 
 def test_a_word_past_the_truncation_is_stored_with_its_untruncated_tokens(latents_dir, tiny_components):
-    caption = (
-        "A man walks a dog across the park and a woman rides a horse along the beach while a boy throws a "
-        "ball to a girl in the garden near the road with a red car and a small bird on the grass by the "
-        "water where a black cat sits."
-    )
+    caption = LONG_CAPTION
     row = {
         "clip_id": "long",
         "video": "/no/such/video.mp4",
@@ -163,9 +133,7 @@ def test_training_on_latents_never_decodes_or_runs_the_vae_and_text_encoder(
     monkeypatch.setattr(VideoVAE, "encode", refuse)
     monkeypatch.setattr(TextEncoder, "encode", refuse)
     monkeypatch.setattr("alchemist_model.data.decode_target_clip", refuse)
-    result = train(
-        _cfg(steps=3, checkpoint_every=3), curated_run, tmp_path / "run", latents=latents_dir, progress=False
-    )
+    result = train(_cfg(steps=3), curated_run, tmp_path / "run", latents=latents_dir, progress=False)
     assert result.step == 3 and all(torch.isfinite(torch.tensor(result.losses)))
 
 
@@ -199,7 +167,7 @@ def test_bad_videos_become_error_rows_and_buckets_get_a_row_per_size(tmp_path):
         ("clip0001", 48, 80, 9),
         ("clip0001", 48, 80, 17),
     }
-    cfg = _cfg(steps=2, checkpoint_every=2, data=DataConfig(clip_start="start", buckets="64x48x9,64x48x17"))
+    cfg = _cfg(steps=2, data=DataConfig(clip_start="start", buckets="64x48x9,64x48x17"))
     result = train(cfg, curated, tmp_path / "run", latents=out, progress=False)
     assert result.step == 2
 

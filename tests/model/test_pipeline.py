@@ -16,21 +16,13 @@ from alchemist_model.flow import combine_guidance
 from alchemist_model.pipeline import AlchemistPipeline
 from alchemist_model.testing import _crop
 from alchemist_model.train import train
+from tests.model.helpers import tiny_train_config, train_args
 
 
 @pytest.fixture(scope="module")
 def trained_run(curated_run, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run") / "run"
-    cfg = TrainConfig(
-        profile="tiny",
-        steps=3,
-        lr=1e-2,
-        grad_clip=1.0,
-        warmup_steps=1,
-        stage2_cross_attn_only_steps=1,
-        checkpoint_every=3,
-    )
-    train(cfg, curated_run, run, progress=False)
+    train(tiny_train_config(steps=3, lr=1e-2, grad_clip=1.0), curated_run, run, progress=False)
     return run
 
 
@@ -52,30 +44,26 @@ def _cli():
     return app
 
 
+def _generate_args(run: Path, prompt: str, output: Path, *options: str) -> list[str]:
+    return ["generate", "--checkpoint", str(run), "--prompt", prompt, *options, "--output", str(output)]
+
+
 def test_pipeline_generates_frames_and_mp4(trained_run, ref_png, tmp_path):
     pipe = AlchemistPipeline.from_run(trained_run, device="cpu")
     prompt = "A man in a red shirt walks a dog across the park."
-    out = pipe(
-        prompt,
+    conditions = dict(
         references={"dog": [ref_png, ref_png]},
         background=ref_png,
         background_word="park",
         num_inference_steps=3,
-        output_path=tmp_path / "out.mp4",
         progress=False,
     )
+    out = pipe(prompt, output_path=tmp_path / "out.mp4", **conditions)
     assert out.frames.shape == (9, 48, 64, 3) and out.frames.dtype == np.uint8
     with av.open(str(out.path)) as container:
         assert container.streams.video[0].width == 64
         assert sum(1 for _ in container.decode(video=0)) == 9
-    again = pipe(
-        prompt,
-        references={"dog": [ref_png, ref_png]},
-        background=ref_png,
-        background_word="park",
-        num_inference_steps=3,
-        progress=False,
-    )
+    again = pipe(prompt, **conditions)
     assert np.array_equal(again.frames, out.frames)  # seeded
     longer = pipe(prompt, num_frames=17, width=96, height=64, num_inference_steps=2, progress=False)
     assert longer.frames.shape == (17, 64, 96, 3)
@@ -100,17 +88,11 @@ def test_pipeline_uses_the_three_evaluation_cfg(trained_run, ref_png, monkeypatc
     monkeypatch.setattr(pipe.transformer, "forward", spy)
     decoded = {}
     monkeypatch.setattr(pipe.components.vae, "decode", lambda z: decoded.setdefault("z", z) * 0)
-    pipe(
-        "A dog runs.",
-        references={"dog": [ref_png]},
-        num_inference_steps=1,
-        text_guidance_scale=8.0,
-        image_guidance_scale=3.0,
-        progress=False,
-    )
+    guidance = {"text_guidance_scale": 8.0, "image_guidance_scale": 3.0}
+    pipe("A dog runs.", references={"dog": [ref_png]}, num_inference_steps=1, progress=False, **guidance)
     full, no_text, no_image = captured["prediction"].chunk(3)
     assert not torch.allclose(full, no_text) and not torch.allclose(full, no_image)
-    expected = captured["latents"] - 1.0 * combine_guidance(full, no_text, no_image, 8.0, 3.0)
+    expected = captured["latents"] - 1.0 * combine_guidance(full, no_text, no_image, *guidance.values())
     torch.testing.assert_close(decoded["z"], expected)
 
 
@@ -134,89 +116,27 @@ def test_cli_train_and_generate(curated_run, ref_png, tmp_path):
     runner = CliRunner()
     app = _cli()
     run = tmp_path / "run"
-    result = runner.invoke(
-        app,
-        [
-            "train",
-            "--data",
-            str(curated_run),
-            "--output",
-            str(run),
-            "--steps",
-            "2",
-            "--set",
-            "data.augment=false",
-            "--set",
-            "image_encoder=clip",
-        ],
-    )
+    options = ["--set", "data.augment=false", "--set", "image_encoder=clip"]
+    result = runner.invoke(app, train_args(curated_run, run, "--steps", "2", *options))
     assert result.exit_code == 0, result.output
     assert (run / "metrics.jsonl").read_text().count("\n") == 2
     saved = TrainConfig.load(run / "config.json")
     assert saved.data.augment is False and saved.image_encoder == "clip"
-    result = runner.invoke(
-        app, ["train", "--data", str(curated_run), "--output", str(run), "--steps", "3", "--resume"]
-    )
+    result = runner.invoke(app, train_args(curated_run, run, "--steps", "3", "--resume"))
     assert result.exit_code == 0, result.output
     assert (run / "metrics.jsonl").read_text().count("\n") == 3
     out = tmp_path / "gen.mp4"
+    refs = ["--ref", f"dog={ref_png}", "--ref", f"man={ref_png}"]
     result = runner.invoke(
-        app,
-        [
-            "generate",
-            "--checkpoint",
-            str(run),
-            "--prompt",
-            "A man walks a dog.",
-            "--ref",
-            f"dog={ref_png}",
-            "--ref",
-            f"man={ref_png}",
-            "--steps",
-            "2",
-            "--frames",
-            "5",
-            "--size",
-            "32x32",
-            "--output",
-            str(out),
-        ],
+        app, _generate_args(run, "A man walks a dog.", out, *refs, "--steps", "2", "--frames", "5", "--size", "32x32")
     )
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 0
-    bad_word = runner.invoke(
-        app,
-        [
-            "generate",
-            "--checkpoint",
-            str(run),
-            "--prompt",
-            "A man walks.",
-            "--ref",
-            f"dog={ref_png}",
-            "--output",
-            str(out),
-        ],
-    )
+    bad_word = runner.invoke(app, _generate_args(run, "A man walks.", out, "--ref", f"dog={ref_png}"))
     assert bad_word.exit_code != 0 and "'dog' does not occur in the prompt" in bad_word.output
-    missing = runner.invoke(
-        app,
-        [
-            "generate",
-            "--checkpoint",
-            str(run),
-            "--prompt",
-            "A dog.",
-            "--ref",
-            "dog=/no/such.png",
-            "--output",
-            str(out),
-        ],
-    )
+    missing = runner.invoke(app, _generate_args(run, "A dog.", out, "--ref", "dog=/no/such.png"))
     assert missing.exit_code != 0 and "/no/such.png" in missing.output
-    bad_set = runner.invoke(
-        app, ["train", "--data", str(curated_run), "--output", str(tmp_path / "r2"), "--set", "nope=1"]
-    )
+    bad_set = runner.invoke(app, train_args(curated_run, tmp_path / "r2", "--set", "nope=1"))
     assert bad_set.exit_code != 0 and "unknown config field" in bad_set.output
 
 

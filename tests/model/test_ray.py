@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from alchemist_model.checkpoint import latest_checkpoint
-from alchemist_model.configs import TrainConfig, model_profile
-from alchemist_model.data import AlchemistDataset, ResumableSampler
+from alchemist_model.data import ResumableSampler
 from alchemist_model.train import ray_fit, train_ray
+from tests.model.helpers import tiny_dataset, tiny_train_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -26,8 +26,7 @@ def ray_local():
 
 
 def test_ray_train_runs_two_steps_with_one_worker(ray_local, curated_run, tmp_path):
-    cfg = TrainConfig(profile="tiny", steps=2, warmup_steps=1, stage2_cross_attn_only_steps=1, checkpoint_every=2)
-    trainer = train_ray(cfg, curated_run, tmp_path / "run", num_workers=1, use_gpu=False)
+    trainer = train_ray(tiny_train_config(steps=2), curated_run, tmp_path / "run", num_workers=1, use_gpu=False)
     result = ray_fit(trainer)
     assert result.error is None
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -38,8 +37,7 @@ def test_ray_train_runs_two_steps_with_one_worker(ray_local, curated_run, tmp_pa
 def test_dataset_as_a_ray_data_stream(ray_local, curated_run):
     from alchemist_model.data import to_ray_dataset
 
-    profile = model_profile("tiny")
-    ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
+    ds = tiny_dataset(curated_run)
     rows = to_ray_dataset(ds, num_samples=3).take_all()
     keys = [next(iter(ResumableSampler(len(ds), 0, start=i))) for i in range(3)]
     # Ray Data may reorder rows (DataContext.execution_options.preserve_order keeps it); each key's sample is fixed
@@ -51,14 +49,7 @@ def test_dataset_as_a_ray_data_stream(ray_local, curated_run):
 
 
 def test_ray_train_reads_a_ray_data_stream(ray_local, curated_run, tmp_path):
-    cfg = TrainConfig(
-        profile="tiny",
-        steps=2,
-        warmup_steps=1,
-        stage2_cross_attn_only_steps=1,
-        checkpoint_every=2,
-        data_source="ray_data",
-    )
+    cfg = tiny_train_config(steps=2, data_source="ray_data")
     result = ray_fit(train_ray(cfg, curated_run, tmp_path / "run", num_workers=1, use_gpu=False))
     assert result.error is None
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -13,26 +13,17 @@ from safetensors.torch import load_file
 
 from alchemist_model.checkpoint import latest_checkpoint
 from alchemist_model.configs import TrainConfig, model_profile
-from alchemist_model.data import AlchemistDataset, collate_samples
+from alchemist_model.data import collate_samples
 from alchemist_model.encoders import encode_conditions
 from alchemist_model.train import build_transformer, train, training_step
+from tests.model.helpers import FAST_OPTIMIZER, tiny_dataset, tiny_train_config, train_args
 
 GOLDEN = Path(__file__).with_name("golden_losses.json")
 
 
 def _cfg(**kwargs) -> TrainConfig:
-    base = dict(
-        profile="tiny",
-        steps=20,
-        lr=1e-3,
-        grad_clip=1.0,
-        warmup_steps=2,
-        stage2_cross_attn_only_steps=4,
-        checkpoint_every=10,
-        seed=0,
-    )
-    base.update(kwargs)
-    return TrainConfig(**base)
+    base = {"steps": 20, "warmup_steps": 2, "stage2_cross_attn_only_steps": 4, "checkpoint_every": 10}
+    return tiny_train_config(**(base | FAST_OPTIMIZER | kwargs))
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -41,8 +32,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 def _fixed_batch(curated_run: Path, tiny_components) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The first two curated samples of the tiny profile as VAE latents and encoded conditions."""
-    profile = model_profile("tiny")
-    ds = AlchemistDataset(curated_run, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px)
+    ds = tiny_dataset(curated_run)
     batch = collate_samples([ds[0], ds[1]])
     latents = tiny_components.vae.encode(batch["video"])
     cond = encode_conditions(
@@ -189,9 +179,7 @@ def test_stage2_without_a_backbone_stops_before_any_model_loads(curated_run, tmp
     from typer.testing import CliRunner
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(
-        _train_cli(), ["train", "--data", str(curated_run), "--output", str(out), "--profile", profile, "--steps", "1"]
-    )
+    result = CliRunner().invoke(_train_cli(), train_args(curated_run, out, "--profile", profile, "--steps", "1"))
     assert result.exit_code == 2, result.output
     assert "init_from" in result.output and "--stage 1" in result.output
     assert not out.exists()  # stopped before the run folder, let alone the encoders, was made
@@ -201,22 +189,8 @@ def test_stage2_random_backbone_only_when_asked_or_tiny(curated_run, tmp_path, c
     from typer.testing import CliRunner
 
     # Asked for explicitly: the check passes and the (offline) encoder download is what fails next.
-    result = CliRunner().invoke(
-        _train_cli(),
-        [
-            "train",
-            "--data",
-            str(curated_run),
-            "--output",
-            str(tmp_path / "r"),
-            "--profile",
-            "small",
-            "--steps",
-            "1",
-            "--set",
-            "init_from=random",
-        ],
-    )
+    options = ["--profile", "small", "--steps", "1", "--set", "init_from=random"]
+    result = CliRunner().invoke(_train_cli(), train_args(curated_run, tmp_path / "r", *options))
     assert result.exit_code == 2 and "could not load" in result.output, result.output
     train(_cfg(steps=1, checkpoint_every=1), curated_run, tmp_path / "tiny", progress=False)
     assert "RANDOM backbone" in capsys.readouterr().err  # tiny keeps it, loudly
@@ -257,7 +231,7 @@ def test_resume_with_more_steps_keeps_the_saved_schedule(curated_run, tmp_path):
     from typer.testing import CliRunner
 
     runner, app, out = CliRunner(), _train_cli(), tmp_path / "run"
-    args = ["train", "--data", str(curated_run), "--output", str(out)]
+    args = train_args(curated_run, out)
     assert runner.invoke(app, [*args, "--steps", "10"]).exit_code == 0
     saved = TrainConfig.load(out / "config.json")
     assert (saved.stage2_cross_attn_only_steps, saved.warmup_steps, saved.checkpoint_every) == (2, 1, 5)
