@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from pipelines.common import exit_on
+
 
 def parse_refs(refs: list[str] | None) -> dict[str, list[str]]:
     """["man=a.png", "man=b.png", "dog=c.png"] -> {"man": ["a.png", "b.png"], "dog": ["c.png"]} (order kept)."""
@@ -53,7 +55,7 @@ def generate_cmd(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Generate a video that follows the prompt and keeps each referenced entity's identity."""
-    try:
+    with exit_on(ValueError, FileNotFoundError):
         references = parse_refs(ref)
         width, height = parse_size(size)
         # Check the user's inputs before loading anything heavy.
@@ -63,15 +65,10 @@ def generate_cmd(
                     raise ValueError(f"--ref {word}={path}: image file does not exist")
         if background is not None and not background.is_file():
             raise ValueError(f"--background {background}: image file does not exist")
-        from alchemist_model.encoders import find_word_span
+        from alchemist_model.encoders import check_reference_word
 
         for word in references:
-            try:
-                find_word_span(prompt, word)
-            except ValueError as err:
-                raise ValueError(
-                    f"--ref {word}=...: the word {word!r} does not occur in the prompt {prompt!r}"
-                ) from err
+            check_reference_word(prompt, word)
         from alchemist_model.pipeline import AlchemistPipeline
 
         pipe = AlchemistPipeline.from_run(checkpoint)
@@ -89,9 +86,6 @@ def generate_cmd(
             seed=seed,
             output_path=output,
         )
-    except (ValueError, FileNotFoundError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(2) from err
     t, h, w, _ = result.frames.shape
     typer.echo(f"wrote {result.path} ({t} frames, {w}x{h}, 24 fps)")
 

@@ -82,6 +82,17 @@ def find_word_span(caption: str, word: str) -> tuple[int, int]:
     return match.start(), match.end()
 
 
+def check_reference_word(prompt: str, word: str) -> None:
+    """A reference binds to a word of the prompt: a ValueError that says how to name one when ``word`` is not."""
+    try:
+        find_word_span(prompt, word)
+    except ValueError as err:
+        raise ValueError(
+            f"reference word {word!r} does not occur in the prompt {prompt!r}; each --ref must name a word "
+            "of the prompt (e.g. --ref 'dog=dog.png' for '... a dog ...')"
+        ) from err
+
+
 @dataclass
 class TextEncoding:
     hidden_states: torch.Tensor  # (B, L, E)
