@@ -19,8 +19,10 @@ import json
 import re
 import string
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +68,14 @@ def _mark_random(path: Path, component: str) -> None:
     (path / RANDOM_MARKER).write_text(f"{component} was built with random weights (alchemist_model random-tiny)\n")
 
 
+def _loaded_random(source: str, component: str) -> bool:
+    """Whether the checkpoint at ``source`` is a saved random-tiny one; its load is then announced like a build."""
+    is_random = _is_random_dir(source)
+    if is_random:
+        announce_random(component)
+    return is_random
+
+
 def _hub_error(kind: str, source: str, err: Exception) -> ModelLoadError:
     instead = (
         f"a local directory with the checkpoint, or a hub id with network access (HF_HUB_OFFLINE=1 forbids "
@@ -93,6 +103,31 @@ def check_reference_word(prompt: str, word: str) -> None:
         ) from err
 
 
+class FrozenComponent(nn.Module, ABC):
+    """A frozen part of a run (text encoder, image encoder, VAE) that knows whether its weights are random.
+
+    ``save(dir)`` writes what ``saved_parts`` lists with ``save_pretrained`` and, for random weights, the
+    ``RANDOM_MARKER`` (naming the component ``marker_name``) that keeps the announcement across a reload.
+    """
+
+    marker_name: str
+
+    def __init__(self, is_random: bool) -> None:
+        super().__init__()
+        self.is_random = is_random
+
+    @abstractmethod
+    def saved_parts(self) -> tuple[Any, ...]:
+        """The objects whose ``save_pretrained`` writes this component's folder."""
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        for part in self.saved_parts():
+            part.save_pretrained(path)
+        if self.is_random:
+            _mark_random(path, self.marker_name)
+
+
 @dataclass
 class TextEncoding:
     hidden_states: torch.Tensor  # (B, L, E)
@@ -100,13 +135,14 @@ class TextEncoding:
     offsets: list[list[tuple[int, int]]]  # per prompt, per token: character span in the prompt ((0, 0) = special)
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(FrozenComponent):
+    marker_name = "text encoder"
+
     def __init__(self, model: nn.Module, tokenizer, max_length: int, is_random: bool = False) -> None:
-        super().__init__()
+        super().__init__(is_random)
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.is_random = is_random
 
     @property
     def dim(self) -> int:
@@ -126,17 +162,10 @@ class TextEncoder(nn.Module):
             raise _hub_error("T5 text encoder", source, err) from err
         if not tokenizer.is_fast:
             raise ValueError(f"{source!r}: a fast tokenizer (tokenizer.json) is needed for entity-word offsets")
-        is_random = _is_random_dir(source)
-        if is_random:
-            announce_random("text encoder (T5)")
-        return cls(model, tokenizer, max_length, is_random)
+        return cls(model, tokenizer, max_length, _loaded_random(source, "text encoder (T5)"))
 
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        if self.is_random:
-            _mark_random(path, "text encoder")
+    def saved_parts(self) -> tuple[Any, ...]:
+        return self.model, self.tokenizer
 
     @torch.no_grad()
     def encode(self, prompts: list[str], truncate: bool = True) -> TextEncoding:
@@ -196,17 +225,16 @@ def _tiny_t5(seed: int):
     return model, tokenizer
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(FrozenComponent):
     """Reference images (N, 3, S, S) in [0, 1] -> patch tokens (N, L, D)."""
 
     def __init__(self, model: nn.Module, kind: str, image_size_px: int, is_random: bool = False) -> None:
-        super().__init__()
+        super().__init__(is_random)
         if kind not in ("dinov2", "clip"):
             raise ValueError(f"image encoder kind {kind!r}: choose dinov2 or clip")
         self.model = model.eval().requires_grad_(False)
         self.kind = kind
         self.image_size_px = image_size_px
-        self.is_random = is_random
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if kind == "dinov2" else (CLIP_MEAN, CLIP_STD)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -227,16 +255,14 @@ class ImageEncoder(nn.Module):
             model = model_class.from_pretrained(source)
         except (OSError, ValueError) as err:
             raise _hub_error(f"{kind} image encoder", source, err) from err
-        is_random = _is_random_dir(source)
-        if is_random:
-            announce_random(f"image encoder ({kind})")
-        return cls(model, kind, image_size_px, is_random)
+        return cls(model, kind, image_size_px, _loaded_random(source, f"image encoder ({kind})"))
 
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
-        if self.is_random:
-            _mark_random(path, f"image encoder ({self.kind})")
+    @property
+    def marker_name(self) -> str:
+        return f"image encoder ({self.kind})"
+
+    def saved_parts(self) -> tuple[Any, ...]:
+        return (self.model,)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -251,29 +277,20 @@ class ImageEncoder(nn.Module):
 def _tiny_image_model(kind: str, image_size_px: int, seed: int) -> nn.Module:
     from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model
 
+    # Both kinds are the same tiny ViT (/14 patches, as the real ones), in their own model class.
+    vit = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "patch_size": 14,
+        "image_size": image_size_px,
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if kind == "dinov2":
-            return Dinov2Model(
-                Dinov2Config(
-                    hidden_size=32,
-                    num_hidden_layers=2,
-                    num_attention_heads=2,
-                    intermediate_size=64,
-                    patch_size=14,
-                    image_size=image_size_px,
-                )
-            )
-        return CLIPVisionModel(
-            CLIPVisionConfig(
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                image_size=image_size_px,
-                patch_size=14,
-            )
-        )
+            return Dinov2Model(Dinov2Config(**vit))
+        return CLIPVisionModel(CLIPVisionConfig(**vit))
 
 
 def white_fill(rgba: np.ndarray) -> np.ndarray:
@@ -304,13 +321,14 @@ def reference_to_tensor(image: np.ndarray, size_px: int) -> torch.Tensor:
     return tensor[0].clamp(0.0, 1.0)
 
 
-class VideoVAE(nn.Module):
+class VideoVAE(FrozenComponent):
     """Pixels (B, 3, F, H, W) in [-1, 1] <-> scaled latents (B, 16, (F-1)/4+1, H/8, W/8)."""
 
+    marker_name = "video VAE"
+
     def __init__(self, vae: nn.Module, is_random: bool = False) -> None:
-        super().__init__()
+        super().__init__(is_random)
         self.vae = vae.eval().requires_grad_(False)
-        self.is_random = is_random
 
     @property
     def latent_channels(self) -> int:
@@ -347,16 +365,10 @@ class VideoVAE(nn.Module):
             vae = AutoencoderKLCogVideoX.from_pretrained(source, subfolder=sub, low_cpu_mem_usage=False)
         except (OSError, ValueError) as err:
             raise _hub_error("CogVideoX VAE", source, err) from err
-        is_random = _is_random_dir(source)
-        if is_random:
-            announce_random("video VAE (CogVideoX)")
-        return cls(vae, is_random)
+        return cls(vae, _loaded_random(source, "video VAE (CogVideoX)"))
 
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.vae.save_pretrained(path)
-        if self.is_random:
-            _mark_random(path, "video VAE")
+    def saved_parts(self) -> tuple[Any, ...]:
+        return (self.vae,)
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
