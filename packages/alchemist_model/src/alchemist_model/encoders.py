@@ -30,7 +30,7 @@ from torch import nn
 
 from alchemist_data.benchmark_rules import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from alchemist_data.models.base import ModelLoadError, offline_hint, random_weights_notice
-from alchemist_model.configs import RANDOM_TINY
+from alchemist_model.configs import RANDOM_TINY, WORD_TOKEN_LEN
 
 RANDOM_MARKER = "RANDOM_WEIGHTS"
 _ANNOUNCED: set[str] = set()
@@ -503,7 +503,7 @@ def encode_conditions(
     ref_images: torch.Tensor | None = None,
     ref_mask: torch.Tensor | None = None,
     ref_words: list[list[str]] | None = None,
-    word_token_len: int = 3,
+    word_token_len: int = WORD_TOKEN_LEN,
     text: TextConditions | None = None,
 ) -> dict[str, torch.Tensor]:
     """Frozen-encoder inputs of the transformer for a batch (text always; references when given).

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from alchemist_data.media import decode_image, write_video
-from alchemist_model.configs import ModelProfile, TrainConfig, model_profile, sample_steps_for
+from alchemist_model.configs import VIDEO_FPS, ModelProfile, TrainConfig, model_profile, sample_steps_for
 from alchemist_model.encoders import (
     Components,
     check_reference_word,
@@ -145,7 +145,7 @@ class AlchemistPipeline:
         image_guidance_scale: float = 3.0,
         seed: int = 0,
         output_path: str | Path | None = None,
-        fps: float = 24.0,
+        fps: float = VIDEO_FPS,
         progress: bool = True,
     ) -> AlchemistPipelineOutput:
         num_frames = num_frames or self.profile.num_frames
