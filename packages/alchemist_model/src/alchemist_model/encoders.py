@@ -20,9 +20,10 @@ import re
 import string
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from alchemist_data.models.base import ModelLoadError, offline_hint, random_weig
 from alchemist_model.configs import RANDOM_TINY, WORD_TOKEN_LEN
 
 RANDOM_MARKER = "RANDOM_WEIGHTS"
+T = TypeVar("T")
 _ANNOUNCED: set[str] = set()
 
 
@@ -68,12 +70,23 @@ def _mark_random(path: Path, component: str) -> None:
     (path / RANDOM_MARKER).write_text(f"{component} was built with random weights (alchemist_model random-tiny)\n")
 
 
-def _loaded_random(source: str, component: str) -> bool:
-    """Whether the checkpoint at ``source`` is a saved random-tiny one; its load is then announced like a build."""
+def _load_or_build(
+    source: str, component: str, checkpoint: str, build_tiny: Callable[[], T], from_pretrained: Callable[[], T]
+) -> tuple[T, bool]:
+    """(model, is_random): ``build_tiny()`` for ``random-tiny``, else ``from_pretrained()`` from the hub id or local
+    folder ``source`` (a failure names the ``checkpoint`` and how to work offline). Random weights, built or saved
+    ones reloaded, are announced as ``component``."""
+    if source == RANDOM_TINY:
+        announce_random(component)
+        return build_tiny(), True
+    try:
+        loaded = from_pretrained()
+    except (OSError, ValueError) as err:
+        raise _hub_error(checkpoint, source, err) from err
     is_random = _is_random_dir(source)
     if is_random:
         announce_random(component)
-    return is_random
+    return loaded, is_random
 
 
 def _hub_error(kind: str, source: str, err: Exception) -> ModelLoadError:
@@ -152,17 +165,16 @@ class TextEncoder(FrozenComponent):
     def load(cls, source: str, max_length: int = 128, seed: int = 0) -> TextEncoder:
         from transformers import AutoTokenizer, T5EncoderModel
 
-        if source == RANDOM_TINY:
-            announce_random("text encoder (T5)")
-            return cls(*_tiny_t5(seed), max_length=max_length, is_random=True)
-        try:
+        def from_pretrained() -> tuple[nn.Module, Any]:
             tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
-            model = T5EncoderModel.from_pretrained(source)
-        except (OSError, ValueError) as err:
-            raise _hub_error("T5 text encoder", source, err) from err
+            return T5EncoderModel.from_pretrained(source), tokenizer
+
+        (model, tokenizer), is_random = _load_or_build(
+            source, "text encoder (T5)", "T5 text encoder", lambda: _tiny_t5(seed), from_pretrained
+        )
         if not tokenizer.is_fast:
             raise ValueError(f"{source!r}: a fast tokenizer (tokenizer.json) is needed for entity-word offsets")
-        return cls(model, tokenizer, max_length, _loaded_random(source, "text encoder (T5)"))
+        return cls(model, tokenizer, max_length, is_random)
 
     def saved_parts(self) -> tuple[Any, ...]:
         return self.model, self.tokenizer
@@ -247,15 +259,15 @@ class ImageEncoder(FrozenComponent):
     def load(cls, kind: str, source: str, image_size_px: int = 224, seed: int = 0) -> ImageEncoder:
         from transformers import CLIPVisionModel, Dinov2Model
 
-        if source == RANDOM_TINY:
-            announce_random(f"image encoder ({kind})")
-            return cls(_tiny_image_model(kind, image_size_px, seed), kind, image_size_px, is_random=True)
-        try:
-            model_class = Dinov2Model if kind == "dinov2" else CLIPVisionModel
-            model = model_class.from_pretrained(source)
-        except (OSError, ValueError) as err:
-            raise _hub_error(f"{kind} image encoder", source, err) from err
-        return cls(model, kind, image_size_px, _loaded_random(source, f"image encoder ({kind})"))
+        model_class = Dinov2Model if kind == "dinov2" else CLIPVisionModel
+        model, is_random = _load_or_build(
+            source,
+            f"image encoder ({kind})",
+            f"{kind} image encoder",
+            lambda: _tiny_image_model(kind, image_size_px, seed),
+            lambda: model_class.from_pretrained(source),
+        )
+        return cls(model, kind, image_size_px, is_random)
 
     @property
     def marker_name(self) -> str:
@@ -321,6 +333,22 @@ def reference_to_tensor(image: np.ndarray, size_px: int) -> torch.Tensor:
     return tensor[0].clamp(0.0, 1.0)
 
 
+def _tiny_vae(seed: int) -> nn.Module:
+    from diffusers import AutoencoderKLCogVideoX
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderKLCogVideoX(
+            block_out_channels=(8, 8, 8, 8),
+            norm_num_groups=2,
+            temporal_compression_ratio=4,
+            latent_channels=16,
+            layers_per_block=1,
+            down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4,
+        )
+
+
 class VideoVAE(FrozenComponent):
     """Pixels (B, 3, F, H, W) in [-1, 1] <-> scaled latents (B, 16, (F-1)/4+1, H/8, W/8)."""
 
@@ -346,26 +374,15 @@ class VideoVAE(FrozenComponent):
     def load(cls, source: str, subfolder: str = "vae", seed: int = 0) -> VideoVAE:
         from diffusers import AutoencoderKLCogVideoX
 
-        if source == RANDOM_TINY:
-            announce_random("video VAE (CogVideoX)")
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                vae = AutoencoderKLCogVideoX(
-                    block_out_channels=(8, 8, 8, 8),
-                    norm_num_groups=2,
-                    temporal_compression_ratio=4,
-                    latent_channels=16,
-                    layers_per_block=1,
-                    down_block_types=("CogVideoXDownBlock3D",) * 4,
-                    up_block_types=("CogVideoXUpBlock3D",) * 4,
-                )
-            return cls(vae, is_random=True)
         sub = subfolder if subfolder and not (Path(source) / "config.json").exists() else None
-        try:
-            vae = AutoencoderKLCogVideoX.from_pretrained(source, subfolder=sub, low_cpu_mem_usage=False)
-        except (OSError, ValueError) as err:
-            raise _hub_error("CogVideoX VAE", source, err) from err
-        return cls(vae, _loaded_random(source, "video VAE (CogVideoX)"))
+        vae, is_random = _load_or_build(
+            source,
+            "video VAE (CogVideoX)",
+            "CogVideoX VAE",
+            lambda: _tiny_vae(seed),
+            lambda: AutoencoderKLCogVideoX.from_pretrained(source, subfolder=sub, low_cpu_mem_usage=False),
+        )
+        return cls(vae, is_random)
 
     def saved_parts(self) -> tuple[Any, ...]:
         return (self.vae,)
