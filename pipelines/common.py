@@ -28,6 +28,16 @@ def set_option(help: str) -> Any:
     return typer.Option(None, "--set", help=help)
 
 
+def ray_address_option() -> Any:
+    """``--ray-address``: every command that uses Ray joins or starts it through ``alchemist_data.raycluster``."""
+    return typer.Option(
+        None,
+        "--ray-address",
+        help="Join a running Ray cluster: auto (the one `ray start` made here), host:port or ray://host:10001. "
+        "Without it a job that uses Ray starts its own local Ray instance.",
+    )
+
+
 def profile_settings(profile: str, set_: list[str] | None) -> dict[str, Any]:
     """``--profile`` and ``--set`` as the ``profile=`` and ``overrides=`` arguments the curate and eval APIs take."""
     from alchemist_data.config import parse_overrides

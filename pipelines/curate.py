@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from pipelines.common import exit_on, profile_settings, set_option
+from pipelines.common import exit_on, profile_settings, ray_address_option, set_option
 
 PROFILE_HELP = "Model profile: offline (embedded default, real PyPI models + announced random ones), paper, tiny."
 
@@ -20,12 +20,7 @@ def curate_cmd(
         ..., "--output", "-o", help="Run folder: a path, s3://bucket/prefix or gs://... (created; re-running resumes)."
     ),
     profile: str = typer.Option("offline", "--profile", "-p", help=PROFILE_HELP),
-    ray_address: str = typer.Option(
-        None,
-        "--ray-address",
-        help="Join a running Ray cluster: auto (the one `ray start` made here), host:port or ray://host:10001. "
-        "Without it the job starts its own local Ray instance.",
-    ),
+    ray_address: str = ray_address_option(),
     limit: int = typer.Option(None, "--limit", help="Only the first N manifest rows."),
     num_workers: int = typer.Option(
         1, "--num-workers", "-w", help="Largest actor pool per stage group (Ray runner; a stage's max_workers wins)."

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from pipelines.common import exit_on, set_option
+from pipelines.common import exit_on, ray_address_option, set_option
 
 
 @dataclass
@@ -206,7 +206,7 @@ def encode_cmd(
         "clip size (or --set buckets=...) the latents are for: tiny | small | base | paper.",
     ),
     runner: str = typer.Option("ray", "--runner", help="ray (default) or local (in-process)."),
-    ray_address: str = typer.Option(None, "--ray-address", help="Join an existing Ray cluster (e.g. auto)."),
+    ray_address: str = ray_address_option(),
     num_workers: int = typer.Option(1, "--num-workers", "-w", help="Encoder actors (one GPU each on GPU clusters)."),
     set_: list[str] = set_option(
         "Override a LatentEncodeConfig field, e.g. --set dtype=bfloat16, --set buckets=table6-256x144, "

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from pipelines.common import profile_settings, set_option
+from pipelines.common import profile_settings, ray_address_option, set_option
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ def eval_cmd(
     set_: list[str] = set_option("Override a model setting, e.g. --set clip_model=DIR."),
     output: Path = typer.Option(None, "--output", "-o", help="Results folder (default VIDEOS/eval_<mode>)."),
     num_workers: int = typer.Option(0, "--num-workers", help="Ray actors (0 = score in this process)."),
-    ray_address: str = typer.Option(None, "--ray-address", help="Existing Ray cluster to use (e.g. auto)."),
+    ray_address: str = ray_address_option(),
     chunk_size: int = typer.Option(8, "--chunk-size", help="Videos per scoring call and per resumable part."),
     only_generated: bool = typer.Option(
         False, "--only-generated", help="Score only clips that have a generated video (not a benchmark number)."
