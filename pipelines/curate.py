@@ -7,6 +7,8 @@ import sys
 
 import typer
 
+from pipelines.common import exit_on, profile_settings, ray_address_option, set_option
+
 PROFILE_HELP = "Model profile: offline (embedded default, real PyPI models + announced random ones), paper, tiny."
 
 
@@ -18,40 +20,28 @@ def curate_cmd(
         ..., "--output", "-o", help="Run folder: a path, s3://bucket/prefix or gs://... (created; re-running resumes)."
     ),
     profile: str = typer.Option("offline", "--profile", "-p", help=PROFILE_HELP),
-    ray_address: str = typer.Option(
-        None,
-        "--ray-address",
-        help="Join a running Ray cluster: auto (the one `ray start` made here), host:port or ray://host:10001. "
-        "Without it the job starts its own local Ray instance.",
-    ),
+    ray_address: str = ray_address_option(),
     limit: int = typer.Option(None, "--limit", help="Only the first N manifest rows."),
     num_workers: int = typer.Option(
         1, "--num-workers", "-w", help="Largest actor pool per stage group (Ray runner; a stage's max_workers wins)."
     ),
     runner: str = typer.Option("ray", "--runner", help="ray (default) or local (in-process, for debugging)."),
-    set_: list[str] = typer.Option(
-        None, "--set", help="Override a profile field, e.g. --set grounding.batch_size=16."
-    ),
+    set_: list[str] = set_option("Override a profile field, e.g. --set grounding.batch_size=16."),
 ) -> None:
     """Curate captioned videos into Parquet reference tables (clips, entities, backgrounds, rejects, shots)."""
-    from alchemist_data.config import parse_overrides
     from alchemist_data.runner import CurateOptions, curate
 
-    try:
+    with exit_on(ValueError, FileNotFoundError):
         opts = CurateOptions(
             manifest=str(manifest),
             output=str(output),
-            profile=profile,
-            overrides=parse_overrides(set_),
+            **profile_settings(profile, set_),
             runner=runner,
             ray_address=ray_address,
             num_workers=num_workers,
             limit=limit,
         )
         info = curate(opts)
-    except (ValueError, FileNotFoundError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(2) from err
     c = info.get("counts", {})
     typer.echo(
         f"done in {info['elapsed_s']:.1f}s: {c.get('clips', 0)} clips, {c.get('entities', 0)} entity rows, "
@@ -78,11 +68,8 @@ def query_cmd(
     """Run SQL against a curated run with DuckDB."""
     from alchemist_data.catalog import query
 
-    try:
+    with exit_on(ValueError):
         result = query(run_dir, sql)
-    except ValueError as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(2) from err
     rows = [{k: _printable(v) for k, v in r.items()} for r in result.to_pylist()]
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=1, default=str))
@@ -100,11 +87,8 @@ def stats_cmd(run_dir: str = typer.Argument(..., help="A curated run folder (a p
     """Counts per category, reject reasons, mask-area and score distributions."""
     from alchemist_data.catalog import stats
 
-    try:
+    with exit_on(ValueError):
         sections = stats(run_dir)
-    except ValueError as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(2) from err
     for title, rows in sections.items():
         if rows:
             _print_table(list(rows[0].keys()), rows, title=title)

@@ -16,6 +16,8 @@ from typing import Any
 
 import typer
 
+from pipelines.common import exit_on, ray_address_option, set_option
+
 
 @dataclass
 class EncodeOptions:
@@ -204,23 +206,18 @@ def encode_cmd(
         "clip size (or --set buckets=...) the latents are for: tiny | small | base | paper.",
     ),
     runner: str = typer.Option("ray", "--runner", help="ray (default) or local (in-process)."),
-    ray_address: str = typer.Option(None, "--ray-address", help="Join an existing Ray cluster (e.g. auto)."),
+    ray_address: str = ray_address_option(),
     num_workers: int = typer.Option(1, "--num-workers", "-w", help="Encoder actors (one GPU each on GPU clusters)."),
-    set_: list[str] = typer.Option(
-        None,
-        "--set",
-        help="Override a LatentEncodeConfig field, e.g. --set "
-        "dtype=bfloat16, --set buckets=table6-256x144, --set batch_size=8.",
+    set_: list[str] = set_option(
+        "Override a LatentEncodeConfig field, e.g. --set dtype=bfloat16, --set buckets=table6-256x144, "
+        "--set batch_size=8."
     ),
 ) -> None:
     """Precompute VAE latents and text embeddings of a curated run for `alchemist train --latents`."""
-    try:
+    with exit_on(ValueError, FileNotFoundError):
         info = encode_job(
             EncodeOptions(str(curated), output, profile, list(set_ or []), runner, ray_address, num_workers)
         )
-    except (ValueError, FileNotFoundError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(2) from err
     c = info["counts"]
     typer.echo(
         f"done in {info['elapsed_s']:.1f}s: {c['rows']} (clip, size) rows, {c['errors']} errors "

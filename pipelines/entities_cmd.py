@@ -7,16 +7,16 @@ import time
 
 import typer
 
+from pipelines.common import exit_on, set_option
+
 PROFILE_HELP = "Model profile: offline (spaCy + WordNet, default), paper (LLM, entities.llm_model), tiny."
 
 
 def entities_cmd(
     caption: list[str] = typer.Argument(..., help="One or more captions (quote each one)."),
     profile: str = typer.Option("offline", "--profile", "-p", help=PROFILE_HELP),
-    set_: list[str] = typer.Option(
-        None,
-        "--set",
-        help="Override a profile field, e.g. --set entities.backend=llm --set entities.llm_model=/path/to/model.",
+    set_: list[str] = set_option(
+        "Override a profile field, e.g. --set entities.backend=llm --set entities.llm_model=/path/to/model."
     ),
     device: str = typer.Option(None, "--device", help="Device for the LLM backend (default: the profile's)."),
     timings: bool = typer.Option(False, "--timings", help="Also print model load and extraction times (stderr)."),
@@ -34,7 +34,7 @@ def entities_cmd(
     from alchemist_data.entities import build_extractor
     from alchemist_data.profiles import curation_profile
 
-    try:
+    with exit_on(ValueError):
         prof = curation_profile(profile, parse_overrides(set_))
         extractor = build_extractor(prof.entities, device or prof.device)
         t0 = time.perf_counter()
@@ -42,9 +42,6 @@ def entities_cmd(
         t1 = time.perf_counter()
         results = extractor.extract_batch(caption)
         t2 = time.perf_counter()
-    except ValueError as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(2) from err
     payload = [r.to_dict() for r in results]
     typer.echo(json.dumps(payload[0] if len(payload) == 1 else payload, ensure_ascii=False, indent=2))
     if timings:

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import typer
 
+from pipelines.common import profile_settings, ray_address_option, set_option
+
 T = TypeVar("T")
 
 benchmark_app = typer.Typer(
@@ -44,12 +46,6 @@ def _with_progress(console: Any, description: str, work: Callable[[Callable[[int
         raise typer.Exit(2) from err
 
 
-def _overrides(items: list[str] | None) -> dict[str, str]:
-    from alchemist_data.config import parse_overrides
-
-    return parse_overrides(items)
-
-
 def eval_cmd(
     videos: Path = typer.Argument(..., help="Folder of generated videos named <clip_id>.mp4 (benchmark clip ids)."),
     benchmark: Path = typer.Option(
@@ -61,10 +57,10 @@ def eval_cmd(
     ),
     num_frames: int = typer.Option(0, "--num-frames", help="Score only the first N frames (0 = all frames)."),
     profile: str = typer.Option("offline", "--profile", "-p", help="Models: paper | offline | tiny."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a model setting, e.g. --set clip_model=DIR."),
+    set_: list[str] = set_option("Override a model setting, e.g. --set clip_model=DIR."),
     output: Path = typer.Option(None, "--output", "-o", help="Results folder (default VIDEOS/eval_<mode>)."),
     num_workers: int = typer.Option(0, "--num-workers", help="Ray actors (0 = score in this process)."),
-    ray_address: str = typer.Option(None, "--ray-address", help="Existing Ray cluster to use (e.g. auto)."),
+    ray_address: str = ray_address_option(),
     chunk_size: int = typer.Option(8, "--chunk-size", help="Videos per scoring call and per resumable part."),
     only_generated: bool = typer.Option(
         False, "--only-generated", help="Score only clips that have a generated video (not a benchmark number)."
@@ -90,8 +86,7 @@ def eval_cmd(
             mode=mode,
             metrics=[m.strip() for m in metrics.split(",") if m.strip()] or None,
             num_frames=num_frames or None,
-            profile=profile,
-            overrides=_overrides(set_),
+            **profile_settings(profile, set_),
             output=output,
             num_workers=num_workers,
             ray_address=ray_address,
@@ -135,7 +130,7 @@ def prepare_cmd(
     profile: str = typer.Option(
         "offline", "--profile", "-p", help="Models for backgrounds and GT embeddings: paper | offline | tiny."
     ),
-    set_: list[str] = typer.Option(None, "--set", help="Override a model setting, e.g. --set dino_model=DIR."),
+    set_: list[str] = set_option("Override a model setting, e.g. --set dino_model=DIR."),
     shard_size: int = typer.Option(16, "--shard-size", help="Clips per committed shard."),
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Precompute GT embeddings."),
 ) -> None:
@@ -152,8 +147,7 @@ def prepare_cmd(
             annotations,
             videos,
             output,
-            profile=profile,
-            overrides=_overrides(set_),
+            **profile_settings(profile, set_),
             shard_size=shard_size,
             embeddings=embeddings,
             progress=update,

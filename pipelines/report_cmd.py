@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from pipelines.common import exit_on
+
 
 def report_cmd(
     run: str = typer.Argument(
@@ -31,14 +33,10 @@ def report_cmd(
             state["task"] = progress.add_task("report", total=total)
         progress.update(state["task"], completed=done)
 
-    try:
-        with progress:
-            info = build_report(
-                run, output, max_clips=DEFAULT_MAX_CLIPS if max_clips is None else max_clips, progress=update
-            )
-    except ValueError as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(2) from err
+    with exit_on(ValueError), progress:
+        info = build_report(
+            run, output, max_clips=DEFAULT_MAX_CLIPS if max_clips is None else max_clips, progress=update
+        )
     typer.echo(
         f"{info['kind']} report: {info['num_clips_shown']} of {info['num_clips']} clips shown, "
         f"{info['num_images']} pictures -> {info['index']}"

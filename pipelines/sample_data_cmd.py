@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from pipelines.common import exit_on
+
 
 def sample_data_cmd(
     out_dir: Path = typer.Argument(..., help="Folder to write videos/ and manifest.jsonl into (created if missing)."),
@@ -27,21 +29,20 @@ def sample_data_cmd(
 
     from alchemist_data.sample_data import write_sample_corpus
 
-    try:
-        with Progress(TextColumn("sample clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-            task = bar.add_task("clips", total=num_clips)
-            manifest = write_sample_corpus(
-                out_dir,
-                num_clips=num_clips,
-                seed=seed,
-                size=(width, height),
-                seconds=seconds,
-                fps=fps,
-                on_clip=lambda done, total: bar.update(task, completed=done),
-            )
-    except (ValueError, OSError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(2) from err
+    with (
+        exit_on(ValueError, OSError),
+        Progress(TextColumn("sample clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar,
+    ):
+        task = bar.add_task("clips", total=num_clips)
+        manifest = write_sample_corpus(
+            out_dir,
+            num_clips=num_clips,
+            seed=seed,
+            size=(width, height),
+            seconds=seconds,
+            fps=fps,
+            on_clip=lambda done, total: bar.update(task, completed=done),
+        )
     typer.echo(f"wrote {num_clips} clips and {manifest}")
     typer.echo(f"next: alchemist curate {manifest} --output {Path(out_dir) / 'curated'} --profile offline")
 

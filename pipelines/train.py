@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from pipelines.common import exit_on, set_option
+
 
 def train_job(profile: str = "tiny", steps: int = 100, stage: int = 2, seed: int = 0) -> Any:
     """The default training job: the profile's config with the paper's optimiser settings (spec §4)."""
@@ -120,15 +122,13 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's latest checkpoint, exactly."),
     num_workers: int = typer.Option(0, "--num-workers", help="Ray Train workers (0: single process here)."),
     seed: int = typer.Option(None, "--seed", help="[default: 0]"),
-    set_: list[str] = typer.Option(
-        None,
-        "--set",
-        help="Override a config field, e.g. --set data.augment=false, "
-        "--set image_encoder=clip, --set use_word_tokens=false, --set ema_decay=0.999.",
+    set_: list[str] = set_option(
+        "Override a config field, e.g. --set data.augment=false, --set image_encoder=clip, "
+        "--set use_word_tokens=false, --set ema_decay=0.999."
     ),
 ) -> None:
     """Train the personalization video model (rectified flow) on curated clips; logs to RUN/metrics.jsonl."""
-    try:
+    with exit_on(ValueError, FileNotFoundError):
         data = resolve_data(data, latents)
         if resume and (output / "config.json").exists():
             cfg, note = resume_config(output, steps, profile, stage, seed, set_)
@@ -150,9 +150,6 @@ def train_cmd(
             result = train(cfg, data, output, resume=resume, latents=latents)
             last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
             typer.echo(f"trained to step {result.step} (last loss {last}); checkpoint {result.checkpoint}")
-    except (ValueError, FileNotFoundError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(2) from err
     typer.echo(f"metrics: {output}/metrics.jsonl  config: {output}/config.json")
     typer.echo(
         f'generate: alchemist generate --checkpoint {output} --prompt "..." --ref "word=image.png" --output out.mp4'

@@ -25,6 +25,12 @@ from typing import Any, Literal
 #: Spec §4, Table 5: at most six conditioning images per sample.
 MAX_REFERENCE_IMAGES = 6
 
+#: Entity-word tokens kept per reference image (spec §3.4): the model's and ``TrainConfig``'s default.
+WORD_TOKEN_LEN = 3
+
+#: The frame rate training samples clips at and generation writes (frame counts 4k+1 are at this rate).
+VIDEO_FPS = 24.0
+
 #: Spec §4 (Table 6): a 1k-step linear warm-up in stage II; Table 6 lists none for stage I.
 STAGE_WARMUP_STEPS = {1: 0, 2: 1_000}
 
@@ -135,7 +141,7 @@ def model_profile(name: str) -> ModelProfile:
 class DataConfig:
     """Dataset choices (spec §5). Fields marked [choice] are not stated in the paper."""
 
-    fps: float = 24.0
+    fps: float = VIDEO_FPS
     #: Reference sampling of spec §5.3.
     max_subjects: int = 3
     max_images_per_subject: int = 3
@@ -199,7 +205,7 @@ class TrainConfig:
     image_encoder: Literal["dinov2", "clip"] = "dinov2"
     use_word_tokens: bool = True
     #: [choice] word tokens padded/truncated to this many tokens (Fig. 3 draws 3).
-    word_token_len: int = 3
+    word_token_len: int = WORD_TOKEN_LEN
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     gradient_checkpointing: bool | None = None  # None: the profile's
     checkpoint_every: int = 500

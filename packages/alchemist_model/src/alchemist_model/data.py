@@ -41,7 +41,7 @@ from alchemist_model.augment import (
     sample_augment_params,
 )
 from alchemist_model.buckets import BucketPlan, SampleKey, parse_cells
-from alchemist_model.configs import DataConfig
+from alchemist_model.configs import DataConfig, ModelProfile
 from alchemist_model.encoders import find_word_span, reference_to_tensor, white_fill
 
 BACKGROUND = "background"
@@ -206,6 +206,15 @@ class AlchemistDataset(torch.utils.data.Dataset):
         self.entities = entities
         self.faces = faces
         self.backgrounds = backgrounds
+
+    @classmethod
+    def for_profile(
+        cls, run_dir: str | Path, profile: ModelProfile, data: DataConfig | None = None, **kwargs: Any
+    ) -> AlchemistDataset:
+        """The dataset at a profile's sample size: its clip width, height and frames, its reference image side."""
+        return cls(
+            run_dir, profile.width_px, profile.height_px, profile.num_frames, profile.image_size_px, data, **kwargs
+        )
 
     def _plan(self) -> BucketPlan | None:
         if not self.cfg.buckets:

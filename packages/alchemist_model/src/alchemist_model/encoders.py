@@ -19,8 +19,11 @@ import json
 import re
 import string
 import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,9 +31,10 @@ from torch import nn
 
 from alchemist_data.benchmark_rules import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from alchemist_data.models.base import ModelLoadError, offline_hint, random_weights_notice
-from alchemist_model.configs import RANDOM_TINY
+from alchemist_model.configs import RANDOM_TINY, WORD_TOKEN_LEN
 
 RANDOM_MARKER = "RANDOM_WEIGHTS"
+T = TypeVar("T")
 _ANNOUNCED: set[str] = set()
 
 
@@ -66,6 +70,25 @@ def _mark_random(path: Path, component: str) -> None:
     (path / RANDOM_MARKER).write_text(f"{component} was built with random weights (alchemist_model random-tiny)\n")
 
 
+def _load_or_build(
+    source: str, component: str, checkpoint: str, build_tiny: Callable[[], T], from_pretrained: Callable[[], T]
+) -> tuple[T, bool]:
+    """(model, is_random): ``build_tiny()`` for ``random-tiny``, else ``from_pretrained()`` from the hub id or local
+    folder ``source`` (a failure names the ``checkpoint`` and how to work offline). Random weights, built or saved
+    ones reloaded, are announced as ``component``."""
+    if source == RANDOM_TINY:
+        announce_random(component)
+        return build_tiny(), True
+    try:
+        loaded = from_pretrained()
+    except (OSError, ValueError) as err:
+        raise _hub_error(checkpoint, source, err) from err
+    is_random = _is_random_dir(source)
+    if is_random:
+        announce_random(component)
+    return loaded, is_random
+
+
 def _hub_error(kind: str, source: str, err: Exception) -> ModelLoadError:
     instead = (
         f"a local directory with the checkpoint, or a hub id with network access (HF_HUB_OFFLINE=1 forbids "
@@ -82,6 +105,42 @@ def find_word_span(caption: str, word: str) -> tuple[int, int]:
     return match.start(), match.end()
 
 
+def check_reference_word(prompt: str, word: str) -> None:
+    """A reference binds to a word of the prompt: a ValueError that says how to name one when ``word`` is not."""
+    try:
+        find_word_span(prompt, word)
+    except ValueError as err:
+        raise ValueError(
+            f"reference word {word!r} does not occur in the prompt {prompt!r}; each --ref must name a word "
+            "of the prompt (e.g. --ref 'dog=dog.png' for '... a dog ...')"
+        ) from err
+
+
+class FrozenComponent(nn.Module, ABC):
+    """A frozen part of a run (text encoder, image encoder, VAE) that knows whether its weights are random.
+
+    ``save(dir)`` writes what ``saved_parts`` lists with ``save_pretrained`` and, for random weights, the
+    ``RANDOM_MARKER`` (naming the component ``marker_name``) that keeps the announcement across a reload.
+    """
+
+    marker_name: str
+
+    def __init__(self, is_random: bool) -> None:
+        super().__init__()
+        self.is_random = is_random
+
+    @abstractmethod
+    def saved_parts(self) -> tuple[Any, ...]:
+        """The objects whose ``save_pretrained`` writes this component's folder."""
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        for part in self.saved_parts():
+            part.save_pretrained(path)
+        if self.is_random:
+            _mark_random(path, self.marker_name)
+
+
 @dataclass
 class TextEncoding:
     hidden_states: torch.Tensor  # (B, L, E)
@@ -89,13 +148,14 @@ class TextEncoding:
     offsets: list[list[tuple[int, int]]]  # per prompt, per token: character span in the prompt ((0, 0) = special)
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(FrozenComponent):
+    marker_name = "text encoder"
+
     def __init__(self, model: nn.Module, tokenizer, max_length: int, is_random: bool = False) -> None:
-        super().__init__()
+        super().__init__(is_random)
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.is_random = is_random
 
     @property
     def dim(self) -> int:
@@ -105,27 +165,19 @@ class TextEncoder(nn.Module):
     def load(cls, source: str, max_length: int = 128, seed: int = 0) -> TextEncoder:
         from transformers import AutoTokenizer, T5EncoderModel
 
-        if source == RANDOM_TINY:
-            announce_random("text encoder (T5)")
-            return cls(*_tiny_t5(seed), max_length=max_length, is_random=True)
-        try:
+        def from_pretrained() -> tuple[nn.Module, Any]:
             tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
-            model = T5EncoderModel.from_pretrained(source)
-        except (OSError, ValueError) as err:
-            raise _hub_error("T5 text encoder", source, err) from err
+            return T5EncoderModel.from_pretrained(source), tokenizer
+
+        (model, tokenizer), is_random = _load_or_build(
+            source, "text encoder (T5)", "T5 text encoder", lambda: _tiny_t5(seed), from_pretrained
+        )
         if not tokenizer.is_fast:
             raise ValueError(f"{source!r}: a fast tokenizer (tokenizer.json) is needed for entity-word offsets")
-        is_random = _is_random_dir(source)
-        if is_random:
-            announce_random("text encoder (T5)")
         return cls(model, tokenizer, max_length, is_random)
 
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        if self.is_random:
-            _mark_random(path, "text encoder")
+    def saved_parts(self) -> tuple[Any, ...]:
+        return self.model, self.tokenizer
 
     @torch.no_grad()
     def encode(self, prompts: list[str], truncate: bool = True) -> TextEncoding:
@@ -185,17 +237,16 @@ def _tiny_t5(seed: int):
     return model, tokenizer
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(FrozenComponent):
     """Reference images (N, 3, S, S) in [0, 1] -> patch tokens (N, L, D)."""
 
     def __init__(self, model: nn.Module, kind: str, image_size_px: int, is_random: bool = False) -> None:
-        super().__init__()
+        super().__init__(is_random)
         if kind not in ("dinov2", "clip"):
             raise ValueError(f"image encoder kind {kind!r}: choose dinov2 or clip")
         self.model = model.eval().requires_grad_(False)
         self.kind = kind
         self.image_size_px = image_size_px
-        self.is_random = is_random
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if kind == "dinov2" else (CLIP_MEAN, CLIP_STD)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -208,24 +259,22 @@ class ImageEncoder(nn.Module):
     def load(cls, kind: str, source: str, image_size_px: int = 224, seed: int = 0) -> ImageEncoder:
         from transformers import CLIPVisionModel, Dinov2Model
 
-        if source == RANDOM_TINY:
-            announce_random(f"image encoder ({kind})")
-            return cls(_tiny_image_model(kind, image_size_px, seed), kind, image_size_px, is_random=True)
-        try:
-            model_class = Dinov2Model if kind == "dinov2" else CLIPVisionModel
-            model = model_class.from_pretrained(source)
-        except (OSError, ValueError) as err:
-            raise _hub_error(f"{kind} image encoder", source, err) from err
-        is_random = _is_random_dir(source)
-        if is_random:
-            announce_random(f"image encoder ({kind})")
+        model_class = Dinov2Model if kind == "dinov2" else CLIPVisionModel
+        model, is_random = _load_or_build(
+            source,
+            f"image encoder ({kind})",
+            f"{kind} image encoder",
+            lambda: _tiny_image_model(kind, image_size_px, seed),
+            lambda: model_class.from_pretrained(source),
+        )
         return cls(model, kind, image_size_px, is_random)
 
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
-        if self.is_random:
-            _mark_random(path, f"image encoder ({self.kind})")
+    @property
+    def marker_name(self) -> str:
+        return f"image encoder ({self.kind})"
+
+    def saved_parts(self) -> tuple[Any, ...]:
+        return (self.model,)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -240,29 +289,20 @@ class ImageEncoder(nn.Module):
 def _tiny_image_model(kind: str, image_size_px: int, seed: int) -> nn.Module:
     from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model
 
+    # Both kinds are the same tiny ViT (/14 patches, as the real ones), in their own model class.
+    vit = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "patch_size": 14,
+        "image_size": image_size_px,
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if kind == "dinov2":
-            return Dinov2Model(
-                Dinov2Config(
-                    hidden_size=32,
-                    num_hidden_layers=2,
-                    num_attention_heads=2,
-                    intermediate_size=64,
-                    patch_size=14,
-                    image_size=image_size_px,
-                )
-            )
-        return CLIPVisionModel(
-            CLIPVisionConfig(
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                image_size=image_size_px,
-                patch_size=14,
-            )
-        )
+            return Dinov2Model(Dinov2Config(**vit))
+        return CLIPVisionModel(CLIPVisionConfig(**vit))
 
 
 def white_fill(rgba: np.ndarray) -> np.ndarray:
@@ -293,13 +333,30 @@ def reference_to_tensor(image: np.ndarray, size_px: int) -> torch.Tensor:
     return tensor[0].clamp(0.0, 1.0)
 
 
-class VideoVAE(nn.Module):
+def _tiny_vae(seed: int) -> nn.Module:
+    from diffusers import AutoencoderKLCogVideoX
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderKLCogVideoX(
+            block_out_channels=(8, 8, 8, 8),
+            norm_num_groups=2,
+            temporal_compression_ratio=4,
+            latent_channels=16,
+            layers_per_block=1,
+            down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4,
+        )
+
+
+class VideoVAE(FrozenComponent):
     """Pixels (B, 3, F, H, W) in [-1, 1] <-> scaled latents (B, 16, (F-1)/4+1, H/8, W/8)."""
 
+    marker_name = "video VAE"
+
     def __init__(self, vae: nn.Module, is_random: bool = False) -> None:
-        super().__init__()
+        super().__init__(is_random)
         self.vae = vae.eval().requires_grad_(False)
-        self.is_random = is_random
 
     @property
     def latent_channels(self) -> int:
@@ -317,35 +374,18 @@ class VideoVAE(nn.Module):
     def load(cls, source: str, subfolder: str = "vae", seed: int = 0) -> VideoVAE:
         from diffusers import AutoencoderKLCogVideoX
 
-        if source == RANDOM_TINY:
-            announce_random("video VAE (CogVideoX)")
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                vae = AutoencoderKLCogVideoX(
-                    block_out_channels=(8, 8, 8, 8),
-                    norm_num_groups=2,
-                    temporal_compression_ratio=4,
-                    latent_channels=16,
-                    layers_per_block=1,
-                    down_block_types=("CogVideoXDownBlock3D",) * 4,
-                    up_block_types=("CogVideoXUpBlock3D",) * 4,
-                )
-            return cls(vae, is_random=True)
         sub = subfolder if subfolder and not (Path(source) / "config.json").exists() else None
-        try:
-            vae = AutoencoderKLCogVideoX.from_pretrained(source, subfolder=sub, low_cpu_mem_usage=False)
-        except (OSError, ValueError) as err:
-            raise _hub_error("CogVideoX VAE", source, err) from err
-        is_random = _is_random_dir(source)
-        if is_random:
-            announce_random("video VAE (CogVideoX)")
+        vae, is_random = _load_or_build(
+            source,
+            "video VAE (CogVideoX)",
+            "CogVideoX VAE",
+            lambda: _tiny_vae(seed),
+            lambda: AutoencoderKLCogVideoX.from_pretrained(source, subfolder=sub, low_cpu_mem_usage=False),
+        )
         return cls(vae, is_random)
 
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.vae.save_pretrained(path)
-        if self.is_random:
-            _mark_random(path, "video VAE")
+    def saved_parts(self) -> tuple[Any, ...]:
+        return (self.vae,)
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -480,7 +520,7 @@ def encode_conditions(
     ref_images: torch.Tensor | None = None,
     ref_mask: torch.Tensor | None = None,
     ref_words: list[list[str]] | None = None,
-    word_token_len: int = 3,
+    word_token_len: int = WORD_TOKEN_LEN,
     text: TextConditions | None = None,
 ) -> dict[str, torch.Tensor]:
     """Frozen-encoder inputs of the transformer for a batch (text always; references when given).

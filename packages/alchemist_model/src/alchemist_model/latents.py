@@ -38,24 +38,18 @@ import torch
 from alchemist_data import schema
 from alchemist_data.catalog import committed_files, query, read_table
 from alchemist_model.buckets import BucketPlan, parse_cells
-from alchemist_model.configs import DataConfig, ModelProfile, TrainConfig
+from alchemist_model.configs import VIDEO_FPS, DataConfig, ModelProfile, TrainConfig
 from alchemist_model.encoders import Components, entity_word_tokens, kept_word_indices
 
 TABLE = "latents"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: A work row: the curated clip's columns the encoder reads, then what it keys and tags the latents row with.
+#: Each column is typed as in the table it comes from (``schema.CLIPS``) or goes to (``schema.LATENTS``).
+_CLIP_COLUMNS = ("clip_id", "video", "caption", "start_s", "end_s")
+_TARGET_COLUMNS = ("width_px", "height_px", "num_frames", "entity_words", "shard")
 WORK_SCHEMA = pa.schema(
-    [
-        pa.field("clip_id", pa.string()),
-        pa.field("video", pa.string()),
-        pa.field("caption", pa.string()),
-        pa.field("start_s", pa.float64()),
-        pa.field("end_s", pa.float64()),
-        pa.field("width_px", pa.int32()),
-        pa.field("height_px", pa.int32()),
-        pa.field("num_frames", pa.int32()),
-        pa.field("entity_words", pa.list_(pa.string())),
-        pa.field("shard", pa.string()),
-    ]
+    [schema.CLIPS.field(name).with_nullable(True) for name in _CLIP_COLUMNS]
+    + [schema.LATENTS.field(name).with_nullable(True) for name in _TARGET_COLUMNS]
 )
 
 
@@ -71,7 +65,7 @@ class LatentEncodeConfig:
     #: Storage precision of latents and text embeddings; float32 reproduces the on-the-fly inputs exactly.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     #: The target sizes, as training's ``DataConfig`` fields of the same names.
-    fps: float = 24.0
+    fps: float = VIDEO_FPS
     buckets: str = ""
     bucket_aspect_ratios: tuple[float, ...] = DataConfig().bucket_aspect_ratios
     #: Runtime only (not fingerprinted): rows per process_batch call, GPUs per Ray actor (None: 1 when the
@@ -146,11 +140,7 @@ def encode_work_table(curated_dir: str | Path, cfg: LatentEncodeConfig, profile:
         for width, height, frames in sorted(sizes[clip["clip_id"]]):
             rows.append(
                 {
-                    "clip_id": clip["clip_id"],
-                    "video": clip["video"],
-                    "caption": clip["caption"],
-                    "start_s": clip["start_s"],
-                    "end_s": clip["end_s"],
+                    **{name: clip[name] for name in _CLIP_COLUMNS},
                     "width_px": width,
                     "height_px": height,
                     "num_frames": frames,

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from alchemist_model.configs import MAX_REFERENCE_IMAGES, WORD_TOKEN_LEN
+
 
 class PersonalizationEmbedder(nn.Module):
     """Shapes: B batch, N images (padded), L image tokens, D image channels, K word tokens, E text channels."""
@@ -26,8 +28,8 @@ class PersonalizationEmbedder(nn.Module):
         self,
         image_dim: int,
         text_dim: int,
-        word_token_len: int = 3,
-        max_images: int = 6,
+        word_token_len: int = WORD_TOKEN_LEN,
+        max_images: int = MAX_REFERENCE_IMAGES,
         use_word_tokens: bool = True,
     ) -> None:
         super().__init__()

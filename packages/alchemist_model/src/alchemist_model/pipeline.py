@@ -18,8 +18,15 @@ import numpy as np
 import torch
 
 from alchemist_data.media import decode_image, write_video
-from alchemist_model.configs import ModelProfile, TrainConfig, model_profile, sample_steps_for
-from alchemist_model.encoders import Components, encode_conditions, find_word_span, reference_to_tensor, white_fill
+from alchemist_model.configs import VIDEO_FPS, ModelProfile, TrainConfig, model_profile, sample_steps_for
+from alchemist_model.encoders import (
+    Components,
+    check_reference_word,
+    encode_conditions,
+    find_word_span,
+    reference_to_tensor,
+    white_fill,
+)
 from alchemist_model.flow import combine_guidance, euler_step, sampling_schedule, time_shift_for
 from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel
 
@@ -102,13 +109,7 @@ class AlchemistPipeline:
         images: list[np.ndarray] = []
         words: list[str] = []
         for word, items in (references or {}).items():
-            try:
-                find_word_span(prompt, word)
-            except ValueError as err:
-                raise ValueError(
-                    f"reference word {word!r} does not occur in the prompt {prompt!r}; each --ref must name a word "
-                    "of the prompt (e.g. --ref 'dog=dog.png' for '... a dog ...')"
-                ) from err
+            check_reference_word(prompt, word)
             if not items:
                 raise ValueError(f"reference word {word!r} has no images")
             for item in items:
@@ -144,7 +145,7 @@ class AlchemistPipeline:
         image_guidance_scale: float = 3.0,
         seed: int = 0,
         output_path: str | Path | None = None,
-        fps: float = 24.0,
+        fps: float = VIDEO_FPS,
         progress: bool = True,
     ) -> AlchemistPipelineOutput:
         num_frames = num_frames or self.profile.num_frames

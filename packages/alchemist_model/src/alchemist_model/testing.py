@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from alchemist_data import schema
 from alchemist_data.media import encode_jpg, encode_png, write_video
+from alchemist_model.configs import VIDEO_FPS
 
 CAPTIONS = (
     ("A man in a red shirt walks a dog across the park.", ["man", "dog"], ["shirt"], "park"),
@@ -61,7 +62,7 @@ def write_tiny_curated_run(
     num_clips: int = 3,
     size: tuple[int, int] = (80, 60),
     seconds: float = 1.0,
-    fps: float = 24.0,
+    fps: float = VIDEO_FPS,  # training's sampling rate, so no frame is dropped or repeated
     seed: int = 0,
     faces: bool = False,
     sizes: list[tuple[int, int]] | None = None,

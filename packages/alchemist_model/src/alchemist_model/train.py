@@ -76,16 +76,8 @@ def open_latents(latents: str | Path | None, cfg: TrainConfig, profile: ModelPro
 
 def build_dataset(data_dir: Any, cfg: TrainConfig, profile: ModelProfile, latents: Any = None) -> AlchemistDataset:
     """The training dataset of a run: the profile's sizes, the run's data config and seed; references in stage II."""
-    return AlchemistDataset(
-        data_dir,
-        profile.width_px,
-        profile.height_px,
-        profile.num_frames,
-        profile.image_size_px,
-        cfg.data,
-        seed=cfg.seed,
-        with_references=int(cfg.stage) == 2,
-        latents=latents,
+    return AlchemistDataset.for_profile(
+        data_dir, profile, cfg.data, seed=cfg.seed, with_references=int(cfg.stage) == 2, latents=latents
     )
 
 

@@ -38,6 +38,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from alchemist_model.configs import MAX_REFERENCE_IMAGES, WORD_TOKEN_LEN
 from alchemist_model.personalization import PersonalizationEmbedder
 
 
@@ -232,8 +233,8 @@ class AlchemistTransformer3DModel(ModelMixin, ConfigMixin):
         eps: float = 1e-6,
         rope_theta: float = 10000.0,
         rope_axes_dim: tuple[int, int, int] | None = None,
-        word_token_len: int = 3,
-        max_images: int = 6,
+        word_token_len: int = WORD_TOKEN_LEN,
+        max_images: int = MAX_REFERENCE_IMAGES,
         use_word_tokens: bool = True,
         self_conditioning: bool = False,
     ) -> None:
