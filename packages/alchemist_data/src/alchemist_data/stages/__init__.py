@@ -1,8 +1,8 @@
 """The curation stages, one file each, in the order they run; :func:`build_stages` is the one place that reads a
 whole curation profile: every stage is built from its own section of it.
 
-Adding a stage: write ``stages/<name>.py`` (a ``Stage`` subclass and its ``StageConfig``), add its section to
-``profiles.Profile`` and its class to ``STAGES`` below.
+Adding a stage: write ``stages/<name>.py`` (a ``Stage`` subclass and its ``StageConfig``), add its section (named like
+the stage) to ``profiles.Profile`` and its class to ``STAGES`` below.
 """
 
 from __future__ import annotations
@@ -25,23 +25,23 @@ from alchemist_data.stages.shots import ShotsStage
 if TYPE_CHECKING:
     from alchemist_data.profiles import Profile
 
-#: (profile section, stage class), in pipeline order
-STAGES: list[tuple[str, type[Stage]]] = [
-    ("shots", ShotsStage),
-    ("motion", MotionStage),
-    ("frames", FramesStage),
-    ("overlap", OverlapStage),  # reads the frames stage's decoded reference frames
-    ("entities", EntitiesStage),
-    ("grounding", GroundingStage),
-    ("segmentation", SegmentationStage),
-    ("faces", FacesStage),
-    ("crops", CropsStage),
-    ("background", BackgroundStage),
+#: the stage classes in pipeline order; each is built from the profile section named like the stage (``cls.name``)
+STAGES: list[type[Stage]] = [
+    ShotsStage,
+    MotionStage,
+    FramesStage,
+    OverlapStage,  # reads the frames stage's decoded reference frames
+    EntitiesStage,
+    GroundingStage,
+    SegmentationStage,
+    FacesStage,
+    CropsStage,
+    BackgroundStage,
 ]
 
 
 def build_stages(profile: Profile) -> list[Stage]:
-    stages = [cls(getattr(profile, section), device=profile.device) for section, cls in STAGES]
+    stages = [cls(getattr(profile, cls.name), device=profile.device) for cls in STAGES]
     return [s for s in stages if s.enabled]
 
 

@@ -15,7 +15,6 @@ __all__ = ["BackgroundConfig", "BackgroundStage"]
 class BackgroundStage(Stage):
     """Background plate: middle frame with the dilated, hole-filled union of its masks inpainted (spec §2.4)."""
 
-    name = "background"
     adds = columns(
         {
             "background_word": pa.string(),

@@ -89,9 +89,16 @@ class RowReject(Exception):
 class Stage:
     """Base of every curation stage: ``Stage(cfg, device=...)``; ``cfg`` is the stage's own config section."""
 
+    #: the stage's name, which is also its profile section and its name in ``rejects.stage`` and ``run.json``:
+    #: ``FramesStage`` is ``"frames"`` (set from the class name unless the subclass states one)
     name: ClassVar[str] = "stage"
     #: columns this stage adds to the work table
     adds: ClassVar[list[pa.Field]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__.removesuffix("Stage").lower()
 
     def __init__(self, cfg: StageConfig, device: str = "cpu") -> None:
         self.cfg = cfg

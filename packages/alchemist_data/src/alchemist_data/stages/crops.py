@@ -17,8 +17,6 @@ class CropsConfig(StageConfig):
 class CropsStage(Stage):
     """Reference crops: RGBA PNG of the box, alpha = SAM mask."""
 
-    name = "crops"
-
     def process_row(self, row: dict[str, Any]) -> None:
         from alchemist_data.benchmark_rules import rgba_crop
         from alchemist_data.media import decode_image, encode_png

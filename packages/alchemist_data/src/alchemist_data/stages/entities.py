@@ -24,7 +24,6 @@ class EntitiesConfig(StageConfig):
 class EntitiesStage(Stage):
     """Entity words (subject / object / background) from the caption, with the paper's filter rules."""
 
-    name = "entities"
     adds = columns({f"{role}_words": pa.list_(pa.string()) for role in ("subject", "object", "background")})
 
     def setup(self) -> None:

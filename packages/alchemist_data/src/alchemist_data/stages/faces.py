@@ -13,8 +13,6 @@ __all__ = ["FacesConfig", "FacesStage"]
 class FacesStage(Stage):
     """Face boxes inside detected subjects, extended as the benchmark does (spec §7.3), and their RGB crops."""
 
-    name = "faces"
-
     def setup(self) -> None:
         from alchemist_data.models.faces import build_face_detector
 

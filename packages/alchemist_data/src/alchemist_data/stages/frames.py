@@ -26,7 +26,6 @@ class FramesConfig(StageConfig):
 class FramesStage(Stage):
     """Probe the video and decode the reference frames at 5/50/95 % of the clip (accurate seeking)."""
 
-    name = "frames"
     adds = columns(
         {
             "duration_s": pa.float64(),

@@ -19,7 +19,6 @@ class GroundingStage(Stage):
     ``grounding.batch_size`` frames of different clips (each with its own caption) instead of one clip's three.
     """
 
-    name = "grounding"
     adds = [pa.field("detections", pa.list_(DETECTION))]
 
     def setup(self) -> None:

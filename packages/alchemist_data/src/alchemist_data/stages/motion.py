@@ -59,7 +59,6 @@ class MotionConfig(StageConfig):
 class MotionStage(Stage):
     """Optical-flow motion scores and the optional VideoMAE undesirable-video classifier."""
 
-    name = "motion"
     adds = columns(
         {
             "motion_score": pa.float32(),

@@ -18,8 +18,6 @@ __all__ = ["OverlapConfig", "OverlapStage"]
 class OverlapStage(Stage):
     """Near-duplicate check of each clip's reference frames against the reference videos' index."""
 
-    name = "overlap"
-
     cfg: OverlapConfig
 
     def __init__(self, cfg: OverlapConfig, device: str = "cpu") -> None:

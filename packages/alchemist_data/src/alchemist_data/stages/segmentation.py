@@ -19,8 +19,6 @@ class SegmentationStage(Stage):
     per image-encoder forward); each frame's boxes are decoded together, as in the benchmark.
     """
 
-    name = "segmentation"
-
     def setup(self) -> None:
         from alchemist_data.models.segmentation import build_segmenter
 

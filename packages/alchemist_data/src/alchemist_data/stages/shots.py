@@ -101,7 +101,6 @@ class ShotsStage(Stage):
     In ``split`` mode one input row becomes several work rows (the contract in ``stages/base.py``).
     """
 
-    name = "shots"
     adds = columns(
         {
             "source_clip_id": pa.string(),
