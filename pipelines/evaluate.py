@@ -137,7 +137,7 @@ def prepare_cmd(
     """Cut the clips, extract GT frames/crops/faces, inpaint backgrounds, embed the GT and write the mode lists."""
     from rich.console import Console
 
-    from alchemist_eval.benchmark import prepare_benchmark
+    from alchemist_eval.prepare import prepare_benchmark
 
     console = Console()
     info = _with_progress(

@@ -138,7 +138,7 @@ def train_cmd(
             job = train_job(profile or "tiny", steps, 2 if stage is None else stage, seed or 0)
             cfg = _apply_overrides(job, set_)
         if num_workers > 0:
-            from alchemist_model.train import ray_fit, train_ray
+            from alchemist_model.train_ray import ray_fit, train_ray
 
             result = ray_fit(train_ray(cfg, data, output, num_workers, resume=resume, latents=latents))
             if result.error is not None:

@@ -125,7 +125,7 @@ def annotation_set(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def prepared_benchmark(annotation_set, tmp_path_factory) -> Path:
-    from alchemist_eval.benchmark import prepare_benchmark
+    from alchemist_eval.prepare import prepare_benchmark
 
     out = tmp_path_factory.mktemp("bench") / "bench"
     prepare_benchmark(annotation_set["annotations"], annotation_set["videos"], out, profile="tiny", shard_size=2)

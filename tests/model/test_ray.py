@@ -9,7 +9,7 @@ import pytest
 
 from alchemist_model.checkpoint import latest_checkpoint
 from alchemist_model.data import ResumableSampler
-from alchemist_model.train import ray_fit, train_ray
+from alchemist_model.train_ray import ray_fit, train_ray
 from tests.model.helpers import tiny_dataset, tiny_train_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

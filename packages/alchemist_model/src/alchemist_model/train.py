@@ -1,8 +1,8 @@
 """Training: rectified flow on curated clips, stage I / stage II, exact resume, single process or Ray Train.
 
 Reads top to bottom: ``train()`` builds the run directory, components, model, optimizer and data, then loops
-``training_step``; ``train_ray()`` runs the same loop in each Ray Train worker (DDP, or FSDP for profiles with
-``parallelism="fsdp"``), each rank reading its own shard of the sampler.
+``training_step``; ``train_ray.train_ray()`` (train_ray.py) runs the same loop in each Ray Train worker (DDP, or
+FSDP for profiles with ``parallelism="fsdp"``), each rank reading its own shard of the sampler.
 
 Run directory (``RUN``):
 
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -543,122 +542,11 @@ def train(
     )
 
 
-def _row_to_sample(row: dict[str, Any]) -> dict[str, Any]:
-    """A Ray Data row (numpy) back into the dataset's sample dict."""
-    sample = {
-        "key": int(row["key"]),
-        "clip_id": str(row["clip_id"]),
-        "caption": str(row["caption"]),
-        "video": torch.as_tensor(np.asarray(row["video"])),
-    }
-    if "ref_images" in row:
-        sample.update(
-            ref_images=torch.as_tensor(np.asarray(row["ref_images"])),
-            ref_words=[str(w) for w in row["ref_words"]],
-            ref_kinds=[str(k) for k in row["ref_kinds"]],
-        )
-    return sample
+def __getattr__(name: str) -> Any:
+    # ``train_ray`` and ``ray_fit`` moved to train_ray.py; the old import path keeps working (a lazy import, since
+    # train_ray.py imports this module).
+    if name in ("train_ray", "ray_fit"):
+        from alchemist_model import train_ray as ray_module
 
-
-def _ray_worker_loop(config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-
-    cfg = TrainConfig.from_dict(config["cfg"])
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    profile = model_profile(cfg.profile)
-    components = Components.load_saved(Path(config["output_dir"]) / "encoders")
-    strategy = profile.parallelism
-
-    def wrap(model: torch.nn.Module) -> torch.nn.Module:
-        return ray.train.torch.prepare_model(model, parallel_strategy=strategy, move_to_device=False)
-
-    batch_source = None
-    if cfg.data_source == "ray_data":
-        batch_size = cfg.batch_size or profile.batch_size
-        shard = ray.train.get_dataset_shard("train")
-
-        def batch_source(start_step: int):
-            rows: list[dict[str, Any]] = []
-            for row in shard.iter_rows():
-                rows.append(_row_to_sample(row))
-                if len(rows) == batch_size:
-                    yield collate_samples(rows)
-                    rows = []
-
-    result = run_training_loop(
-        cfg,
-        Path(config["data_dir"]),
-        Path(config["output_dir"]),
-        profile,
-        components,
-        config["resume"],
-        device,
-        rank,
-        world_size,
-        wrap_model=wrap,
-        progress=rank == 0,
-        batch_source=batch_source,
-        latents=config.get("latents"),
-    )
-    ray.train.report({"step": result.step, "loss": result.losses[-1] if result.losses else math.nan})
-
-
-def train_ray(
-    cfg: TrainConfig,
-    data_dir: str | Path,
-    output_dir: str | Path,
-    num_workers: int,
-    resume: bool = False,
-    use_gpu: bool | None = None,
-    latents: str | Path | None = None,
-) -> Any:
-    """Ray Train (TorchTrainer): one worker per GPU (or CPU process), DDP, FSDP for ``parallelism="fsdp"``."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    if cfg.data_source == "ray_data" and (latents is not None or cfg.data.buckets):
-        raise ValueError(
-            "data_source=ray_data streams the profile's size from the videos; with --latents or "
-            "data.buckets use data_source=loader"
-        )
-    output_dir = Path(output_dir).resolve()
-    # config + encoders written once, before the workers start
-    cfg, _, _ = prepare_run(cfg, output_dir, resume, latents)
-    if use_gpu is None:
-        use_gpu = torch.cuda.is_available()
-    datasets = {}
-    if cfg.data_source == "ray_data":
-        from alchemist_model.data import to_ray_dataset
-
-        profile = model_profile(cfg.profile)
-        batch_size = cfg.batch_size or profile.batch_size
-        dataset = build_dataset(data_dir, cfg, profile)
-        start = 0
-        checkpoint = latest_checkpoint(output_dir) if resume else None
-        if checkpoint is not None:
-            start = torch.load(checkpoint / "state.pt", weights_only=False)["step"] * batch_size * num_workers
-        # One spare batch per worker: the stream's split across workers need not be perfectly even.
-        remaining = max(0, cfg.steps * batch_size * num_workers - start) + batch_size * num_workers
-        datasets["train"] = to_ray_dataset(dataset, remaining, start=start)
-    trainer = TorchTrainer(
-        _ray_worker_loop,
-        train_loop_config={
-            "cfg": cfg.to_dict(),
-            "data_dir": str(Path(data_dir).resolve()),
-            "output_dir": str(output_dir),
-            "resume": resume,
-            "latents": str(Path(latents).resolve()) if latents is not None else None,
-        },
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        run_config=RunConfig(name="alchemist_train", storage_path=str(output_dir / "ray")),
-        datasets=datasets or None,
-    )
-    return trainer
-
-
-def ray_fit(trainer: Any) -> Any:
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    return trainer.fit()
+        return getattr(ray_module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
