@@ -61,7 +61,7 @@ def _time_batched(scorer, jobs, chunk) -> tuple[float, float, list[dict]]:
 def _time_official(scorers, jobs) -> tuple[float, float, list[dict]]:
     """The official protocol: one evaluator per metric, each its own pass over the videos, batch size 1."""
     t0, c0 = time.perf_counter(), time.process_time()
-    rows = [dict() for _ in jobs]
+    rows = [{} for _ in jobs]
     for scorer in scorers:
         for video_row, job in zip(rows, jobs, strict=True):
             video_row.update({k: v for k, v in scorer.score([job])[0].items() if v is not None})

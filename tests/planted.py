@@ -52,15 +52,15 @@ def scene(
     bg = _background(background_seed, w, h, int(pan * n) + 2)
     rng = np.random.default_rng([objects_seed, 2])
     shapes = [
-        dict(
-            kind=int(rng.integers(2)),
-            r=int(rng.uniform(0.08, 0.18) * h),
-            x=rng.uniform(0.1, 0.9) * w,
-            y=rng.uniform(0.3, 0.8) * h,
-            vx=rng.uniform(-1.5, 1.5),
-            vy=rng.uniform(-0.6, 0.6),
-            color=tuple(int(c) for c in rng.integers(0, 255, 3)),
-        )
+        {
+            "kind": int(rng.integers(2)),
+            "r": int(rng.uniform(0.08, 0.18) * h),
+            "x": rng.uniform(0.1, 0.9) * w,
+            "y": rng.uniform(0.3, 0.8) * h,
+            "vx": rng.uniform(-1.5, 1.5),
+            "vy": rng.uniform(-0.6, 0.6),
+            "color": tuple(int(c) for c in rng.integers(0, 255, 3)),
+        }
         for _ in range(int(rng.integers(2, 4)))
     ]
     frames = np.empty((n, h, w, 3), np.uint8)
@@ -119,11 +119,11 @@ def planted_set(root: str | os.PathLike, num_references: int, seed: int = 100) -
         ref = write_scene(refs / f"ref{i:03d}.mp4", b, b)
         for kind in COPY_KINDS:
             q = make_copy(ref, queries / f"{kind}{i:03d}.mp4", kind)
-            rows.append(dict(video=str(q), kind=kind, is_copy=True, source=ref.name))
+            rows.append({"video": str(q), "kind": kind, "is_copy": True, "source": ref.name})
         q = write_scene(queries / f"same_background{i:03d}.mp4", b, b + 10_000)
-        rows.append(dict(video=str(q), kind="same_background", is_copy=False, source=None))
+        rows.append({"video": str(q), "kind": "same_background", "is_copy": False, "source": None})
         q = write_scene(queries / f"other{i:03d}.mp4", b + 20_000, b + 20_000)
-        rows.append(dict(video=str(q), kind="other_scene", is_copy=False, source=None))
+        rows.append({"video": str(q), "kind": "other_scene", "is_copy": False, "source": None})
     return refs, rows
 
 

@@ -68,7 +68,7 @@ def write_gdino(path: str | os.PathLike, text_encoder: str | os.PathLike, seed: 
 
 #: GroundingDinoPy settings for CPU tests: a 224 px short side keeps the 900 queries below the number of image tokens
 #: while staying fast; every box is kept, so a random model still returns some.
-CPU_GDINO_SETTINGS = dict(resize_short=224, box_threshold=0.0, batch_size=2)
+CPU_GDINO_SETTINGS = {"resize_short": 224, "box_threshold": 0.0, "batch_size": 2}
 
 
 def load_gdino_for_cpu(checkpoint: str | os.PathLike, max_size: int):

@@ -83,7 +83,7 @@ def _tiny_sd_inpaint_pipeline(path):
     from transformers.models.clip.tokenization_clip import bytes_to_unicode
 
     torch.manual_seed(0)
-    levels = dict(block_out_channels=(8, 16), norm_num_groups=4)  # the UNet's and the VAE's: two levels of widths
+    levels = {"block_out_channels": (8, 16), "norm_num_groups": 4}  # the UNet's and the VAE's: two levels of widths
     unet = UNet2DConditionModel(
         **levels,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),  # one block type per level, as the widths

@@ -90,7 +90,7 @@ def _reference_loop(logits, boxes, masks, tags, W, H, thr):
         scores.append((torch.max(masked, axis=1).values + torch.sum(masked, axis=1) / torch.sum(m)) / 2)
     scores = torch.stack(scores).T
     assigned = torch.max(scores, axis=1).indices
-    best = {t: (None, 0) for t in tags}
+    best = dict.fromkeys(tags, (None, 0))
     for q, t in enumerate(assigned):
         if best[tags[t]][1] < scores[q, t]:
             best[tags[t]] = (q, scores[q, t])

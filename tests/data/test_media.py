@@ -45,10 +45,13 @@ media = media_fixture(
 
 #: Open GOP: leading B-frames before a keyframe are undecodable after a seek to it, so the seek backs off.
 OPEN_GOP_VIDEOS = [
-    ("open_gop.mp4", dict(gop=24, options={"x264-params": "open-gop=1:bframes=3:b-adapt=0"})),
+    ("open_gop.mp4", {"gop": 24, "options": {"x264-params": "open-gop=1:bframes=3:b-adapt=0"}}),
     (
         "open_gop_hevc.mkv",
-        dict(codec="libx265", options={"x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"}),
+        {
+            "codec": "libx265",
+            "options": {"x265-params": "keyint=24:min-keyint=24:bframes=3:open-gop=1:log-level=error"},
+        },
     ),
 ]
 
@@ -244,11 +247,11 @@ def test_write_video_pads_odd_sizes_for_420(tmp_path):
 @pytest.mark.parametrize(
     "name, kwargs",
     [
-        ("ts_bframes_offset.ts", dict(gop=48, bframes=3, start_time_s=1.4)),  # seeks by timestamp, not keyframe
-        ("vfr.mkv", dict(gop=48, bframes=3, vfr=True)),  # Matroska loads its keyframe index lazily
-        ("vp9.webm", dict(codec="libvpx-vp9", pix_fmt="yuv420p")),
-        ("mpeg4.avi", dict(codec="mpeg4", pix_fmt="yuv420p")),
-        ("long_gop.mov", dict(gop=250, bframes=3)),
+        ("ts_bframes_offset.ts", {"gop": 48, "bframes": 3, "start_time_s": 1.4}),  # seeks by timestamp, not keyframe
+        ("vfr.mkv", {"gop": 48, "bframes": 3, "vfr": True}),  # Matroska loads its keyframe index lazily
+        ("vp9.webm", {"codec": "libvpx-vp9", "pix_fmt": "yuv420p"}),
+        ("mpeg4.avi", {"codec": "mpeg4", "pix_fmt": "yuv420p"}),
+        ("long_gop.mov", {"gop": 250, "bframes": 3}),
         *OPEN_GOP_VIDEOS,
     ],
 )
@@ -368,10 +371,10 @@ def test_keyframe_mode_still_reports_a_truncated_tail(tmp_path):
 @pytest.mark.parametrize(
     "name, kwargs",
     [
-        ("ts_bframes_offset.ts", dict(gop=48, bframes=3, start_time_s=1.4)),  # seeks by timestamp: exact frames
-        ("vfr.mkv", dict(gop=48, bframes=3, vfr=True)),
-        ("vp9.webm", dict(codec="libvpx-vp9", pix_fmt="yuv420p", gop=48)),
-        ("mpeg4.avi", dict(codec="mpeg4", pix_fmt="yuv420p", gop=48)),
+        ("ts_bframes_offset.ts", {"gop": 48, "bframes": 3, "start_time_s": 1.4}),  # seeks by timestamp: exact frames
+        ("vfr.mkv", {"gop": 48, "bframes": 3, "vfr": True}),
+        ("vp9.webm", {"codec": "libvpx-vp9", "pix_fmt": "yuv420p", "gop": 48}),
+        ("mpeg4.avi", {"codec": "mpeg4", "pix_fmt": "yuv420p", "gop": 48}),
         *OPEN_GOP_VIDEOS,
     ],
 )

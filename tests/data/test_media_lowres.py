@@ -148,10 +148,10 @@ def test_truncated_file_gives_the_frames_before_the_cut(tmp_path, backend):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(backend="ffmpeg"), "'auto', 'pyav', 'decord'"),
-        (dict(width=0), "positive integers"),
-        (dict(height=13.5), "positive integers"),
-        (dict(threads=-1), "threads"),
+        ({"backend": "ffmpeg"}, "'auto', 'pyav', 'decord'"),
+        ({"width": 0}, "positive integers"),
+        ({"height": 13.5}, "positive integers"),
+        ({"threads": -1}, "threads"),
     ],
 )
 def test_bad_arguments_are_value_errors(clips, kwargs, match):

@@ -51,13 +51,13 @@ def _generate_args(run: Path, prompt: str, output: Path, *options: str) -> list[
 def test_pipeline_generates_frames_and_mp4(trained_run, ref_png, tmp_path):
     pipe = AlchemistPipeline.from_run(trained_run, device="cpu")
     prompt = "A man in a red shirt walks a dog across the park."
-    conditions = dict(
-        references={"dog": [ref_png, ref_png]},
-        background=ref_png,
-        background_word="park",
-        num_inference_steps=3,
-        progress=False,
-    )
+    conditions = {
+        "references": {"dog": [ref_png, ref_png]},
+        "background": ref_png,
+        "background_word": "park",
+        "num_inference_steps": 3,
+        "progress": False,
+    }
     out = pipe(prompt, output_path=tmp_path / "out.mp4", **conditions)
     assert out.frames.shape == (9, 48, 64, 3) and out.frames.dtype == np.uint8
     with av.open(str(out.path)) as container:

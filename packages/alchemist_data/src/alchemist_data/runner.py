@@ -280,7 +280,7 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
         )
 
     work = build_work_table(manifest, profile.shard_size)
-    expected = {s: n for s, n in _value_counts(work.column("shard")).items()}
+    expected = dict(_value_counts(work.column("shard")).items())
     done = writer.done_shards()
     pending = [s for s, n in expected.items() if done.get(s, {}).get("num_input_rows") != n]
     work = work.filter(pc.is_in(work.column("shard"), pa.array(pending, pa.string()))) if pending else work.slice(0, 0)

@@ -151,7 +151,7 @@ def _random_body(size: str) -> dict[str, int]:
     """The transformer of every seeded random stand-in here: 2 layers of 2 heads, 64 wide for "random-small" and 32
     for "random-tiny", the MLP twice as wide."""
     width = 64 if size == "random-small" else 32
-    return dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=2)
+    return {"hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": 2, "num_attention_heads": 2}
 
 
 def _random_image_body(size: str) -> dict[str, int]:

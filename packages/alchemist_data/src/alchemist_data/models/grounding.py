@@ -303,7 +303,7 @@ class GroundingDinoPy(Grounder):
 
 def build_grounder(cfg: Any, device: str = "cpu") -> Grounder:
     """Grounder from a ``GroundingConfig`` (backend ``hf`` or ``gdino_py``)."""
-    common = dict(device=device, box_threshold=cfg.box_threshold, batch_size=cfg.batch_size)
+    common = {"device": device, "box_threshold": cfg.box_threshold, "batch_size": cfg.batch_size}
     if cfg.backend == "hf":
         return HFGroundingDino(model=cfg.model, **common)
     if cfg.backend in ("gdino_py", "groundingdino_py", "groundingdino"):

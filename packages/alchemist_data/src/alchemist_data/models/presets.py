@@ -35,7 +35,7 @@ def vision_models(profile: str) -> VisionModels:
     ``ALCHEMIST_*_CHECKPOINT`` environment variables when set (:func:`paper_checkpoint`)."""
     if profile == "paper":
         gpu = Resources(cpus=1, gpus=1)
-        batched_on_gpu = dict(batch_size=8, resources=gpu)
+        batched_on_gpu = {"batch_size": 8, "resources": gpu}
         return VisionModels(
             grounding=GroundingConfig(
                 backend="gdino_py",

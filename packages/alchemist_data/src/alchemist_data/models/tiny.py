@@ -237,8 +237,17 @@ def random_grounding_dino(size: str, seed: int = 0):
 # SAM (segment-anything and transformers)
 
 _SAM_SIZES: dict[str, dict[str, Any]] = {
-    "random-tiny": dict(img=256, dim=64, depth=2, heads=2, window=4, out=64, dec_depth=2, mlp=128),
-    "random-small": dict(img=512, dim=96, depth=2, heads=4, window=8, out=96, dec_depth=2, mlp=256),
+    "random-tiny": {"img": 256, "dim": 64, "depth": 2, "heads": 2, "window": 4, "out": 64, "dec_depth": 2, "mlp": 128},
+    "random-small": {
+        "img": 512,
+        "dim": 96,
+        "depth": 2,
+        "heads": 4,
+        "window": 8,
+        "out": 96,
+        "dec_depth": 2,
+        "mlp": 256,
+    },
 }
 
 
@@ -294,8 +303,8 @@ def _center_iou_head(last: torch.nn.Linear) -> None:
 
 
 _HF_SAM_SIZES: dict[str, dict[str, Any]] = {
-    "random-tiny": dict(img=64, patch=8, hidden=32, layers=2, out=16),
-    "random-small": dict(img=256, patch=16, hidden=64, layers=2, out=32),
+    "random-tiny": {"img": 64, "patch": 8, "hidden": 32, "layers": 2, "out": 16},
+    "random-small": {"img": 256, "patch": 16, "hidden": 64, "layers": 2, "out": 32},
 }
 
 
