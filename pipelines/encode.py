@@ -66,7 +66,7 @@ def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
 
     from alchemist_data import schema
     from alchemist_data.catalog import read_table
-    from alchemist_data.runner import ShardPartWriter, ShardTracker, split_by_shard
+    from alchemist_data.runner import ShardPartWriter, ShardTracker, completion_fields, split_by_shard
     from alchemist_data.writer import RunWriter, environment_versions
     from alchemist_model.configs import model_profile
     from alchemist_model.encoders import load_components
@@ -136,14 +136,7 @@ def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
         raise RuntimeError(f"shards not completed: {tracker.pending}")
     errors = read_table(output, TABLE, columns=["error"]).column("error")
     counts = {"rows": len(errors), "errors": len(errors) - errors.null_count}
-    elapsed = time.time() - started
-    info |= {
-        "status": "complete",
-        "finished_at": time.time(),
-        "elapsed_s": round(elapsed, 3),
-        "counts": counts,
-        "rows_per_s_this_run": round(work.num_rows / elapsed, 3) if elapsed > 0 else None,
-    }
+    info |= completion_fields(started, counts, work.num_rows, "rows_per_s_this_run")
     writer.write_run_json(info)
     return info
 
