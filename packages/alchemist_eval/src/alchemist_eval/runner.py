@@ -38,11 +38,7 @@ SCORES = pa.schema(
         pa.field("fps", pa.float64()),
         pa.field("width_px", pa.int32()),
         pa.field("height_px", pa.int32()),
-        pa.field("text_s", pa.float64()),
-        pa.field("video_s", pa.float64()),
-        pa.field("subject_s", pa.float64()),
-        pa.field("face_s", pa.float64()),
-        pa.field("dynamic_d", pa.float64()),
+        *(pa.field(column, pa.float64()) for column in SCORE_COLUMNS.values()),  # text_s ... dynamic_d
         pa.field("num_tags", pa.int32()),
         pa.field("num_tag_detections", pa.int32()),  # (frame, tag) pairs that passed GDINO + SAM + validity
         pa.field("num_face_frames", pa.int32()),
