@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,14 +49,16 @@ _NO_INDEX_FORWARD_S = 1.0
 _DTS_MARGIN_S = 0.25
 
 
+@dataclass(eq=False)
 class _Reader:
     """Forward decoder over one stream with a one-frame look-ahead, able to seek and to skip non-ref frames."""
 
-    def __init__(self, container: Any, vs: Any, times: _StreamTimes, stats: dict[str, int]):
-        self.container = container
-        self.vs = vs
-        self.times = times
-        self.stats = stats
+    container: Any
+    vs: Any
+    times: _StreamTimes
+    stats: dict[str, int]
+
+    def __post_init__(self) -> None:
         self.skip_before: list[int | None] = [None]
         self.packet_pts: list[int] = []
         self._gen: Iterator[Any] | None = None

@@ -10,6 +10,7 @@ benchmark, the generator is seeded so plates are reproducible. The mask to fill 
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,7 @@ class OpenCVInpainter(Inpainter):
         return cv2.inpaint(np.ascontiguousarray(image), mask.astype(np.uint8) * 255, self.radius_px, cv2.INPAINT_TELEA)
 
 
+@dataclass(eq=False)
 class SD2Inpainter(Inpainter):
     """diffusers ``StableDiffusionInpaintPipeline`` (hub id or local dir), benchmark settings, seeded.
 
@@ -74,40 +76,33 @@ class SD2Inpainter(Inpainter):
 
     name = "sd2"
 
-    # The benchmark's settings are written once, as BackgroundConfig's defaults.
-    def __init__(
-        self,
-        model: str = BackgroundConfig.model,
-        device: str = "cpu",
-        prompt: str = BackgroundConfig.prompt,
-        negative_prompt: str = BackgroundConfig.negative_prompt,
-        guidance_scale: float = BackgroundConfig.guidance_scale,
-        num_inference_steps: int = BackgroundConfig.num_inference_steps,
-        seed: int = BackgroundConfig.seed,
-        size: int = 512,
-    ) -> None:
-        super().__init__(device=device)
-        self.model_id = model
-        self.prompt = prompt
-        self.negative_prompt = negative_prompt
-        self.guidance_scale = guidance_scale
-        self.num_inference_steps = num_inference_steps
-        self.seed = seed
-        self.size = size
+    # The benchmark's settings are written once, as BackgroundConfig's defaults; the fields keep the order of the
+    # positional arguments (model first).
+    model: str = BackgroundConfig.model
+    device: str = "cpu"
+    prompt: str = BackgroundConfig.prompt
+    negative_prompt: str = BackgroundConfig.negative_prompt
+    guidance_scale: float = BackgroundConfig.guidance_scale
+    num_inference_steps: int = BackgroundConfig.num_inference_steps
+    seed: int = BackgroundConfig.seed
+    size: int = 512
+
+    def __post_init__(self) -> None:
+        super().__init__(device=self.device)
         self.pipe: Any = None
 
     def _load(self) -> None:
         import torch
         from diffusers import StableDiffusionInpaintPipeline
 
-        check_local_path(self.model_id, "inpainting pipeline directory")
+        check_local_path(self.model, "inpainting pipeline directory")
         dtype = torch.float16 if str(self.device).startswith("cuda") else torch.float32
         try:
             pipe = StableDiffusionInpaintPipeline.from_pretrained(
-                self.model_id, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+                self.model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
             )
         except (OSError, ValueError) as exc:
-            what = f"the inpainting pipeline {self.model_id!r}"
+            what = f"the inpainting pipeline {self.model!r}"
             raise ModelLoadError(offline_hint(what, exc, instead="a local directory or a cached hub id")) from exc
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
