@@ -99,7 +99,7 @@ def test_cpu_profiles_fuse_into_one_ray_operator_and_paper_splits_gpu_stages():
     names = [[s.name for s in g] for g in groups]
     # Shots and motion share a quarter GPU in one actor; frames decode on the CPU.
     assert names[0] == ["shots", "motion"] and names[1] == ["frames"] and len(groups) > 2
-    assert all(g[0].resources.gpus == 1 for g in groups if g[0].name in ("grounding", "entities"))
+    assert all(g[0].cfg.resources.gpus == 1 for g in groups if g[0].name in ("grounding", "entities"))
 
 
 def test_gpu_stages_on_a_cluster_without_gpus_fail_at_once():

@@ -31,7 +31,7 @@ def fuse_stages(stages: list[Stage]) -> list[list[Stage]]:
     """Group consecutive stages with identical resource requests and pool bounds (each group is one operator)."""
 
     def key(s: Stage) -> tuple[Any, ...]:
-        return (s.resources, s.cfg.min_workers, s.cfg.max_workers)
+        return (s.cfg.resources, s.cfg.min_workers, s.cfg.max_workers)
 
     groups: list[list[Stage]] = []
     for stage in stages:
@@ -83,7 +83,7 @@ def run_ray(
     ds = ray.data.from_arrow(shards)
     groups = fuse_stages(stages)
     for i, group in enumerate(groups):
-        res = group[0].resources
+        res = group[0].cfg.resources
         most = min(group[0].cfg.max_workers or num_workers, len(shards))  # no idle actors on small runs
         least = min(group[0].cfg.min_workers, most)
         last = i == len(groups) - 1
@@ -91,7 +91,7 @@ def run_ray(
             StageGroupUDF,
             fn_constructor_args=(group, part_writer if last else None, stats),
             batch_format="pyarrow",
-            batch_size=min(s.batch_size for s in group),
+            batch_size=min(s.cfg.batch_size for s in group),
             # Start at the bound the work can use (no warm-up ramp on short jobs); Ray Data shrinks idle pools to min.
             compute=ray.data.ActorPoolStrategy(min_size=least, max_size=most, initial_size=most),
             num_cpus=res.cpus,
@@ -107,7 +107,7 @@ def run_ray(
 
 def _check_gpus(stages: list[Stage], cluster_gpus: float, joined: bool) -> None:
     """Fail at once, instead of Ray waiting forever, when GPU stages meet a cluster without GPUs."""
-    needs = [s.name for s in stages if s.resources.gpus > 0]
+    needs = [s.name for s in stages if s.cfg.resources.gpus > 0]
     if not needs or cluster_gpus > 0:
         return
     hint = (

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from alchemist_data.config import Resources, StageConfig
+from alchemist_data.config import StageConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class RowReject(Exception):
         self.detail = detail
 
 
+@dataclass(eq=False)
 class Stage:
     """Base of every curation stage: ``Stage(cfg, device=...)``; ``cfg`` is the stage's own config section."""
 
@@ -100,17 +102,8 @@ class Stage:
         if "name" not in cls.__dict__:
             cls.name = cls.__name__.removesuffix("Stage").lower()
 
-    def __init__(self, cfg: StageConfig, device: str = "cpu") -> None:
-        self.cfg = cfg
-        self.device = device
-
-    @property
-    def resources(self) -> Resources:
-        return self.cfg.resources
-
-    @property
-    def batch_size(self) -> int:
-        return self.cfg.batch_size
+    cfg: StageConfig
+    device: str = "cpu"
 
     @property
     def enabled(self) -> bool:
@@ -121,7 +114,7 @@ class Stage:
     def model_device(self) -> str:
         """The profile's device for a stage that asks Ray for a GPU, else the CPU: a Ray worker sees no CUDA device
         unless its stage requested one."""
-        return self.device if self.resources.gpus > 0 else "cpu"
+        return self.device if self.cfg.resources.gpus > 0 else "cpu"
 
     def setup(self) -> None:
         """Load models; called once per worker before the first batch."""
