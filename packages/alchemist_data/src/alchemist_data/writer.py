@@ -53,10 +53,6 @@ class RunWriter:
         self.root: Location = resolve(out_dir)
         self.tables = tables
 
-    @property
-    def uri(self) -> str:
-        return self.root.uri
-
     def prepare(self) -> None:
         """Create the folder layout, failing at once (before any work) when the output cannot be written."""
         try:
@@ -67,7 +63,7 @@ class RunWriter:
             raise OutputNotWritableError(str(err)) from err
         except OSError as err:
             raise OutputNotWritableError(
-                f"output folder {self.uri!r} is not writable ({err.strerror or err}); "
+                f"output folder {self.root.uri!r} is not writable ({err.strerror or err}); "
                 "choose another --output or fix its permissions"
             ) from err
 
