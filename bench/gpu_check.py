@@ -280,11 +280,11 @@ def _clip_tower(width: int, mlp_width: int, layers: int, heads: int) -> dict[str
 def _write_random_clip(path: Path, small: bool) -> None:
     """A transformers CLIP folder with ViT-L/14's architecture (random weights) and a byte-level tokenizer."""
     import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPModel
 
-    from alchemist_eval.models import _byte_level_clip_tokenizer_dir
+    from alchemist_eval.models import _byte_level_clip_tokenizer
 
-    tok = CLIPTokenizer.from_pretrained(_byte_level_clip_tokenizer_dir())
+    tok = _byte_level_clip_tokenizer()
     towers = dict.fromkeys(CLIP_L14_TOWERS, SMALL_CLIP_TOWER) if small else CLIP_L14_TOWERS
     text = _clip_tower(*towers["text"]) | {
         "vocab_size": len(tok) if small else max(len(tok), 49408),
@@ -348,7 +348,7 @@ def curation_section(device: str, num_clips: int, smoke: bool, workdir: Path, ck
                 "clips_per_h": num_clips / seconds * 3600 if seconds > 0 else None,
                 "peak_gpu_mib": _peak_mib(device),
                 "gpu_busy_pct": busy.value,
-                "gpu": stage.resources.gpus > 0,
+                "gpu": stage.cfg.resources.gpus > 0,
             }
         )
     rejected = [r for r in table.column("reject_reason").to_pylist() if r is not None]

@@ -175,27 +175,32 @@ def _batched_forward(forward: Any, items: Any, batch_size: int, width: int) -> n
 # CLIP
 
 
-def _byte_level_clip_tokenizer_dir() -> str:
-    """A real ``CLIPTokenizer`` over single bytes (no merges), for random CLIP models: 256 x 2 tokens + 2 specials."""
+def _byte_level_clip_tokenizer() -> Any:
+    """A real ``CLIPTokenizer`` over single bytes (no merges), for random CLIP models: 256 x 2 tokens + 2 specials.
+
+    Its two files live in a temporary folder only while the tokenizer reads them (it keeps the vocabulary in memory).
+    """
+    from transformers import CLIPTokenizer
     from transformers.models.clip.tokenization_clip import bytes_to_unicode
 
-    d = Path(tempfile.mkdtemp(prefix="alchemist-clip-tok-"))
     chars = list(bytes_to_unicode().values())
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    return str(d)
+    with tempfile.TemporaryDirectory(prefix="alchemist-clip-tok-") as tmp:
+        d = Path(tmp)
+        (d / "vocab.json").write_text(json.dumps(vocab))
+        (d / "merges.txt").write_text("#version: 0.2\n")
+        return CLIPTokenizer.from_pretrained(tmp)
 
 
 def _random_clip(size: str) -> tuple[Any, Any]:
     """A seeded random CLIP ("random-tiny" / "random-small") with a byte-level tokenizer."""
     import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPModel
 
-    tokenizer = CLIPTokenizer.from_pretrained(_byte_level_clip_tokenizer_dir())
+    tokenizer = _byte_level_clip_tokenizer()
     specials = ("bos_token_id", "eos_token_id", "pad_token_id")  # <|startoftext|>, <|endoftext|>, <|endoftext|>
     config = CLIPConfig(
         text_config=dict(
