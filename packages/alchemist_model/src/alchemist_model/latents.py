@@ -24,6 +24,7 @@ sample is one read), ``_done/part-XXXXX.json`` markers, ``run.json`` (config, fi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -249,19 +250,24 @@ class LatentStore:
         located = committed_files(self.root, TABLE)
         self.files = [f.path for f in located]
         self.fs = located[0].fs if located else None
-        self.index: dict[tuple[str, int, int, int], tuple[int, int]] = {}
-        self.num_errors = 0
+        self._open: dict[int, tuple[pq.ParquetFile, list[int]]] = {}
+        self._pid = os.getpid()
+
+    @functools.cached_property
+    def index(self) -> dict[tuple[str, int, int, int], tuple[int, int]]:
+        """(clip, width, height, frames) -> (file, row) of every latent that encoded without error.
+
+        Read on first use, not when the store is opened: a run's preparation only checks the folder's settings
+        (``check``), and the data loader that samples from the store builds the index once (workers inherit it)."""
+        index = {}
         for f, path in enumerate(self.files):
             keys = pq.read_table(
                 path, columns=["clip_id", "width_px", "height_px", "num_frames", "error"], filesystem=self.fs
             )
             for row, key in enumerate(keys.to_pylist()):
-                if key["error"] is not None:
-                    self.num_errors += 1
-                    continue
-                self.index[(key["clip_id"], key["width_px"], key["height_px"], key["num_frames"])] = (f, row)
-        self._open: dict[int, tuple[pq.ParquetFile, list[int]]] = {}
-        self._pid = os.getpid()
+                if key["error"] is None:
+                    index[(key["clip_id"], key["width_px"], key["height_px"], key["num_frames"])] = (f, row)
+        return index
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_open": {}}
