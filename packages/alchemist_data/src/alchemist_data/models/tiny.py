@@ -354,3 +354,28 @@ def random_hf_sam(size: str, seed: int = 0):
         size={"longest_edge": p["img"]}, pad_size={"height": p["img"], "width": p["img"]}
     )
     return model.eval(), SamProcessor(image_processor=image_processor)
+
+
+_IMAGE_ENCODER_WIDTHS = {"random-tiny": 32, "random-small": 96}
+
+
+def random_image_encoder(size: str, kind: str = "dinov2", seed: int = 0) -> tuple[Any, None]:
+    """A small random DINOv2 (``Dinov2Model``) or CLIP vision tower (``CLIPVisionModelWithProjection``) on 56-px
+    inputs, with no processor: the caller resizes and normalises the frames itself."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
+
+    width = _size(_IMAGE_ENCODER_WIDTHS, size, f"{kind} image encoder")
+    body = {
+        "hidden_size": width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * width,
+        "image_size": 56,
+        "patch_size": 14,
+    }
+    with _seeded(seed):
+        if kind == "clip":
+            model = CLIPVisionModelWithProjection(CLIPVisionConfig(**body, projection_dim=width))
+        else:
+            model = Dinov2Model(Dinov2Config(**body))
+    return model.eval(), None

@@ -12,7 +12,8 @@ How it matches (``OverlapIndex``):
   64-bit DCT perceptual hash of the frame and of five crop variants of it (a copy cropped by a few per cent is close
   to one of them) plus a 4x4 colour layout; ``dinov2`` / ``clip`` keep a unit-length embedding. Codes, their video
   and their time sit in flat arrays; a query compares a frame with all of them at once (XOR and popcount over
-  ``uint64``, or one matrix product), so 2,130 benchmark videos cost milliseconds per clip. The index is cached on
+  ``uint64``, or one matrix product); for ``phash`` an index the size of the benchmark's 2,130 videos costs
+  milliseconds per clip (``bench/data_overlap.py``; the embedding backends are not benchmarked). The index is cached on
   disk (keyed by the settings and every reference file's size and mtime) and built once per machine.
 * **Query, per clip.** The clip's reference frames (the frames stage's 5/50/95 % frames, with their times) are
   coded the same way. A reference frame is a near-duplicate of a clip frame when its hash is within ``max_hamming``

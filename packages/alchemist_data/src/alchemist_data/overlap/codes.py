@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from alchemist_data.models.base import LazyModel, check_rgb, load_pretrained
+from alchemist_data.benchmark_rules import IMAGENET_MEAN, IMAGENET_STD
+from alchemist_data.models.base import LazyModel, PretrainedPair, check_rgb
 
 HASH_BITS = 64
 # A frame whose 32x32 grey thumbnail varies less than this (std of 0-255 values) is flat: fades, black or white
@@ -173,8 +175,8 @@ class PHashCoder(FrameCoder):
         }  # variant 0 is the frame itself
 
     def prepare(self, index: Codes) -> None:
-        # One contiguous row per variant: XOR and popcount then stream through memory, about 7x faster than
-        # reducing the [N, 6] array along its short axis (bench/data_overlap.py).
+        # One contiguous row per variant: XOR and popcount then stream through memory instead of reducing the
+        # [N, 6] array along its short axis.
         self._by_variant = np.ascontiguousarray(index["hash"].T)
 
     def candidates(self, index: Codes, query: Codes, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -201,34 +203,18 @@ class PHashCoder(FrameCoder):
 DEFAULT_MODELS = {"dinov2": "facebook/dinov2-base", "clip": "openai/clip-vit-large-patch14"}
 
 
-def _random_dinov2(size: str) -> tuple[Any, Any]:
-    """A tiny random DINOv2 for tests (no processor: frames are resized and normalised here)."""
-    import torch
-    from transformers import Dinov2Config, Dinov2Model
-
-    torch.manual_seed(0)
-    width = 32 if size == "random-tiny" else 96
-    cfg = Dinov2Config(
-        hidden_size=width,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=2 * width,
-        image_size=56,
-        patch_size=14,
-    )
-    return Dinov2Model(cfg).eval(), None
-
-
-class EmbeddingCoder(LazyModel, FrameCoder):
+class EmbeddingCoder(PretrainedPair, LazyModel, FrameCoder):
     """Unit-length image embeddings: the DINOv2 CLS token (``dinov2``) or CLIP's projected image feature (``clip``)."""
 
     def __init__(self, backend: str, model: str, min_similarity: float, device: str = "cpu") -> None:
         super().__init__(device=device)
         self.name = backend
-        self.model_id = model or DEFAULT_MODELS[backend]
+        self._init_pair(model or DEFAULT_MODELS[backend])
         self.min_similarity = float(min_similarity)
 
     def _load(self) -> None:
+        from alchemist_data.models.tiny import random_image_encoder
+
         if self.name == "clip":
             from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
@@ -237,9 +223,7 @@ class EmbeddingCoder(LazyModel, FrameCoder):
             from transformers import AutoImageProcessor, Dinov2Model
 
             classes = (Dinov2Model, AutoImageProcessor)
-        self.model, self.processor = load_pretrained(self.model_id, f"overlap {self.name}", classes, _random_dinov2)
-        self.is_random = self.processor is None
-        self.model = self.model.to(self.device).eval()
+        self._load_pair(f"overlap {self.name}", classes, partial(random_image_encoder, kind=self.name))
 
     def _pixels(self, frames: Sequence[np.ndarray]) -> Any:
         import torch
@@ -251,8 +235,8 @@ class EmbeddingCoder(LazyModel, FrameCoder):
         side = self.model.config.image_size
         batch = np.stack([cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA) for f in frames])
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         return (x - mean) / std
 
     def encode(self, frames: Sequence[np.ndarray]) -> Codes:
@@ -270,11 +254,16 @@ class EmbeddingCoder(LazyModel, FrameCoder):
             else:
                 emb = self.model(pixel_values=pixels).pooler_output
             emb = torch.nn.functional.normalize(emb.float(), dim=-1)
-        # float16 halves the index (2,130 videos x ~150 samples x 768 floats) at no cost to a cosine threshold.
+        # float16 halves the cached index (2,130 videos x ~150 samples x 768 floats) at no cost to a cosine threshold.
         return {"embedding": emb.cpu().numpy().astype(np.float16), "informative": informative}
 
+    def prepare(self, index: Codes) -> None:
+        # Widened once per worker, not once per queried frame: numpy has no fast float16 matrix product, and the
+        # conversion of the whole index per frame cost more than the product itself.
+        self._index_f32 = index["embedding"].astype(np.float32)
+
     def candidates(self, index: Codes, query: Codes, i: int) -> tuple[np.ndarray, np.ndarray]:
-        sims = index["embedding"].astype(np.float32) @ query["embedding"][i].astype(np.float32)
+        sims = self._index_f32 @ query["embedding"][i].astype(np.float32)
         hit = np.flatnonzero(sims >= self.min_similarity)
         return hit, sims[hit]
 
