@@ -198,16 +198,17 @@ def test_index_is_cached_per_reference_folder_and_rebuilt_when_a_video_changes(t
     assert len(list(cache.glob("index-*.npz"))) == 2 and not np.array_equal(changed.codes["hash"], first.codes["hash"])
 
 
-def test_embedding_backend_indexes_and_matches_with_a_tiny_random_dinov2(tmp_path):
-    """Plumbing of the paper profile's backend; random weights say nothing about its precision."""
+@pytest.mark.parametrize("backend", ["dinov2", "clip"])
+def test_embedding_backend_indexes_and_matches_with_a_tiny_random_model(tmp_path, backend):
+    """Plumbing of the paper profile's backends; random weights say nothing about their precision."""
     refs = tmp_path / "refs"
     ref = planted.write_scene(refs / "a.mp4", 1, 1, seconds=1.0)
     copy = planted.make_copy(ref, tmp_path / "copy.mp4", "reencode")
-    cfg = OverlapConfig(reference_dir=str(refs), backend="dinov2", model="random-tiny", min_similarity=0.99)
+    cfg = OverlapConfig(reference_dir=str(refs), backend=backend, model="random-tiny", min_similarity=0.99)
     index = OverlapIndex.build(cfg)
     assert index.codes["embedding"].shape[0] == 10 and index.codes["embedding"].dtype == np.float16
     from alchemist_data.media import reference_frames
 
     _, times, frames = reference_frames(str(copy))
     match = index.query(frames, times)
-    assert match is not None and match.ref_id == "a.mp4" and "dinov2" in match.detail()
+    assert match is not None and match.ref_id == "a.mp4" and backend in match.detail()
