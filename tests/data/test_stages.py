@@ -127,3 +127,17 @@ def test_split_by_shard_keeps_rows_in_order_per_shard():
     runs = split_by_shard(t)
     assert [(s, part.column("x").to_pylist()) for s, part in runs] == [("a", [0, 1]), ("b", [2]), ("c", [3, 4, 5])]
     assert split_by_shard(t.slice(0, 0)) == []
+
+
+def test_a_stage_that_asks_ray_for_no_gpu_puts_its_model_on_the_cpu():
+    """Under Ray a worker sees no CUDA device unless its stage requested one, so a stage with ``resources.gpus=0``
+    on a CUDA profile builds its model on the CPU (the same in the local runner)."""
+    from alchemist_data.config import Resources
+    from alchemist_data.models.configs import FacesConfig
+    from alchemist_data.stages import FacesStage
+
+    on_gpu = FacesStage(FacesConfig(backend="mtcnn", resources=Resources(gpus=1)), device="cuda")
+    assert on_gpu.model_device == "cuda"  # not set up: this machine may have no GPU
+    on_cpu = FacesStage(FacesConfig(backend="mtcnn", resources=Resources(gpus=0)), device="cuda")
+    on_cpu.setup()
+    assert on_cpu.detector.device == "cpu"

@@ -144,7 +144,7 @@ class Stage:
 
     def _built(self, build: Callable[..., Any]) -> Any:
         """``build(cfg, device=...)``'s model for this stage, set up (loaded) once for this worker."""
-        model = build(self.cfg, device=self.device)
+        model = build(self.cfg, device=self.model_device)
         model.setup()
         return model
 

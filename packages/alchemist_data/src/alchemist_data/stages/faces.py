@@ -16,7 +16,7 @@ class FacesStage(Stage):
     def setup(self) -> None:
         from alchemist_data.models.faces import build_face_detector
 
-        self.detector = build_face_detector(self.cfg, device=self.device)
+        self.detector = build_face_detector(self.cfg, device=self.model_device)
         if self.detector is not None:
             self.detector.setup()
 

@@ -30,7 +30,7 @@ class OverlapStage(Stage):
 
     def setup(self) -> None:
         if self.enabled and self.index is None:
-            self.index = OverlapIndex.load_or_build(self.cfg, device=self.device)
+            self.index = OverlapIndex.load_or_build(self.cfg, device=self.model_device)
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
         if not self.enabled:
