@@ -92,6 +92,8 @@ def test_dino_hub_checkpoint_file_loads_and_gives_dinos_cls_embedding(tmp_path):
     reference = write_dino(path)
     enc = DinoEncoder(str(path))
     enc.setup()
+    # put on its device in eval mode like a hub or folder model (this path used to skip both)
+    assert not enc.model.training and next(enc.model.parameters()).device.type == "cpu"
     n_file = len(torch.load(path, weights_only=True))
     # the 12 fused qkv weights and biases become 3 tensors each
     assert len(enc.model.state_dict()) == n_file + 12 * 2 * 2

@@ -388,16 +388,16 @@ class DinoEncoder(LazyModel):
 
         if os.path.isfile(self.model_id):  # torch.hub's dino_vitbase16_pretrain.pth itself
             self.model = load_dino_hub_checkpoint(self.model_id)
-            return
-        (self.model,) = load_pretrained(
-            self.model_id,
-            "DINO",
-            (ViTModel,),
-            _random_dino,
-            instead="a local folder with --set dino_model=DIR, or use --profile offline",
-            add_pooling_layer=False,
-        )
-        self.model.to(self.device).eval()
+        else:
+            (self.model,) = load_pretrained(
+                self.model_id,
+                "DINO",
+                (ViTModel,),
+                _random_dino,
+                instead="a local folder with --set dino_model=DIR, or use --profile offline",
+                add_pooling_layer=False,
+            )
+        self.model.to(self.device).eval()  # both sources: the .pth path used to stay on the CPU in train mode
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         import torch

@@ -196,12 +196,11 @@ def prepare_benchmark(
     for name in EXTRA_TABLES:
         (root / name).mkdir(exist_ok=True)
     (root / "videos").mkdir(exist_ok=True)
-    data_profile = vision_models(profile)
-    bg_cfg = data_profile.background
     done = writer.done_shards()
     shards = [anns[i : i + shard_size] for i in range(0, len(anns), shard_size)]
     inpainter, scorer = None, None
     cfg = eval_profile(profile, overrides)
+    bg_cfg = vision_models(profile).background
     signature = json.dumps(cfg.signature(), sort_keys=True)
     t0 = time.time()
     for s, chunk in enumerate(shards):
@@ -211,7 +210,7 @@ def prepare_benchmark(
                 progress(len(chunk), len(anns))
             continue
         if inpainter is None:
-            inpainter = build_inpainter(bg_cfg, device=data_profile.device)
+            inpainter = build_inpainter(bg_cfg, device=cfg.device)  # --set device=... applies to it too
             inpainter.setup()
         tables: dict[str, list[dict[str, Any]]] = {
             k: [] for k in ("clips", "entities", "backgrounds", "gt_frames", "rejects")
