@@ -33,7 +33,11 @@ def _run(run_dir: str | os.PathLike[str] | Location) -> Location:
 def committed_parts(run_dir: str | os.PathLike[str] | Location, table: str) -> dict[str, list[Location]]:
     """For each committed shard (a marker exists), the files of ``table`` it consists of."""
     run = _run(run_dir)
-    return {shard: marker_files(run, table, shard, m) for shard, m in read_markers(run).items()}
+    return _parts(run, table, read_markers(run))
+
+
+def _parts(run: Location, table: str, markers: dict[str, dict[str, Any]]) -> dict[str, list[Location]]:
+    return {shard: marker_files(run, table, shard, m) for shard, m in markers.items()}
 
 
 def committed_files(run_dir: str | os.PathLike[str] | Location, table: str) -> list[Location]:
@@ -44,7 +48,10 @@ def committed_files(run_dir: str | os.PathLike[str] | Location, table: str) -> l
 
 def dataset(run_dir: str | os.PathLike[str] | Location, table: str) -> pads.Dataset:
     """The committed rows of ``table`` as a pyarrow dataset with the contract schema (lazy: nothing is read yet)."""
-    files = committed_files(run_dir, table)
+    return _dataset(table, committed_files(run_dir, table))
+
+
+def _dataset(table: str, files: list[Location]) -> pads.Dataset:
     if not files:
         return pads.dataset(schema.empty_table(table))
     paths = [f.path for f in files]
@@ -61,9 +68,11 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with one view per table (``clips``, ``entities``, ...) over the run's committed shards."""
     run = _run(run_dir)
+    markers = read_markers(run)  # once for every table: on object storage each marker is a GET
     con = con or duckdb.connect()
     for table in schema.TABLES:
-        con.register(table, dataset(run, table))
+        files = [f for shard_files in _parts(run, table, markers).values() for f in shard_files]
+        con.register(table, _dataset(table, files))
     return con
 
 
