@@ -3,7 +3,7 @@
 * :func:`apply_override` / :func:`apply_overrides` set ``section.field`` from a CLI string, parsed by the field's type
   (the ``--set`` flag of every command);
 * :func:`parse_overrides` turns ``["a.b=1", ...]`` into ``{"a.b": "1"}``;
-* :func:`to_dict` / :func:`to_json` serialise a config (``run.json``, checkpoints, eval summaries);
+* :func:`to_dict` serialises a config (``run.json``, checkpoints, eval summaries);
 * :func:`check_choice` is the one "value must be one of" check;
 * :class:`Resources` and :class:`StageConfig` are what every curation stage's config carries (NeMo Curator's
   pattern: the stage is built from its config, and the config says what the stage asks of Ray);
@@ -72,10 +72,6 @@ def cache_dir() -> Path:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-def to_json(cfg: Any, **kwargs: Any) -> str:
-    return json.dumps(to_dict(cfg), **kwargs)
 
 
 def apply_overrides(cfg: Any, overrides: Mapping[str, str] | None) -> Any:

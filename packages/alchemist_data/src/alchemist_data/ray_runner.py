@@ -15,12 +15,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import pyarrow as pa
 
-from alchemist_data.raycluster import connect
 from alchemist_data.runner import ShardPartWriter, ShardTracker, StageStats, run_group, split_by_shard
 from alchemist_data.stages import Stage
 
@@ -70,7 +68,6 @@ def run_ray(
     """Run the stages over ``work`` on Ray Data; returns the per-stage statistics."""
     import ray
 
-    connect(ray_address, max(num_workers, os.cpu_count() or 1))
     _check_gpus(stages, ray.cluster_resources().get("GPU", 0), joined=bool(ray_address))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

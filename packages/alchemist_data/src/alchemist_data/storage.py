@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,12 +192,3 @@ def check_writable_dir(loc: Location, what: str = "output") -> None:
                 "choose another --output or fix its permissions"
             ) from err
         raise StorageError(f"{what} {loc.uri} is not writable: {explain(loc.uri, err)}") from err
-
-
-def walk_files(loc: Location, suffix: str = "") -> Iterator[Location]:
-    """Every file under ``loc`` (recursively) whose name ends with ``suffix``."""
-    selector = pafs.FileSelector(loc.path, allow_not_found=True, recursive=True)
-    for info in sorted(loc.fs.get_file_info(selector), key=lambda i: i.path):
-        if info.type == pafs.FileType.File and info.base_name.endswith(suffix):
-            rel = posixpath.relpath(info.path, loc.path)
-            yield loc.join(*rel.split("/"))

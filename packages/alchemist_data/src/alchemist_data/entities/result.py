@@ -48,10 +48,6 @@ class EntityResult:
     reject_reason: str | None = None
     reject_detail: str | None = None
 
-    @property
-    def is_rejected(self) -> bool:
-        return self.reject_reason is not None
-
     def words(self) -> list[tuple[str, str]]:
         """(word, category) pairs, subjects first (the order grounding uses)."""
         return [(w, c) for c in ("subject", "object", "background") for w in getattr(self, c)]

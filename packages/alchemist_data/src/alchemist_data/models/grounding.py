@@ -32,7 +32,7 @@ from alchemist_data.models.base import (
     check_rgb,
     offline_hint,
 )
-from alchemist_data.models.configs import GDINO_TEXT_ENCODERS, check_gdino_text_encoder  # noqa: F401
+from alchemist_data.models.configs import check_gdino_text_encoder
 
 MAX_TEXT_LEN = 256  # GroundingDINO's text length (pred_logits has this many columns)
 

@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 #: What a folder holds, as far as the report is concerned.
-KINDS = ("curated", "benchmark", "eval")
 
 
 class NotAReportableFolderError(ValueError):
