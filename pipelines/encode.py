@@ -50,32 +50,34 @@ def local_path(uri: str, what: str) -> Path:
 def encode_config(profile: str, overrides: list[str] | None) -> Any:
     from alchemist_data.config import apply_overrides, parse_overrides
     from alchemist_model.configs import model_profile
-    from alchemist_model.latents import LatentEncodeConfig
+    from alchemist_model.latents import DTYPES, LatentEncodeConfig
 
     model_profile(profile)  # a clear error for an unknown profile
     cfg = apply_overrides(LatentEncodeConfig(profile=profile), parse_overrides(overrides))
-    if cfg.dtype not in ("float32", "bfloat16", "float16"):
+    if cfg.dtype not in DTYPES:
         raise ValueError(f"--set dtype={cfg.dtype}: choose float32, bfloat16 or float16")
     return cfg
 
 
 def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) an encode job; returns run.json's contents."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     from alchemist_data import schema
     from alchemist_data.catalog import read_table
-    from alchemist_data.runner import ShardPartWriter, ShardTracker, completion_fields, split_by_shard
+    from alchemist_data.runner import (
+        ShardPartWriter,
+        ShardTracker,
+        check_run_options,
+        completion_fields,
+        pending_work,
+        split_by_shard,
+    )
     from alchemist_data.writer import RunWriter, environment_versions
     from alchemist_model.configs import model_profile
     from alchemist_model.encoders import load_components
     from alchemist_model.latents import TABLE, LatentEncoder, encode_work_table
 
-    if opts.runner not in ("ray", "local"):
-        raise ValueError(f"--runner {opts.runner!r}: use ray or local")
-    if opts.num_workers < 1:
-        raise ValueError("--num-workers must be at least 1")
+    check_run_options(opts.runner, opts.num_workers)
     cfg = encode_config(opts.profile, opts.overrides)
     profile = model_profile(cfg.profile)
     curated, output = local_path(opts.curated, "CURATED"), local_path(opts.output, "--output")
@@ -92,10 +94,7 @@ def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
     if not (encoders / "components.json").exists():
         load_components(profile, cfg.image_encoder, seed=cfg.seed).save(encoders)
 
-    expected = {shard: part.num_rows for shard, part in split_by_shard(work)}
-    done = writer.done_shards()
-    pending = [s for s, n in expected.items() if done.get(s, {}).get("num_input_rows") != n]
-    work = work.filter(pc.is_in(work.column("shard"), pa.array(pending, pa.string()))) if pending else work.slice(0, 0)
+    expected, pending, work = pending_work(work, writer)
     started = time.time()
     info: dict[str, Any] = {
         "kind": "latents",
@@ -119,9 +118,7 @@ def encode_job(opts: EncodeOptions, progress: bool = True) -> dict[str, Any]:
     bar = tqdm(total=work.num_rows, desc="encode", unit="row", disable=not progress)
     # One row group per row: a training sample is then a single read of its own row.
     tracker = ShardTracker(writer, {s: expected[s] for s in pending}, lambda _shard, _counts, n: bar.update(n))
-    part_writer = ShardPartWriter(
-        str(output), functools.partial(_as_latents_table, TABLE), schema.LATENT_TABLES, row_group_size=1
-    )
+    part_writer = ShardPartWriter(str(output), functools.partial(_as_latents_table, TABLE), row_group_size=1)
     if work.num_rows:
         if opts.runner == "local":
             stage = LatentEncoder(cfg, encoders)

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from alchemist_data.config import Resources, apply_overrides, to_dict
+from alchemist_data.config import Resources, StageConfig, apply_overrides, to_dict
 from alchemist_data.models.presets import VisionModels, paper_checkpoint, vision_models
 from alchemist_data.overlap import OverlapConfig
 from alchemist_data.stages.crops import CropsConfig
@@ -71,19 +71,9 @@ class Profile(VisionModels):
 
     def validate(self) -> None:
         """Fail before any work on a setting no stage understands (e.g. a typo in --set)."""
-        for section in (
-            self.shots,
-            self.motion,
-            self.frames,
-            self.overlap,
-            self.entities,
-            self.grounding,
-            self.segmentation,
-            self.faces,
-            self.crops,
-            self.background,
-        ):
-            section.validate()
+        for f in fields(self):  # every stage section, so a new stage's checks run without being listed here
+            if isinstance(section := getattr(self, f.name), StageConfig):
+                section.validate()
         if self.shard_size < 1:
             raise ValueError("shard_size must be at least 1")
 

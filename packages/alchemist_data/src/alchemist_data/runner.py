@@ -18,12 +18,13 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from alchemist_data.config import StageConfig
 from alchemist_data.profiles import Profile, curation_profile
 from alchemist_data.stages import WORK_SCHEMA, Stage, build_stages, split_outputs
 from alchemist_data.writer import RunWriter, environment_versions, part_id, shard_name
@@ -108,7 +109,7 @@ class StageStats:
 def run_group(stages: list[Stage], table: pa.Table, record: Callable[[str, int, float], None]) -> pa.Table:
     """Run consecutive stages over one batch, reporting rows and busy time of each to ``record``."""
     for stage in stages:
-        live = table.num_rows - pc.sum(pc.is_valid(table.column("reject_reason"))).as_py()
+        live = table.column("reject_reason").null_count
         t0 = time.perf_counter()
         table = stage.process_batch(table)
         record(stage.name, int(live), time.perf_counter() - t0)
@@ -139,15 +140,14 @@ class ShardPartWriter:
         self,
         output: str,
         split: Callable[[pa.Table], dict[str, pa.Table]],
-        tables: dict[str, pa.Schema] | None = None,
         row_group_size: int | None = None,
     ) -> None:
-        self.output, self.split, self.tables, self.row_group_size = output, split, tables, row_group_size
+        self.output, self.split, self.row_group_size = output, split, row_group_size
         self._writer: RunWriter | None = None
 
     def __call__(self, table: pa.Table) -> pa.Table:
         if self._writer is None:
-            self._writer = RunWriter(self.output, self.tables) if self.tables else RunWriter(self.output)
+            self._writer = RunWriter(self.output)  # workers only write parts: the folder layout is the driver's
         if "frames" in table.column_names:
             table = table.drop_columns(["frames"])  # raw frames never leave the worker
         rows = []
@@ -279,11 +279,7 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
             "resume with the same --profile/--set flags or choose a new --output"
         )
 
-    work = build_work_table(manifest, profile.shard_size)
-    expected = dict(_value_counts(work.column("shard")).items())
-    done = writer.done_shards()
-    pending = [s for s, n in expected.items() if done.get(s, {}).get("num_input_rows") != n]
-    work = work.filter(pc.is_in(work.column("shard"), pa.array(pending, pa.string()))) if pending else work.slice(0, 0)
+    expected, pending, work = pending_work(build_work_table(manifest, profile.shard_size), writer)
 
     reporter = reporter or Reporter()
     notice = profile.random_model_notice()
@@ -349,6 +345,16 @@ def curate(opts: CurateOptions, reporter: Reporter | None = None) -> dict[str, A
     return info
 
 
+def pending_work(work: pa.Table, writer: RunWriter) -> tuple[dict[str, int], list[str], pa.Table]:
+    """What a (re)started job still has to do: rows per shard, the shards without a complete marker (a marker
+    whose input count differs is redone), and the work rows of those shards."""
+    expected = _value_counts(work.column("shard"))
+    done = writer.done_shards()
+    pending = [s for s, n in expected.items() if done.get(s, {}).get("num_input_rows") != n]
+    work = work.filter(pc.is_in(work.column("shard"), pa.array(pending, pa.string()))) if pending else work.slice(0, 0)
+    return expected, pending, work
+
+
 def check_run_options(runner: str, num_workers: int) -> None:
     """Fail before any work on a runner other than ``ray`` / ``local`` or fewer than one worker."""
     if runner not in ("ray", "local"):
@@ -384,8 +390,8 @@ def _fingerprint(profile: Profile) -> str:
     settings = profile.to_dict()
     for section in settings.values():  # how work is spread over Ray does not change a row
         if isinstance(section, dict):
-            for key in ("batch_size", "resources", "min_workers", "max_workers"):
-                section.pop(key, None)
+            for f in fields(StageConfig):  # batch_size, resources, min_workers, max_workers
+                section.pop(f.name, None)
     return hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()[:16]
 
 
