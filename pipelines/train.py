@@ -29,14 +29,6 @@ def train_job(profile: str = "tiny", steps: int = 100, stage: int = 2, seed: int
     return cfg
 
 
-def _apply_overrides(cfg: Any, overrides: list[str] | None) -> Any:
-    from alchemist_data.config import apply_override, parse_overrides
-
-    for key, raw in parse_overrides(overrides).items():
-        apply_override(cfg, key, raw)
-    return cfg
-
-
 def resolve_data(data: Path | None, latents: Path | None) -> Path:
     """--data, or the curated run the --latents folder was encoded from."""
     if data is not None:
@@ -135,8 +127,10 @@ def train_cmd(
             if note:
                 typer.secho(note, fg="yellow", err=True)
         else:
+            from alchemist_data.config import apply_overrides, parse_overrides
+
             job = train_job(profile or "tiny", steps, 2 if stage is None else stage, seed or 0)
-            cfg = _apply_overrides(job, set_)
+            cfg = apply_overrides(job, parse_overrides(set_))
         if num_workers > 0:
             from alchemist_model.train_ray import ray_fit, train_ray
 
@@ -163,7 +157,7 @@ def register(app: typer.Typer) -> None:
 def pick_demo_reference(curated_dir: Path) -> tuple[dict[str, Any], dict[str, list[bytes]], bytes | None]:
     """A clip with detected entities whose words are in its caption -> (clip row, {word: [crop_png]}, background)."""
     from alchemist_data.catalog import read_table
-    from alchemist_model.encoders import find_word_span
+    from alchemist_model.data import word_occurs
 
     clips = {c["clip_id"]: c for c in read_table(curated_dir, "clips").to_pylist()}
     refs: dict[str, dict[str, list[bytes]]] = {}
@@ -176,9 +170,7 @@ def pick_demo_reference(curated_dir: Path) -> tuple[dict[str, Any], dict[str, li
             or row["category"] not in ("subject", "object")
         ):
             continue
-        try:
-            find_word_span(clip["caption"], row["entity_word"])
-        except ValueError:
+        if not word_occurs(clip["caption"], row["entity_word"]):
             continue
         refs.setdefault(row["clip_id"], {}).setdefault(row["entity_word"], []).append(row["crop_png"])
     if not refs:

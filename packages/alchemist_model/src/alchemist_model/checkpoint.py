@@ -58,6 +58,12 @@ def resolve_transformer_dir(path: str | Path, prefer_ema: bool = True) -> Path:
     raise ValueError(f"{str(path)!r} holds no trained transformer (no checkpoints/latest, no config.json)")
 
 
+def checkpoint_step(folder: Path) -> int:
+    """The training step a checkpoint folder holds, from its name (``step-XXXXXXXX``, see :func:`save_checkpoint`):
+    no need to load its ``state.pt``, which holds the whole optimizer state."""
+    return int(Path(folder).name.removeprefix("step-"))
+
+
 def save_checkpoint(
     run_dir: Path,
     model_state: dict[str, torch.Tensor],

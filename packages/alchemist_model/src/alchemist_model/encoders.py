@@ -418,7 +418,7 @@ class Components:
 
     def save(self, path: Path) -> None:
         """RUN/encoders/: random components are saved in full (a run must reload offline); real ones are
-        referenced by their hub id / path in components.json (copying a 5B VAE per run helps nobody)."""
+        referenced by their hub id / path in components.json (copying the CogVideoX-5b VAE per run helps nobody)."""
         path.mkdir(parents=True, exist_ok=True)
         meta = {
             "image_encoder_kind": self.image_encoder.kind,

@@ -23,6 +23,7 @@ sample is one read), ``_done/part-XXXXX.json`` markers, ``run.json`` (config, fi
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import hashlib
@@ -301,7 +302,7 @@ class LatentStore:
                 total += handle.metadata.row_group(g).num_rows
             self._open[f] = (handle, starts)
         handle, starts = self._open[f]
-        group = max(g for g, start in enumerate(starts) if start <= row)
+        group = bisect.bisect_right(starts, row) - 1  # encode writes one row group per row: thousands per file
         return handle.read_row_group(group).slice(row - starts[group], 1).to_pylist()[0]
 
     def read(self, clip_id: str, width: int, height: int, num_frames: int, start_s: float) -> dict[str, Any]:

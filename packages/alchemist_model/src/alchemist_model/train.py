@@ -198,8 +198,11 @@ def check_stage2_start(cfg: TrainConfig) -> None:
 
 def prepare_run(
     cfg: TrainConfig, output_dir: Path, resume: bool, latents: str | Path | None = None
-) -> tuple[TrainConfig, ModelProfile, Components]:
+) -> tuple[TrainConfig, ModelProfile, Components | None]:
     """Create or reopen RUN: resolved config + profile + frozen components saved next to the checkpoints.
+
+    The components come back when this call built them; on resume they are in ``RUN/encoders`` and the caller that
+    trains loads them (None here: Ray Train's driver only prepares the run, and each worker loads its own).
 
     Returns the run's config: at the first start ``cfg`` with its schedule resolved (and saved); on resume the saved
     config with this call's ``steps`` (the schedule stays as saved, only the end point moves). With ``latents`` (an
@@ -223,8 +226,7 @@ def prepare_run(
                 f"--resume: {output_dir}/config.json differs from this run's config (only --steps may "
                 "change); use a new --output or the same options"
             )
-        components = Components.load_saved(output_dir / "encoders")
-        return cfg, profile, components
+        return cfg, profile, None
     if not resume and latest_checkpoint(output_dir) is not None:
         raise ValueError(f"{output_dir} already holds checkpoints: pass --resume to continue, or a new --output")
     check_stage2_start(cfg)
@@ -528,6 +530,7 @@ def train(
     """Single-process training (CPU or one GPU); ``latents``: an ``alchemist encode`` folder of ``data_dir``."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg, profile, components = prepare_run(cfg, Path(output_dir), resume, latents)
+    components = components or Components.load_saved(Path(output_dir) / "encoders")
     return run_training_loop(
         cfg,
         Path(data_dir),

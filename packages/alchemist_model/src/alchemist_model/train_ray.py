@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alchemist_model.checkpoint import latest_checkpoint
+from alchemist_model.checkpoint import checkpoint_step, latest_checkpoint
 from alchemist_model.configs import TrainConfig, model_profile
 from alchemist_model.data import collate_samples
 from alchemist_model.encoders import Components
@@ -120,7 +120,7 @@ def train_ray(
         start = 0
         checkpoint = latest_checkpoint(output_dir) if resume else None
         if checkpoint is not None:
-            start = torch.load(checkpoint / "state.pt", weights_only=False)["step"] * batch_size * num_workers
+            start = checkpoint_step(checkpoint) * batch_size * num_workers
         # One spare batch per worker: the stream's split across workers need not be perfectly even.
         remaining = max(0, cfg.steps * batch_size * num_workers - start) + batch_size * num_workers
         datasets["train"] = to_ray_dataset(dataset, remaining, start=start)
