@@ -21,6 +21,7 @@ from alchemist_data.report.page import (
     write_page,
 )
 from alchemist_data.report.source import RunSource
+from alchemist_data.schema import REFERENCE_FRACTIONS
 
 HIST_BINS = 20
 REJECT_EXAMPLES = 3
@@ -99,7 +100,7 @@ def _frames(
                 src.video_path(clip["video"]),
                 clip["start_s"],
                 clip["end_s"],
-                fractions=tuple(frames_cfg.get("fractions", (0.05, 0.5, 0.95))),
+                fractions=tuple(frames_cfg.get("fractions", REFERENCE_FRACTIONS)),
                 max_side_px=int(frames_cfg.get("max_side_px", 0)),
                 seek=frames_cfg.get("seek", "exact"),
             )
@@ -136,7 +137,7 @@ def _clip_card(
         size = (int(ents[0]["frame_width_px"]), int(ents[0]["frame_height_px"]))
     frames, problem = _frames(src, clip, frames_cfg, gt, size)
     times = list(clip.get("ref_times_s") or [None] * 3)
-    fractions = frames_cfg.get("fractions", (0.05, 0.5, 0.95))
+    fractions = frames_cfg.get("fractions", REFERENCE_FRACTIONS)
     figs = []
     for k, frame in enumerate(frames):
         label = f"{fractions[k] * 100:.0f} % frame"

@@ -17,12 +17,12 @@ import numpy as np
 from alchemist_data.report import charts, draw
 from alchemist_data.report.page import ImageWriter, cards, esc, img, page, table, write_page
 from alchemist_data.report.source import NotAReportableFolderError, RunSource, sample_key
+from alchemist_data.schema import REFERENCE_FRACTIONS
 
 #: per-video score columns of scores.parquet and the benchmark's names for them
 METRICS = {"text_s": "Text-S", "video_s": "Vid-S", "subject_s": "Subj-S", "face_s": "Face-S", "dynamic_d": "Dync-D"}
 THUMB_WIDTH_PX = 112
 MAX_TABLE_ROWS = 5000
-FRACTIONS = (0.05, 0.50, 0.95)
 
 
 def _generated_frames(row: dict[str, Any], videos_dir: str | None) -> list[np.ndarray]:
@@ -34,7 +34,7 @@ def _generated_frames(row: dict[str, Any], videos_dir: str | None) -> list[np.nd
         return []
     if not os.path.isabs(video) and "://" not in video and not os.path.exists(video) and videos_dir:
         video = os.path.join(videos_dir, os.path.basename(video))  # eval_config keeps the folder resolved
-    _, _, frames = reference_frames(video, fractions=FRACTIONS)
+    _, _, frames = reference_frames(video)
     return list(frames)
 
 
@@ -71,8 +71,8 @@ def _thumbs(images: ImageWriter, stem: str, frames: list[np.ndarray], what: str)
         img(
             images.array(f"{stem}-{k}", draw.thumbnail(f, THUMB_WIDTH_PX), quality=80),
             "thumb",
-            f"{what} {FRACTIONS[k] * 100:.0f} %",
-            f"{what}, {FRACTIONS[k] * 100:.0f} % frame",
+            f"{what} {REFERENCE_FRACTIONS[k] * 100:.0f} %",
+            f"{what}, {REFERENCE_FRACTIONS[k] * 100:.0f} % frame",
         )
         for k, f in enumerate(frames[:3])
     ]

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -15,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from alchemist_data.storage import is_uri
 
 #: What a folder holds, as far as the report is concerned.
 
@@ -28,10 +31,6 @@ def sample_key(clip_id: str) -> str:
     import hashlib
 
     return hashlib.md5(clip_id.encode()).hexdigest()
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
 
 
 class RunSource:
@@ -57,7 +56,7 @@ class RunSource:
 
     # ------------------------------------------------------------------------------------------------ files
     def _path(self, name: str) -> str:
-        return posixpath.join(self.base, name) if _is_uri(self.root) else os.path.join(self.base, name)
+        return posixpath.join(self.base, name) if is_uri(self.root) else os.path.join(self.base, name)
 
     def exists(self, name: str) -> bool:
         from pyarrow import fs as pafs
@@ -88,9 +87,9 @@ class RunSource:
 
     def video_path(self, video: str) -> str:
         """A clip's ``video`` as stored (absolute, a URI, or relative to the run as in a benchmark folder)."""
-        if not video or _is_uri(video) or os.path.isabs(video):
+        if not video or is_uri(video) or os.path.isabs(video):
             return video
-        return self._path(video) if not _is_uri(self.root) else f"{self.root.rstrip('/')}/{video}"
+        return self._path(video) if not is_uri(self.root) else f"{self.root.rstrip('/')}/{video}"
 
     # ------------------------------------------------------------------------------------------------ tables
     def sql(self, query: str) -> list[dict[str, Any]]:
@@ -102,9 +101,17 @@ class RunSource:
         return self._con.sql(query).to_arrow_table().to_pylist()
 
     def stats(self) -> dict[str, list[dict[str, Any]]]:
-        from alchemist_data import catalog
+        """``alchemist stats``' tables, over this source's DuckDB views (not a second connection)."""
+        from alchemist_data.catalog import STATS_QUERIES
 
-        return catalog.stats(self.root)
+        return {title: self.sql(query) for title, query in STATS_QUERIES.items()}
+
+    @functools.cached_property
+    def _markers(self) -> dict[str, dict[str, Any]]:
+        """The committed shards' markers, read once per report (each is a GET on object storage)."""
+        from alchemist_data.writer import read_markers
+
+        return read_markers(self.loc)
 
     def rows(
         self,
@@ -116,19 +123,19 @@ class RunSource:
         """Rows of ``table`` (a schema table, or one of a benchmark's extra tables such as ``gt_frames``) for these
         clips, reading only the committed shard files named in ``shards``: image columns of a large run are far
         bigger than memory, and the clips table says which shard holds each clip."""
-        from alchemist_data.writer import DONE_DIR
+        from alchemist_data.writer import marker_files
 
         if not clip_ids:
             return []
-        done = {posixpath.basename(p)[: -len(".json")] for p in self._listdir(DONE_DIR) if p.endswith(".json")}
+        done = set(self._markers)
         wanted = pa.array(sorted(set(clip_ids)), pa.string())
         out: list[dict[str, Any]] = []
         # A clip row without a shard name (older runs) means: look in every committed shard.
         from alchemist_data import schema
-        from alchemist_data.catalog import committed_parts
 
         # A curated table's shard is the parts its marker lists; a benchmark's extra tables keep one file per shard.
-        parts = committed_parts(self.loc, table) if table in schema.TABLES else {}
+        curated = table in schema.TABLES
+        parts = {s: marker_files(self.loc, table, s, m) for s, m in self._markers.items()} if curated else {}
         for shard in sorted(done if None in shards else shards & done):
             names = [f.path for f in parts.get(shard, [])] or [self._path(f"{table}/{shard}.parquet")]
             for name in names:
@@ -142,15 +149,7 @@ class RunSource:
 
     def num_shards(self) -> int:
         """Committed shards (completion markers) of a curated run or benchmark folder."""
-        from alchemist_data.writer import DONE_DIR
-
-        return sum(1 for p in self._listdir(DONE_DIR) if p.endswith(".json"))
-
-    def _listdir(self, name: str) -> list[str]:
-        from pyarrow import fs as pafs
-
-        selector = pafs.FileSelector(self._path(name), allow_not_found=True)
-        return [i.path for i in self.fs.get_file_info(selector)]
+        return len(self._markers)
 
     def close(self) -> None:
         if self._con is not None:
