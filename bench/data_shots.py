@@ -37,15 +37,15 @@ def run(quick: bool) -> list[dict]:
             found: list[int] = []
 
             def decode(video=video, n=n) -> None:
-                frames, _ = _lowres_frames(video, fps)
+                frames, _ = _lowres_frames(video)
                 assert len(frames) == n
 
             def detect(video=video, out=found) -> None:
-                frames, _ = _lowres_frames(video, fps)
+                frames, _ = _lowres_frames(video)
                 scores = model.transition_scores([frames])[0]
                 out[:] = [int(s) for s, _ in TransNetShots.scenes(scores, 0.5)]
 
-            frames, _ = _lowres_frames(video, fps)
+            frames, _ = _lowres_frames(video)
             model.transition_scores([frames[:100]])  # warm-up: page cache, decoder and kernel init
             timing = interleaved_medians(
                 {"decode": decode, "detect": detect, "model": lambda frames=frames: model.transition_scores([frames])},

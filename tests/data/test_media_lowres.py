@@ -65,6 +65,16 @@ def test_variable_frame_rate_and_start_offset_timestamps(clips, backend):
     assert times[0] == 0.0 and times == pytest.approx([i / 25 for i in range(25)], abs=1e-3)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["cfr", "vfr", "offset"])
+def test_stop_s_gives_the_frames_that_start_before_it(clips, backend, name):
+    full, _, times = decode_all_frames_lowres(str(clips[name]), backend=backend)
+    stop_s = float(times[len(times) // 2]) - 1e-4  # just before the middle frame: the first half exactly
+    frames, _, head = decode_all_frames_lowres(str(clips[name]), backend=backend, stop_s=stop_s)
+    assert len(frames) == len(times) // 2 and np.all(head < stop_s)
+    assert np.array_equal(frames, full[: len(frames)]) and head == pytest.approx(times[: len(frames)])
+
+
 def test_backends_agree(clips):
     a, fps_a, t_a = decode_all_frames_lowres(str(clips["cfr"]), backend="pyav")
     b, fps_b, t_b = decode_all_frames_lowres(str(clips["cfr"]), backend="decord")

@@ -68,7 +68,7 @@ def _work(rows: list[dict]) -> pa.Table:
 def test_transnetv2_real_weights_find_the_hard_cuts_and_match_the_package(videos, model):
     import torch
 
-    frames, times = _lowres_frames(videos["multi"], FPS)
+    frames, times = _lowres_frames(videos["multi"])
     assert frames.shape == (sum(SHOT_FRAMES), 27, 48, 3) and times[1] == pytest.approx(1 / FPS)
     short = frames[:30]
     before, model.windows_per_forward = model.windows_per_forward, 3  # one forward mixes windows of both videos
@@ -353,6 +353,6 @@ def test_curate_split_on_ray_gives_every_shot_once(manifest, tmp_path):
 
 @pytest.mark.gpu
 def test_transnetv2_on_cuda_gives_the_cpu_scores(videos, model):
-    frames, _ = _lowres_frames(videos["multi"], FPS)
+    frames, _ = _lowres_frames(videos["multi"])
     gpu = TransNetShots(device="cuda", windows_per_forward=32)
     np.testing.assert_allclose(gpu.transition_scores([frames])[0], model.transition_scores([frames])[0], atol=1e-3)

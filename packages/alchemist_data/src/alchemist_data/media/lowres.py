@@ -55,9 +55,18 @@ _DECORD_BATCH = 256
 
 
 def decode_all_frames_lowres(
-    video: str | os.PathLike, width: int = 48, height: int = 27, backend: str = "auto", *, threads: int = 0
+    video: str | os.PathLike,
+    width: int = 48,
+    height: int = 27,
+    backend: str = "auto",
+    *,
+    threads: int = 0,
+    stop_s: float | None = None,
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """Every frame of ``video`` (a path or a URI) as uint8 RGB ``(N, height, width, 3)``, display orientation.
+
+    ``stop_s``: only the frames that start before this time (seconds from the first frame); decoding stops there,
+    so a clip window near a long video's start does not decode the rest of it.
 
     Returns ``(frames, fps, timestamps_s)``: fps as :func:`probe` reports it, and each frame's presentation time in
     seconds from the first frame (increasing; irregular for variable-frame-rate video). ``threads`` is the number of
@@ -80,10 +89,12 @@ def decode_all_frames_lowres(
     if backend == "auto":
         backend = _AUTO_BACKEND
     decode = _lowres_decord if backend == "decord" else _lowres_pyav
-    return decode(video, int(width), int(height), threads)
+    return decode(video, int(width), int(height), threads, stop_s)
 
 
-def _lowres_pyav(video: str, width: int, height: int, threads: int) -> tuple[np.ndarray, float, np.ndarray]:
+def _lowres_pyav(
+    video: str, width: int, height: int, threads: int, stop_s: float | None
+) -> tuple[np.ndarray, float, np.ndarray]:
     frames: list[np.ndarray] = []
     pts: list[int] = []
     with _open(video) as container:
@@ -93,7 +104,11 @@ def _lowres_pyav(video: str, width: int, height: int, threads: int) -> tuple[np.
         reformatter = _reformatter()
         rotation = None
         coded_wh = (width, height)
+        # Decoded frames come in presentation order, so the first one at or past stop_s ends the decode.
+        stop_pts = None if stop_s is None else times.start_pts + stop_s / float(times.tb)
         for frame in _iter_frames(container, vs):
+            if stop_pts is not None and frame.pts is not None and frame.pts >= stop_pts:
+                break
             if rotation is None:
                 rotation = _display_rotation(frame, vs)
                 if rotation in (90, 270):  # scale the coded picture to the rotated size, then rotate it upright
@@ -110,7 +125,9 @@ def _lowres_pyav(video: str, width: int, height: int, threads: int) -> tuple[np.
     return np.stack(frames), float(times.fps), timestamps
 
 
-def _lowres_decord(video: str, width: int, height: int, threads: int) -> tuple[np.ndarray, float, np.ndarray]:
+def _lowres_decord(
+    video: str, width: int, height: int, threads: int, stop_s: float | None
+) -> tuple[np.ndarray, float, np.ndarray]:
     try:
         import decord
     except ImportError as exc:
@@ -137,18 +154,22 @@ def _lowres_decord(video: str, width: int, height: int, threads: int) -> tuple[n
     try:
         reader = _decord_reader(decord, source, width, height, threads, video)
         n = len(reader)
+        timestamps = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64)[:, 0]
+        # decord 0.6.0 already counts from the first frame (as the media layer does); kept explicit for other versions.
+        timestamps = timestamps - (timestamps[0] if n else 0.0)
+        if stop_s is not None:
+            n = int(np.searchsorted(timestamps, stop_s, side="left"))
+            timestamps = timestamps[:n]
         frames = np.empty((n, height, width, 3), dtype=np.uint8)
         for start in range(0, n, _DECORD_BATCH):
             batch = reader.get_batch(list(range(start, min(n, start + _DECORD_BATCH)))).asnumpy()
             for i, arr in enumerate(batch):
                 frames[start + i] = cv2.resize(arr, (width, height), interpolation=cv2.INTER_AREA)
-        timestamps = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64)[:, 0]
     # decord reports bad data as DECORDError, an unopenable file as RuntimeError, a file without frames by an assert.
     except (decord.DECORDError, RuntimeError, AssertionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise VideoError("unreadable", f"{video}: decord could not decode it ({first})") from exc
-    # decord 0.6.0 already counts from the first frame (as the media layer does); kept explicit for other versions.
-    return frames, float(info.fps), timestamps - (timestamps[0] if n else 0.0)
+    return frames, float(info.fps), timestamps
 
 
 def _decord_reader(decord: Any, source: Callable[[], Any], width: int, height: int, threads: int, video: str) -> Any:

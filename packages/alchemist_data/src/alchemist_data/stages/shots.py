@@ -78,20 +78,18 @@ class _Window:
     end_s: float
 
 
-def _lowres_frames(video: str, fps: float, stop_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Every frame from the video's start (up to ``stop_s``) at TransNetV2's 48x27, and each frame's start time.
+def _lowres_frames(video: str, stop_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame from the video's start up to ``stop_s`` at TransNetV2's 48x27, and each frame's start time.
 
-    One sequential decode (no seeks) at TransNetV2's input size through the media layer's fastest full decode;
-    times are the frames' presentation times, so variable frame rate is handled.
+    One sequential decode (no seeks) at TransNetV2's input size through the media layer's fastest full decode, which
+    stops at ``stop_s`` (a window near a long video's start decodes no further); times are the frames' presentation
+    times, so variable frame rate is handled.
     """
     from alchemist_data.media import decode_all_frames_lowres
     from alchemist_data.models.shots import INPUT_HW
 
     h, w = INPUT_HW
-    frames, _, times = decode_all_frames_lowres(video, width=w, height=h)
-    if stop_s is not None:
-        keep = times < stop_s
-        frames, times = frames[keep], times[keep]
+    frames, _, times = decode_all_frames_lowres(video, width=w, height=h, stop_s=stop_s)
     return frames, np.asarray(times, dtype=np.float64)
 
 
@@ -146,7 +144,7 @@ class ShotsStage(Stage):
         if not info.fps or info.fps <= 0:
             raise VideoError("unreadable", f"{video}: the video stream has no frame rate, so shots cannot be timed")
         a, b = _clip_window(info, row["start_s"], row["end_s"], video)
-        frames, times = _lowres_frames(video, info.fps, stop_s=b)
+        frames, times = _lowres_frames(video, stop_s=b)
         # Frames on screen at some time inside [a, b).
         inside = np.flatnonzero((times + 1.0 / info.fps > a + 1e-9) & (times < b - 1e-9))
         if not len(inside):
