@@ -42,6 +42,12 @@ class StageConfig:
     #: ``{"section.field": allowed values}``: the fields that take one of a few names, checked by ``validate``
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
+    @property
+    def enabled(self) -> bool:
+        """False when the settings switch the stage off: it is then left out of the pipeline (no idle actor pool);
+        its columns stay null."""
+        return True
+
     def validate(self) -> None:
         """Fail before any work on a value the stage does not understand (subclasses check their other fields)."""
         if self.batch_size < 1:

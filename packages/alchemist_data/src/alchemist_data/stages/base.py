@@ -107,8 +107,8 @@ class Stage:
 
     @property
     def enabled(self) -> bool:
-        """A stage that is switched off by its config is left out of the pipeline (no idle actor pool)."""
-        return True
+        """A stage that is switched off by its config (``StageConfig.enabled``) is left out of the pipeline."""
+        return self.cfg.enabled
 
     @property
     def model_device(self) -> str:

@@ -52,7 +52,7 @@ class MotionConfig(StageConfig):
             raise ValueError(f"motion.videomae_threshold must lie in (0, 1], got {self.videomae_threshold}")
 
     @property
-    def is_active(self) -> bool:
+    def enabled(self) -> bool:
         return self.backend != "off" or bool(self.videomae_model)
 
 
@@ -83,7 +83,7 @@ class MotionStage(Stage):
                 model.setup()
 
     def process_rows(self, rows: list[dict[str, Any]]) -> None:
-        if not self.cfg.is_active:
+        if not self.cfg.enabled:  # the pipeline leaves it out then; kept for a direct call
             return
         if self.meter is None:
             for row in rows:

@@ -24,10 +24,6 @@ class OverlapStage(Stage):
         super().__init__(cfg, device)
         self.index: OverlapIndex | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return self.cfg.enabled
-
     def setup(self) -> None:
         if self.enabled and self.index is None:
             self.index = OverlapIndex.load_or_build(self.cfg, device=self.model_device)
