@@ -69,7 +69,7 @@ def _time_official(scorers, jobs) -> tuple[float, float, list[dict]]:
 
 
 # the batched scorer: 32 frames per GroundingDINO forward (videos with the same tags share them) and 8 frames per
-# SAM forward were the fastest on 1 CPU thread with the tiny models (16 frames per call was 1.2x slower for SAM)
+# SAM forward (chosen by hand on 1 CPU thread with the tiny models; no sweep of these sizes is part of the bench)
 _BATCHED = {"grounding.batch_size": "32", "segmentation.batch_size": "8"}
 
 # settings of the one-video-at-a-time evaluators of the official protocol, per metric

@@ -1,6 +1,6 @@
 """`make gpu-check`: the one GPU check, for the day a CUDA machine is lent (never part of `make test`).
 
-On one GPU, in under 8 minutes, it writes ``bench/results/GPU.md`` with:
+On one GPU (its run time is not measured yet: no GPU was lent to this work), it writes ``bench/results/GPU.md`` with:
 
 * **curation**: the ``paper`` curation stages on the sample data, one stage at a time: clips/h, peak GPU memory and
   GPU busy % per stage. Checkpoints come from ``ALCHEMIST_*`` variables where they point at files; otherwise files in

@@ -43,7 +43,7 @@ class ShotsConfig(StageConfig):
     # split mode: spec §5.4 trains on 17-289 frames at 24 fps, i.e. 0.7-12 s; 0 disables a bound
     min_s: float = 0.7
     max_s: float = 12.0
-    # 100-frame TransNetV2 windows per forward: 1 is fastest on one CPU thread (measured 1/2/4/8), more on a GPU
+    # 100-frame TransNetV2 windows per forward: 1 on one CPU thread, more on a GPU (neither is benchmarked)
     windows_per_forward: int = 1
     threads: int = 1  # torch CPU threads during a forward (one worker per core); 0 leaves torch's setting
     batch_size: int = 4
