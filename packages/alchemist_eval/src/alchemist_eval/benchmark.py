@@ -158,28 +158,30 @@ def build_conditioning(clips: pa.Table, entities: pa.Table, background_ids: set[
 _CURATED = ("clips", "entities", "backgrounds", "rejects")
 
 
-def _committed_shards(root: Path) -> list[str]:
-    from alchemist_data.writer import DONE_DIR
+def _committed_markers(root: Path) -> dict[str, dict[str, Any]]:
+    """The committed shards' markers (torn ones are not committed), or a clear error for a folder without any."""
+    from alchemist_data.storage import resolve
+    from alchemist_data.writer import DONE_DIR, read_markers
 
-    done = root / DONE_DIR
-    if not done.is_dir():
+    if not (root / DONE_DIR).is_dir():
         raise ValueError(
             f"benchmark {str(root)!r} is not a prepared benchmark or curated run folder (no {DONE_DIR}/): run "
             "`alchemist benchmark prepare` or `alchemist curate` first"
         )
-    return sorted(p.stem for p in done.glob("part-*.json"))
+    return read_markers(resolve(root))
 
 
 def _shard_files(root: Path, name: str) -> dict[str, list[Path]]:
     """The files of table ``name`` of each committed shard: the parts its marker lists (a curated run), else the
     shard's one file (a benchmark folder, whose extra tables are written next to the curated ones)."""
-    from alchemist_data.catalog import committed_parts
+    from alchemist_data.storage import resolve
+    from alchemist_data.writer import marker_files
 
-    _committed_shards(root)  # a clear error for a folder that is neither
-    listed = committed_parts(root, name) if name in _CURATED else {}
+    markers, run = _committed_markers(root), resolve(root)
     out = {}
-    for shard in _committed_shards(root):
-        files = [Path(f.path) for f in listed.get(shard, [])] or [root / name / f"{shard}.parquet"]
+    for shard in sorted(markers):
+        listed = marker_files(run, name, shard, markers[shard]) if name in _CURATED else []
+        files = [Path(f.path) for f in listed] or [root / name / f"{shard}.parquet"]
         files = [f for f in files if f.exists()]
         if files:
             out[shard] = files
@@ -278,7 +280,7 @@ class Benchmark:
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"benchmark folder {str(root)!r} does not exist")
-        _committed_shards(root)
+        _committed_markers(root)  # a clear error for a folder that is neither a benchmark nor a run
         clips = read_table(root, "clips")
         shard_of = dict(zip(clips["clip_id"].to_pylist(), clips["shard"].to_pylist(), strict=True))
         empty = {n: RowSource.of(schema.empty_table(n)) for n in ("entities", "backgrounds")}

@@ -238,10 +238,6 @@ def normalize_batch(
     return out
 
 
-def _to_chw(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    return normalize_batch([np.asarray(image)], mean, std)[0]
-
-
 def center_crop_short_side(frame: np.ndarray) -> np.ndarray:
     """Square centre crop on the short side, with torchvision ``center_crop``'s rounding of the offsets."""
     h, w = frame.shape[:2]

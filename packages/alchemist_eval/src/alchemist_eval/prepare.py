@@ -284,9 +284,7 @@ def prepare_benchmark(
         "random_models": cfg.random_models,
         "num_annotations": len(anns),
         "num_clips": bench.clips.num_rows,
-        "num_rejects": sum(
-            json.loads(p.read_text())["counts"].get("rejects", 0) for p in (root / "_done").glob("part-*.json")
-        ),
+        "num_rejects": sum(m["counts"].get("rejects", 0) for m in writer.done_shards().values()),
         "modes": {m: len(bench.clip_ids(m)) for m in MODES},
         "background_backend": bg_cfg.backend,
         "seconds": round(time.time() - t0, 2),

@@ -309,4 +309,4 @@ class Scorer:
         sampled = frames[M.dynamic_sample_indices(len(frames), fps)]
         flows = self.flow.flows(sampled)
         h, w = frames.shape[1:3]
-        return M.dynamic_degree([M.flow_pair_score(f) for f in flows], h, w)
+        return M.dynamic_degree_from_flows(flows, h, w)
