@@ -100,7 +100,7 @@ def _lowres_pyav(
     with _open(video) as container:
         vs = _video_stream(container, video, threads)
         times = _stream_times(container, vs)
-        step = int(1 / (times.fps or 25) / times.tb)
+        step = int(times.frame_ticks)
         reformatter = _reformatter()
         rotation = None
         coded_wh = (width, height)

@@ -176,6 +176,12 @@ class _StreamTimes:
     duration_s: float | None  # None when neither the stream nor the container knows
     fps: float
 
+    @property
+    def frame_ticks(self) -> float:
+        """One nominal frame in time-base units (25 fps when the stream declares no rate): the duration given to a
+        frame that has none, and the step to the next pts when a frame has no pts."""
+        return 1 / (self.fps or 25) / self.tb
+
 
 def _stream_times(container: Any, vs: Any) -> _StreamTimes:
     tb = vs.time_base or Fraction(1, 90000)
@@ -250,7 +256,7 @@ def _scan_duration(container: Any, vs: Any, times: _StreamTimes) -> tuple[float,
             continue
         count += 1
         first_pts = frame.pts if first_pts is None else first_pts
-        dur = frame.duration or (1 / (times.fps or 25) / times.tb)
+        dur = frame.duration or times.frame_ticks
         last_end = frame.pts + dur
     if first_pts is None or last_end is None:
         return 0.0, count

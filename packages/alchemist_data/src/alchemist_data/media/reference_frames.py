@@ -93,7 +93,7 @@ class _Reader:
         self.stats["frames_decoded"] += 1
         if frame.pts is None:  # some raw streams: extrapolate from the previous frame
             frame.pts = self._fallback_pts
-        dur = frame.duration or (1 / (self.times.fps or 25) / self.times.tb)
+        dur = frame.duration or self.times.frame_ticks
         self._fallback_pts = frame.pts + int(dur)
         return frame
 
@@ -134,7 +134,7 @@ class _Reader:
 
 
 def _frame_end(frame: Any, times: _StreamTimes) -> int:
-    dur = frame.duration or (1 / (times.fps or 25) / times.tb)
+    dur = frame.duration or times.frame_ticks
     return frame.pts + int(max(1, dur))
 
 
@@ -181,7 +181,7 @@ def _plan_and_decode(reader: _Reader, targets: list[int], video: str) -> list[An
     """Frames covering each target (targets ascending, stream time_base units)."""
     times, stats = reader.times, reader.stats
     tb = times.tb
-    one_frame = int(1 / (times.fps or 25) / tb)
+    one_frame = int(times.frame_ticks)
     chosen: list[Any] = []
     for target in targets:
         frame = None
@@ -255,7 +255,7 @@ def _data_reaches(reader: _Reader, target: int) -> bool:
     same tolerance as exact mode (the last frame may end up to one frame before the target).
     """
     times = reader.times
-    one_frame = int(1 / (times.fps or 25) / times.tb)
+    one_frame = int(times.frame_ticks)
     reached = False
     for packet in _packets(reader.container, reader.vs):
         ts = packet.pts if packet.pts is not None else packet.dts  # AVI with B-frames: dts only (<= pts: stricter)
