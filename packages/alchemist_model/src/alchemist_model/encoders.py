@@ -455,12 +455,20 @@ class Components:
         )
 
 
+def load_image_encoder(profile, kind: str = "dinov2", seed: int = 0) -> tuple[ImageEncoder, str]:
+    """The profile's ``kind`` image encoder and where it came from; a random one is drawn from ``seed + 1`` (the
+    text encoder takes ``seed``, the VAE ``seed + 2``), so a run's random components do not depend on which of them
+    were loaded together."""
+    source = profile.image_encoder_dinov2 if kind == "dinov2" else profile.image_encoder_clip
+    return ImageEncoder.load(kind, source, profile.image_size_px, seed=seed + 1), source
+
+
 def load_components(profile, image_encoder: str = "dinov2", seed: int = 0) -> Components:
     """Load the profile's encoders and VAE (hub ids / local paths / random-tiny)."""
-    source = profile.image_encoder_dinov2 if image_encoder == "dinov2" else profile.image_encoder_clip
+    image, source = load_image_encoder(profile, image_encoder, seed)
     return Components(
         TextEncoder.load(profile.text_encoder, max_length=profile.max_text_tokens, seed=seed),
-        ImageEncoder.load(image_encoder, source, profile.image_size_px, seed=seed + 1),
+        image,
         VideoVAE.load(profile.vae, profile.vae_subfolder, seed=seed + 2),
         sources={"text_encoder": profile.text_encoder, "image_encoder": source, "vae": profile.vae},
     )

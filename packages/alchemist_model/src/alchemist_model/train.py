@@ -49,7 +49,13 @@ from alchemist_model.checkpoint import (
 )
 from alchemist_model.configs import RANDOM_INIT, ModelProfile, TrainConfig, model_profile
 from alchemist_model.data import AlchemistDataset, ResumableSampler, collate_samples
-from alchemist_model.encoders import Components, ImageEncoder, TextConditions, encode_conditions, load_components
+from alchemist_model.encoders import (
+    Components,
+    TextConditions,
+    encode_conditions,
+    load_components,
+    load_image_encoder,
+)
 from alchemist_model.flow import add_noise, sample_timesteps, time_shift_for, velocity_target
 from alchemist_model.transformer_alchemist import AlchemistTransformer3DModel
 
@@ -239,10 +245,7 @@ def prepare_run(
     else:
         components = Components.load_saved(store.root / "encoders")
         if components.image_encoder.kind != cfg.image_encoder:  # the image encoder plays no part in the latents
-            source = profile.image_encoder_dinov2 if cfg.image_encoder == "dinov2" else profile.image_encoder_clip
-            components.image_encoder = ImageEncoder.load(
-                cfg.image_encoder, source, profile.image_size_px, seed=cfg.seed + 1
-            )
+            components.image_encoder, source = load_image_encoder(profile, cfg.image_encoder, cfg.seed)
             components.sources = {**(components.sources or {}), "image_encoder": source}
     components.save(output_dir / "encoders")
     return cfg, profile, components
