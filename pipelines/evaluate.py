@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from pipelines.common import profile_settings, ray_address_option, set_option
+from pipelines.common import exit_on, profile_settings, ray_address_option, set_option
 
 T = TypeVar("T")
 
@@ -35,15 +35,11 @@ def _progress(description: str):
     return progress, update
 
 
-def _with_progress(console: Any, description: str, work: Callable[[Callable[[int, int], None]], T]) -> T:
-    """``work(update)`` under a progress bar; bad input (a ValueError) is printed and exits with code 2."""
+def _with_progress(description: str, work: Callable[[Callable[[int, int], None]], T]) -> T:
+    """``work(update)`` under a progress bar; bad input (a ValueError) ends the command like any other's."""
     progress, update = _progress(description)
-    try:
-        with progress:
-            return work(update)
-    except ValueError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
+    with exit_on(ValueError), progress:
+        return work(update)
 
 
 def eval_cmd(
@@ -78,7 +74,6 @@ def eval_cmd(
 
     console = Console()
     summary = _with_progress(
-        console,
         "scoring",
         lambda update: run_eval(
             videos,
@@ -141,7 +136,6 @@ def prepare_cmd(
 
     console = Console()
     info = _with_progress(
-        console,
         "preparing",
         lambda update: prepare_benchmark(
             annotations,
