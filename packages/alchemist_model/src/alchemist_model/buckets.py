@@ -176,6 +176,15 @@ class BucketPlan:
         counts = np.array([len(self.groups[g].members) for g in groups], dtype=np.float64)
         return groups[int(rng.choice(len(groups), p=counts / counts.sum()))]
 
+    def clip_sizes(self) -> list[list[tuple[int, int, int]]]:
+        """Per clip (in the plan's order), every (width, height, frames) of the groups it belongs to (empty for a
+        clip too short for every bucket)."""
+        sizes: list[list[tuple[int, int, int]]] = [[] for _ in range(self.num_clips)]
+        for group in self.groups:
+            for index in group.members:
+                sizes[index].append((group.width_px, group.height_px, group.num_frames))
+        return sizes
+
     def batch_sizes(self, budget_tokens: int, tokens: Callable[[int, int, int], int]) -> list[int]:
         """Per-rank batch of each group: as many clips as fit the token budget, at least one."""
         return [max(1, budget_tokens // tokens(g.width_px, g.height_px, g.num_frames)) for g in self.groups]

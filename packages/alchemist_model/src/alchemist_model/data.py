@@ -186,14 +186,13 @@ class AlchemistDataset(torch.utils.data.Dataset):
         self.buckets = self._plan()
         self.num_missing_latents = 0
         if latents is not None:
-            sizes = {c["clip_id"]: [(width_px, height_px, num_frames)] for c in self.clips}
-            for group in self.buckets.groups if self.buckets else []:
-                for index in group.members:
-                    sizes[self.clips[index]["clip_id"]].append((group.width_px, group.height_px, group.num_frames))
+            # the sizes this run asks for: its bucket groups', else the profile's
+            profile_size = [(width_px, height_px, num_frames)]
+            needed = self.buckets.clip_sizes() if self.buckets else [profile_size] * len(self.clips)
             kept = [
                 c
-                for c in self.clips
-                if all(latents.has(c["clip_id"], *size) for size in sizes[c["clip_id"]][1 if self.buckets else 0 :])
+                for c, sizes in zip(self.clips, needed, strict=True)
+                if all(latents.has(c["clip_id"], *size) for size in sizes)
             ]
             self.num_missing_latents = len(self.clips) - len(kept)
             if not kept:

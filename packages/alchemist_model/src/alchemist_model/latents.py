@@ -106,11 +106,7 @@ def target_sizes(
         return {c["clip_id"]: [(profile.width_px, profile.height_px, profile.num_frames)] for c in clips}
     ordered = sorted(clips, key=lambda c: c["clip_id"])  # the dataset's order (membership is per clip anyway)
     plan = BucketPlan(ordered, parse_cells(cfg.buckets), tuple(cfg.bucket_aspect_ratios), cfg.fps)
-    sizes: dict[str, list[tuple[int, int, int]]] = {c["clip_id"]: [] for c in clips}
-    for group in plan.groups:
-        for index in group.members:
-            sizes[ordered[index]["clip_id"]].append((group.width_px, group.height_px, group.num_frames))
-    return sizes
+    return {c["clip_id"]: sizes for c, sizes in zip(ordered, plan.clip_sizes(), strict=True)}
 
 
 def reference_words(curated_dir: str | Path, captions: dict[str, str]) -> dict[str, list[str]]:
