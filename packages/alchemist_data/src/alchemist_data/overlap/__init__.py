@@ -13,7 +13,8 @@ How it matches (``OverlapIndex``):
   to one of them) plus a 4x4 colour layout; ``dinov2`` / ``clip`` keep a unit-length embedding. Codes, their video
   and their time sit in flat arrays; a query compares a frame with all of them at once (XOR and popcount over
   ``uint64``, or one matrix product); for ``phash`` an index the size of the benchmark's 2,130 videos costs
-  milliseconds per clip (``bench/data_overlap.py``; the embedding backends are not benchmarked). The index is cached on
+  milliseconds per clip (``bench/data_overlap.py``, which times the embedding backends' search but not their
+  model). The index is cached on
   disk (keyed by the settings and every reference file's size and mtime) and built once per machine.
 * **Query, per clip.** The clip's reference frames (the frames stage's 5/50/95 % frames, with their times) are
   coded the same way. A reference frame is a near-duplicate of a clip frame when its hash is within ``max_hamming``
